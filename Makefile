@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/cryoshot demo
+	$(VENV)/bin/cryoshot demo --outdir demo_out --force
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q

@@ -1,0 +1,281 @@
+"""The ``cryoshot`` command line: argument parsing only; each verb calls one library function."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cryoshot import __version__
+from cryoshot.errors import CryoshotError
+
+app = typer.Typer(
+    name="cryoshot",
+    help="Few-shot learning for cryo-EM and cryo-ET: classify subtomograms and pick particles from a handful of labels.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+simulate_app = typer.Typer(help="Simulate subtomograms, micrographs or projection images.", no_args_is_help=True)
+app.add_typer(simulate_app, name="simulate")
+
+Structures = Annotated[
+    list[str],
+    typer.Option(
+        "--structures",
+        "-s",
+        help="Structures, repeated or comma-separated: bundled names (see `cryoshot structures`), "
+        "'bundled', .mrc maps, .pdb/.cif models, procedural:K or procedural:A-B.",
+    ),
+]
+Out = Annotated[Path, typer.Option("--outdir", "-o", help="Output folder (must not exist unless --force).")]
+Force = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed; item i depends only on (seed, i).")]
+Preview = Annotated[Path | None, typer.Option("--preview", help="Write a PNG montage of what was made.")]
+Invert = Annotated[bool, typer.Option("--invert", help="Protein dark (raw-data contrast) instead of bright.")]
+SaveClean = Annotated[bool, typer.Option("--save-clean", help="Also write the noise-free data (_clean).")]
+
+
+def _split(values: list[str]) -> list[str]:
+    out = [v.strip() for item in values for v in item.split(",") if v.strip()]
+    if not out:
+        raise CryoshotError("the structure list is empty: pass --structures, e.g. -s 1bxn,2cg9 or -s procedural:0-10")
+    return out
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cryoshot {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """cryoshot command line."""
+
+
+@app.command("structures")
+def structures_cmd() -> None:
+    """List the density maps bundled with cryoshot (PDB IDs, 10 Å/voxel)."""
+    from cryoshot.simulate.splits import NOVEL_STRUCTURES, TRAIN_STRUCTURES
+    from cryoshot.simulate.structures import bundled_structure_names
+
+    for name in bundled_structure_names():
+        role = "novel (held out)" if name in NOVEL_STRUCTURES else "training" if name in TRAIN_STRUCTURES else ""
+        typer.echo(f"{name}\t{role}")
+
+
+@simulate_app.command("subtomograms")
+def simulate_subtomograms(
+    structures: Structures,
+    outdir: Out,
+    per_class: Annotated[int, typer.Option("--per-class", help="Subtomograms per structure.")] = 20,
+    box: Annotated[int, typer.Option("--box", help="Box size (voxels).")] = 40,
+    angpix: Annotated[float, typer.Option("--angpix", help="Voxel size (Å).")] = 10.0,
+    snr: Annotated[float, typer.Option("--snr", help="Target SNR (see --snr-convention).")] = 0.05,
+    snr_convention: Annotated[
+        str, typer.Option("--snr-convention", help="box: var(signal)/var(noise) over the box (papers); projection: per tilt image.")
+    ] = "box",
+    tilt_min: Annotated[float, typer.Option("--tilt-min", help="Lowest tilt (degrees).")] = -60.0,
+    tilt_max: Annotated[float, typer.Option("--tilt-max", help="Highest tilt (degrees).")] = 60.0,
+    tilt_step: Annotated[float, typer.Option("--tilt-step", help="Tilt increment (degrees).")] = 3.0,
+    dose: Annotated[float, typer.Option("--dose", help="Total exposure of the tilt series (e/Å²).")] = 120.0,
+    defocus_min: Annotated[float, typer.Option("--defocus-min", help="Lowest defocus (µm, underfocus > 0).")] = 2.0,
+    defocus_max: Annotated[float, typer.Option("--defocus-max", help="Highest defocus (µm).")] = 5.0,
+    voltage: Annotated[float, typer.Option("--voltage", help="Acceleration voltage (kV).")] = 300.0,
+    cs: Annotated[float, typer.Option("--cs", help="Spherical aberration (mm).")] = 2.7,
+    amplitude_contrast: Annotated[float, typer.Option("--amplitude-contrast", help="Amplitude contrast fraction.")] = 0.07,
+    max_shift: Annotated[float, typer.Option("--max-shift", help="Largest random shift (voxels).")] = 2.0,
+    no_ctf: Annotated[bool, typer.Option("--no-ctf", help="Leave out the CTF.")] = False,
+    no_wedge: Annotated[bool, typer.Option("--no-wedge", help="Leave out the missing wedge.")] = False,
+    no_dose: Annotated[bool, typer.Option("--no-dose", help="Leave out dose weighting.")] = False,
+    method: Annotated[str, typer.Option("--method", help="fast (Fourier transfer function) or tiltseries (WBP, slow).")] = "fast",
+    invert: Invert = False,
+    save_clean: SaveClean = False,
+    preview: Preview = None,
+    seed: Seed = 0,
+    force: Force = False,
+) -> None:
+    """Simulate a labelled subtomogram set (one MRC per subtomogram plus particles.star)."""
+    from cryoshot.simulate.datasets import write_subtomograms
+    from cryoshot.simulate.structures import load_structures
+    from cryoshot.simulate.subtomograms import SubtomogramConfig, SubtomogramSimulator
+
+    if per_class < 1:
+        raise CryoshotError(f"--per-class must be at least 1, got {per_class}")
+    cfg = SubtomogramConfig(
+        box_px=box, pixel_size_A=angpix, snr=snr, snr_convention=snr_convention, tilt_min_deg=tilt_min,
+        tilt_max_deg=tilt_max, tilt_step_deg=tilt_step, dose_e_per_A2=dose, defocus_min_um=defocus_min,
+        defocus_max_um=defocus_max, voltage_kv=voltage, cs_mm=cs, amplitude_contrast=amplitude_contrast,
+        max_shift_px=max_shift, use_ctf=not no_ctf, use_wedge=not no_wedge, use_dose=not no_dose,
+        invert=invert, method=method, seed=seed,
+    )  # fmt: skip
+    cfg.validate()
+    structs = load_structures(_split(structures), angpix, box, seed=0)
+    sim = SubtomogramSimulator(structs, cfg)
+    n = per_class * len(structs)
+    write_subtomograms(sim, n, outdir, force=force, save_clean=save_clean)
+    typer.echo(f"wrote {n} subtomograms of {len(structs)} structures ({box}^3 at {angpix} Å, SNR {snr}) to {outdir}/particles.star")
+    if preview is not None:
+        from cryoshot.plotting import volume_montage
+
+        b = sim.simulate(range(min(len(structs), 12)))
+        volume_montage(b.volumes, [s.name for s in structs[:12]], preview, force=force,
+                       suptitle=f"central slices, SNR {snr}")  # fmt: skip
+        typer.echo(f"preview: {preview}")
+
+
+@simulate_app.command("micrographs")
+def simulate_micrographs(
+    structures: Structures,
+    outdir: Out,
+    n_micrographs: Annotated[int, typer.Option("--micrographs", "-n", help="Number of micrographs.")] = 2,
+    size: Annotated[int, typer.Option("--size", help="Micrograph size (pixels, square).")] = 1024,
+    angpix: Annotated[float, typer.Option("--angpix", help="Pixel size (Å).")] = 5.0,
+    particle_box: Annotated[int, typer.Option("--particle-box", help="Box for each particle's projection (pixels).")] = 64,
+    particles: Annotated[int, typer.Option("--particles", help="Particles per micrograph (fewer if they do not fit).")] = 100,
+    snr: Annotated[float, typer.Option("--snr", help="SNR over the particle pixels.")] = 0.1,
+    defocus_min: Annotated[float, typer.Option("--defocus-min", help="Lowest defocus (µm).")] = 1.0,
+    defocus_max: Annotated[float, typer.Option("--defocus-max", help="Highest defocus (µm).")] = 3.0,
+    ice_gradient: Annotated[float, typer.Option("--ice-gradient", help="Slow background, in noise standard deviations.")] = 0.5,
+    ice_blobs: Annotated[int, typer.Option("--ice-blobs", help="Ice contaminants per micrograph.")] = 0,
+    carbon_edge: Annotated[bool, typer.Option("--carbon-edge", help="Add a carbon edge.")] = False,
+    invert: Invert = False,
+    save_clean: SaveClean = False,
+    preview: Preview = None,
+    seed: Seed = 0,
+    force: Force = False,
+) -> None:
+    """Simulate micrographs with a ground-truth coordinate STAR file."""
+    from cryoshot.simulate.datasets import write_micrographs
+    from cryoshot.simulate.micrographs import MicrographConfig, MicrographSimulator
+    from cryoshot.simulate.structures import load_structures
+
+    if n_micrographs < 1:
+        raise CryoshotError("--micrographs must be at least 1")
+    cfg = MicrographConfig(
+        size_px=size, pixel_size_A=angpix, particle_box_px=particle_box, n_particles=particles, snr=snr,
+        defocus_min_um=defocus_min, defocus_max_um=defocus_max, ice_gradient=ice_gradient,
+        n_ice_blobs=ice_blobs, carbon_edge=carbon_edge, invert=invert, seed=seed,
+    )  # fmt: skip
+    cfg.validate()
+    structs = load_structures(_split(structures), angpix, particle_box, seed=0)
+    sim = MicrographSimulator(structs, cfg)
+    df = write_micrographs(sim, n_micrographs, outdir, force=force, save_clean=save_clean)
+    typer.echo(f"wrote {n_micrographs} micrographs with {len(df)} particles to {outdir}/coordinates.star")
+    if preview is not None:
+        from cryoshot.plotting import micrograph_preview
+
+        mic = sim.simulate(0)
+        micrograph_preview(mic.image, mic.coords_px, float(sim.radius_px.max()), preview, force=force)
+        typer.echo(f"preview: {preview}")
+
+
+@simulate_app.command("projections")
+def simulate_projections(
+    structures: Structures,
+    outdir: Out,
+    views: Annotated[int, typer.Option("--views", help="Orientation classes per structure.")] = 4,
+    per_class: Annotated[int, typer.Option("--per-class", help="Images per orientation class.")] = 20,
+    box: Annotated[int, typer.Option("--box", help="Image size (pixels).")] = 64,
+    angpix: Annotated[float, typer.Option("--angpix", help="Pixel size (Å).")] = 5.0,
+    snr: Annotated[float, typer.Option("--snr", help="SNR, var(signal)/var(noise) over the image.")] = 0.1,
+    jitter: Annotated[float, typer.Option("--jitter", help="Largest deviation from the class view (degrees).")] = 5.0,
+    inplane_rotation: Annotated[bool, typer.Option("--inplane-rotation", help="Random in-plane rotation.")] = False,
+    defocus_min: Annotated[float, typer.Option("--defocus-min", help="Lowest defocus (µm).")] = 1.0,
+    defocus_max: Annotated[float, typer.Option("--defocus-max", help="Highest defocus (µm).")] = 3.0,
+    invert: Invert = False,
+    save_clean: SaveClean = False,
+    preview: Preview = None,
+    seed: Seed = 0,
+    force: Force = False,
+) -> None:
+    """Simulate 2D particle images in orientation classes (an .mrcs stack plus particles.star)."""
+    from cryoshot.simulate.datasets import write_projections
+    from cryoshot.simulate.projections import ProjectionConfig, ProjectionSimulator
+    from cryoshot.simulate.structures import load_structures
+
+    if per_class < 1:
+        raise CryoshotError(f"--per-class must be at least 1, got {per_class}")
+    cfg = ProjectionConfig(
+        box_px=box, pixel_size_A=angpix, n_views=views, snr=snr, view_jitter_deg=jitter,
+        inplane_rotation=inplane_rotation, defocus_min_um=defocus_min, defocus_max_um=defocus_max,
+        invert=invert, seed=seed,
+    )  # fmt: skip
+    cfg.validate()
+    structs = load_structures(_split(structures), angpix, box, seed=0)
+    sim = ProjectionSimulator(structs, cfg)
+    n = sim.n_classes * per_class
+    write_projections(sim, n, outdir, force=force, save_clean=save_clean)
+    typer.echo(f"wrote {n} images in {sim.n_classes} orientation classes to {outdir}/particles.star")
+    if preview is not None:
+        from cryoshot.plotting import image_montage
+
+        b = sim.simulate(range(min(sim.n_classes, 24)))
+        image_montage(b.images, [f"class {k + 1}" for k in b.labels], preview, force=force)
+        typer.echo(f"preview: {preview}")
+
+
+@app.command("extract")
+def extract_cmd(
+    coordinates: Annotated[Path, typer.Argument(help="STAR file with particle coordinates.")],
+    outdir: Out,
+    box: Annotated[int, typer.Option("--box", help="Box size (pixels).")],
+    tomogram: Annotated[
+        Path | None, typer.Option("--tomogram", "--micrograph", help="Source MRC for every row (else rlnTomoName / rlnMicrographName).")
+    ] = None,
+    two_d: Annotated[bool, typer.Option("--2d", help="Cut 2D boxes from micrographs instead of subtomograms.")] = False,
+    angpix: Annotated[float | None, typer.Option("--angpix", help="Pixel size (Å), overriding the header.")] = None,
+    edge: Annotated[str, typer.Option("--edge", help="pad (fill with the box mean) or skip particles near the edge.")] = "pad",
+    invert: Annotated[bool, typer.Option("--invert", help="Multiply the boxes by -1.")] = False,
+    force: Force = False,
+) -> None:
+    """Cut subtomograms (or 2D boxes) at STAR coordinates into a subtomogram (particle) set."""
+    from cryoshot.io.extract import extract_particles
+
+    rep = extract_particles(
+        coordinates, outdir, box, source=tomogram, dim=2 if two_d else 3, angpix=angpix, edge=edge,
+        invert=invert, force=force,
+    )  # fmt: skip
+    typer.echo(
+        f"extracted {len(rep.table)} particles to {outdir}/particles.star "
+        f"({rep.n_padded} padded at the edge, {rep.n_skipped} skipped)"
+    )
+
+
+@app.command("demo")
+def demo_cmd(
+    outdir: Annotated[Path, typer.Option("--outdir", "-o", help="Output folder.")] = Path("demo_out"),
+    force: Force = False,
+) -> None:
+    """Run the built-in demonstration on bundled data (nothing to download)."""
+    from cryoshot.demo import run_demo
+
+    run_demo(outdir, force=force)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning user errors into one-line messages (exit status 2)."""
+    try:
+        app(args=argv, prog_name="cryoshot", standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except CryoshotError as exc:
+        typer.echo(f"cryoshot: error: {exc}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        typer.echo("cryoshot: interrupted; no partial output was left behind", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+

@@ -1,0 +1,85 @@
+"""Figures for quick looks: montages of slices, projections and micrographs (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cryoshot.utils.files import atomic_file  # noqa: E402
+
+
+def _save(fig, path: str | os.PathLike, force: bool) -> Path:
+    with atomic_file(path, force=force) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def volume_montage(
+    volumes: np.ndarray, titles: list[str], path: str | os.PathLike, *, force: bool = False, suptitle: str = ""
+) -> Path:
+    """Central XY and XZ slices of up to 12 volumes, one column each.
+
+    Parameters
+    ----------
+    volumes : (N, D, D, D), indexed (z, y, x)
+    titles : N strings
+    """
+    n = min(len(volumes), 12)
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n, 3.4), squeeze=False)
+    for i in range(n):
+        v = volumes[i]
+        c = v.shape[0] // 2
+        for row, img, lab in ((0, v[c], "XY"), (1, v[:, c, :], "XZ")):
+            ax = axes[row, i]
+            ax.imshow(img, cmap="gray", origin="lower")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_ylabel(lab)
+        axes[0, i].set_title(titles[i], fontsize=7)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    return _save(fig, path, force)
+
+
+def image_montage(
+    images: np.ndarray, titles: list[str], path: str | os.PathLike, *, force: bool = False, suptitle: str = ""
+) -> Path:
+    """Up to 24 2D images (N, H, W) in a grid."""
+    n = min(len(images), 24)
+    cols = min(n, 8)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.6 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i in range(n):
+        ax = axes.ravel()[i]
+        ax.imshow(images[i], cmap="gray", origin="lower")
+        ax.set_title(titles[i], fontsize=6)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    return _save(fig, path, force)
+
+
+def micrograph_preview(
+    image: np.ndarray, coords_px: np.ndarray, radius_px: float, path: str | os.PathLike, *, force: bool = False
+) -> Path:
+    """A micrograph (binned for display) with circles at particle coordinates (x, y)."""
+    bin_ = max(1, image.shape[0] // 1024)
+    h, w = (image.shape[0] // bin_) * bin_, (image.shape[1] // bin_) * bin_
+    small = image[:h, :w].reshape(h // bin_, bin_, w // bin_, bin_).mean(axis=(1, 3))
+    lo, hi = np.percentile(small, [1, 99])
+    fig, ax = plt.subplots(figsize=(7, 7))
+    ax.imshow(small, cmap="gray", origin="lower", vmin=lo, vmax=hi)
+    for x, y in coords_px:
+        ax.add_patch(plt.Circle((x / bin_, y / bin_), radius_px / bin_, fill=False, color="yellow", lw=0.6))
+    ax.set_title(f"{len(coords_px)} particles (ground truth)", fontsize=9)
+    ax.axis("off")
+    return _save(fig, path, force)
