@@ -13,12 +13,15 @@ from cryoshot.errors import CryoshotError
 
 app = typer.Typer(
     name="cryoshot",
-    help="Few-shot learning for cryo-EM and cryo-ET: classify subtomograms and pick particles from a handful of labels.",
+    help="Few-shot learning for cryo-EM and cryo-ET: classify subtomograms and pick particles "
+    "from a handful of labels.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-simulate_app = typer.Typer(help="Simulate subtomograms, micrographs or projection images.", no_args_is_help=True)
+simulate_app = typer.Typer(
+    help="Simulate subtomograms, micrographs or projection images.", no_args_is_help=True
+)
 app.add_typer(simulate_app, name="simulate")
 
 Structures = Annotated[
@@ -41,7 +44,9 @@ SaveClean = Annotated[bool, typer.Option("--save-clean", help="Also write the no
 def _split(values: list[str]) -> list[str]:
     out = [v.strip() for item in values for v in item.split(",") if v.strip()]
     if not out:
-        raise CryoshotError("the structure list is empty: pass --structures, e.g. -s 1bxn,2cg9 or -s procedural:0-10")
+        raise CryoshotError(
+            "the structure list is empty: pass --structures, e.g. -s 1bxn,2cg9 or -s procedural:0-10"
+        )
     return out
 
 
@@ -67,7 +72,9 @@ def structures_cmd() -> None:
     from cryoshot.simulate.structures import bundled_structure_names
 
     for name in bundled_structure_names():
-        role = "novel (held out)" if name in NOVEL_STRUCTURES else "training" if name in TRAIN_STRUCTURES else ""
+        role = (
+            "novel (held out)" if name in NOVEL_STRUCTURES else "training" if name in TRAIN_STRUCTURES else ""
+        )
         typer.echo(f"{name}\t{role}")
 
 
@@ -80,22 +87,32 @@ def simulate_subtomograms(
     angpix: Annotated[float, typer.Option("--angpix", help="Voxel size (Å).")] = 10.0,
     snr: Annotated[float, typer.Option("--snr", help="Target SNR (see --snr-convention).")] = 0.05,
     snr_convention: Annotated[
-        str, typer.Option("--snr-convention", help="box: var(signal)/var(noise) over the box (papers); projection: per tilt image.")
+        str,
+        typer.Option(
+            "--snr-convention",
+            help="box: var(signal)/var(noise) over the box (papers); projection: per tilt image.",
+        ),
     ] = "box",
     tilt_min: Annotated[float, typer.Option("--tilt-min", help="Lowest tilt (degrees).")] = -60.0,
     tilt_max: Annotated[float, typer.Option("--tilt-max", help="Highest tilt (degrees).")] = 60.0,
     tilt_step: Annotated[float, typer.Option("--tilt-step", help="Tilt increment (degrees).")] = 3.0,
     dose: Annotated[float, typer.Option("--dose", help="Total exposure of the tilt series (e/Å²).")] = 120.0,
-    defocus_min: Annotated[float, typer.Option("--defocus-min", help="Lowest defocus (µm, underfocus > 0).")] = 2.0,
+    defocus_min: Annotated[
+        float, typer.Option("--defocus-min", help="Lowest defocus (µm, underfocus > 0).")
+    ] = 2.0,
     defocus_max: Annotated[float, typer.Option("--defocus-max", help="Highest defocus (µm).")] = 5.0,
     voltage: Annotated[float, typer.Option("--voltage", help="Acceleration voltage (kV).")] = 300.0,
     cs: Annotated[float, typer.Option("--cs", help="Spherical aberration (mm).")] = 2.7,
-    amplitude_contrast: Annotated[float, typer.Option("--amplitude-contrast", help="Amplitude contrast fraction.")] = 0.07,
+    amplitude_contrast: Annotated[
+        float, typer.Option("--amplitude-contrast", help="Amplitude contrast fraction.")
+    ] = 0.07,
     max_shift: Annotated[float, typer.Option("--max-shift", help="Largest random shift (voxels).")] = 2.0,
     no_ctf: Annotated[bool, typer.Option("--no-ctf", help="Leave out the CTF.")] = False,
     no_wedge: Annotated[bool, typer.Option("--no-wedge", help="Leave out the missing wedge.")] = False,
     no_dose: Annotated[bool, typer.Option("--no-dose", help="Leave out dose weighting.")] = False,
-    method: Annotated[str, typer.Option("--method", help="fast (Fourier transfer function) or tiltseries (WBP, slow).")] = "fast",
+    method: Annotated[
+        str, typer.Option("--method", help="fast (Fourier transfer function) or tiltseries (WBP, slow).")
+    ] = "fast",
     invert: Invert = False,
     save_clean: SaveClean = False,
     preview: Preview = None,
@@ -121,7 +138,10 @@ def simulate_subtomograms(
     sim = SubtomogramSimulator(structs, cfg)
     n = per_class * len(structs)
     write_subtomograms(sim, n, outdir, force=force, save_clean=save_clean)
-    typer.echo(f"wrote {n} subtomograms of {len(structs)} structures ({box}^3 at {angpix} Å, SNR {snr}) to {outdir}/particles.star")
+    typer.echo(
+        f"wrote {n} subtomograms of {len(structs)} structures ({box}^3 at {angpix} Å, SNR {snr}) "
+        f"to {outdir}/particles.star"
+    )
     if preview is not None:
         from cryoshot.plotting import volume_montage
 
@@ -138,12 +158,18 @@ def simulate_micrographs(
     n_micrographs: Annotated[int, typer.Option("--micrographs", "-n", help="Number of micrographs.")] = 2,
     size: Annotated[int, typer.Option("--size", help="Micrograph size (pixels, square).")] = 1024,
     angpix: Annotated[float, typer.Option("--angpix", help="Pixel size (Å).")] = 5.0,
-    particle_box: Annotated[int, typer.Option("--particle-box", help="Box for each particle's projection (pixels).")] = 64,
-    particles: Annotated[int, typer.Option("--particles", help="Particles per micrograph (fewer if they do not fit).")] = 100,
+    particle_box: Annotated[
+        int, typer.Option("--particle-box", help="Box for each particle's projection (pixels).")
+    ] = 64,
+    particles: Annotated[
+        int, typer.Option("--particles", help="Particles per micrograph (fewer if they do not fit).")
+    ] = 100,
     snr: Annotated[float, typer.Option("--snr", help="SNR over the particle pixels.")] = 0.1,
     defocus_min: Annotated[float, typer.Option("--defocus-min", help="Lowest defocus (µm).")] = 1.0,
     defocus_max: Annotated[float, typer.Option("--defocus-max", help="Highest defocus (µm).")] = 3.0,
-    ice_gradient: Annotated[float, typer.Option("--ice-gradient", help="Slow background, in noise standard deviations.")] = 0.5,
+    ice_gradient: Annotated[
+        float, typer.Option("--ice-gradient", help="Slow background, in noise standard deviations.")
+    ] = 0.5,
     ice_blobs: Annotated[int, typer.Option("--ice-blobs", help="Ice contaminants per micrograph.")] = 0,
     carbon_edge: Annotated[bool, typer.Option("--carbon-edge", help="Add a carbon edge.")] = False,
     invert: Invert = False,
@@ -186,8 +212,12 @@ def simulate_projections(
     box: Annotated[int, typer.Option("--box", help="Image size (pixels).")] = 64,
     angpix: Annotated[float, typer.Option("--angpix", help="Pixel size (Å).")] = 5.0,
     snr: Annotated[float, typer.Option("--snr", help="SNR, var(signal)/var(noise) over the image.")] = 0.1,
-    jitter: Annotated[float, typer.Option("--jitter", help="Largest deviation from the class view (degrees).")] = 5.0,
-    inplane_rotation: Annotated[bool, typer.Option("--inplane-rotation", help="Random in-plane rotation.")] = False,
+    jitter: Annotated[
+        float, typer.Option("--jitter", help="Largest deviation from the class view (degrees).")
+    ] = 5.0,
+    inplane_rotation: Annotated[
+        bool, typer.Option("--inplane-rotation", help="Random in-plane rotation.")
+    ] = False,
     defocus_min: Annotated[float, typer.Option("--defocus-min", help="Lowest defocus (µm).")] = 1.0,
     defocus_max: Annotated[float, typer.Option("--defocus-max", help="Highest defocus (µm).")] = 3.0,
     invert: Invert = False,
@@ -228,11 +258,22 @@ def extract_cmd(
     outdir: Out,
     box: Annotated[int, typer.Option("--box", help="Box size (pixels).")],
     tomogram: Annotated[
-        Path | None, typer.Option("--tomogram", "--micrograph", help="Source MRC for every row (else rlnTomoName / rlnMicrographName).")
+        Path | None,
+        typer.Option(
+            "--tomogram",
+            "--micrograph",
+            help="Source MRC for every row (else rlnTomoName / rlnMicrographName).",
+        ),
     ] = None,
-    two_d: Annotated[bool, typer.Option("--2d", help="Cut 2D boxes from micrographs instead of subtomograms.")] = False,
-    angpix: Annotated[float | None, typer.Option("--angpix", help="Pixel size (Å), overriding the header.")] = None,
-    edge: Annotated[str, typer.Option("--edge", help="pad (fill with the box mean) or skip particles near the edge.")] = "pad",
+    two_d: Annotated[
+        bool, typer.Option("--2d", help="Cut 2D boxes from micrographs instead of subtomograms.")
+    ] = False,
+    angpix: Annotated[
+        float | None, typer.Option("--angpix", help="Pixel size (Å), overriding the header.")
+    ] = None,
+    edge: Annotated[
+        str, typer.Option("--edge", help="pad (fill with the box mean) or skip particles near the edge.")
+    ] = "pad",
     invert: Annotated[bool, typer.Option("--invert", help="Multiply the boxes by -1.")] = False,
     force: Force = False,
 ) -> None:
@@ -278,4 +319,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-

@@ -56,7 +56,9 @@ def run_demo(outdir: str | os.PathLike, *, force: bool = False, per_class: int =
     dt = time.perf_counter() - t0
     print(f"\ncryoshot demo -> {outdir}/")
     print(f"  subtomograms: {n} ({per_class} per structure), 40^3 at 10 Å, SNR 0.05 (box convention)")
-    print(f"  measured SNR over {n} items: mean {snrs.mean():.4f}, min {snrs.min():.4f}, max {snrs.max():.4f}")
+    print(
+        f"  measured SNR over {n} items: mean {snrs.mean():.4f}, min {snrs.min():.4f}, max {snrs.max():.4f}"
+    )
     print(f"  {'structure':<10} {'items':>5}")
     for k, s in enumerate(structs):
         print(f"  {s.name:<10} {int(np.sum(ds.labels == k + 1)):>5}")

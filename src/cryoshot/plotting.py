@@ -22,7 +22,12 @@ def _save(fig, path: str | os.PathLike, force: bool) -> Path:
 
 
 def volume_montage(
-    volumes: np.ndarray, titles: list[str], path: str | os.PathLike, *, force: bool = False, suptitle: str = ""
+    volumes: np.ndarray,
+    titles: list[str],
+    path: str | os.PathLike,
+    *,
+    force: bool = False,
+    suptitle: str = "",
 ) -> Path:
     """Central XY and XZ slices of up to 12 volumes, one column each.
 
@@ -69,7 +74,12 @@ def image_montage(
 
 
 def micrograph_preview(
-    image: np.ndarray, coords_px: np.ndarray, radius_px: float, path: str | os.PathLike, *, force: bool = False
+    image: np.ndarray,
+    coords_px: np.ndarray,
+    radius_px: float,
+    path: str | os.PathLike,
+    *,
+    force: bool = False,
 ) -> Path:
     """A micrograph (binned for display) with circles at particle coordinates (x, y)."""
     bin_ = max(1, image.shape[0] // 1024)

@@ -49,7 +49,9 @@ def cut_box(data: np.ndarray, centre_px: np.ndarray, box: int) -> tuple[np.ndarr
     hi = lo + box
     src = tuple(slice(max(lo[a], 0), min(hi[a], data.shape[a])) for a in range(nd))
     if any(s.start >= s.stop for s in src):
-        raise CryoshotError(f"coordinate {tuple(centre_px)} lies outside the data of shape {data.shape[::-1]} (x, y, z)")
+        raise CryoshotError(
+            f"coordinate {tuple(centre_px)} lies outside the data of shape {data.shape[::-1]} (x, y, z)"
+        )
     part = np.asarray(data[src], dtype=np.float32)
     if not np.all(np.isfinite(part)):
         raise CryoshotError(f"the box at {tuple(centre_px)} contains NaN or Inf values")
@@ -66,12 +68,16 @@ def _source_for(row: pd.Series, star_dir: Path, override: Path | None, column: s
     if override is not None:
         return override
     if column not in row.index:
-        raise CryoshotError(f"the STAR file has no {column} column; pass the tomogram or micrograph explicitly")
+        raise CryoshotError(
+            f"the STAR file has no {column} column; pass the tomogram or micrograph explicitly"
+        )
     name = str(row[column])
     for cand in (Path(name), star_dir / name, star_dir / f"{name}.mrc"):
         if cand.is_file():
             return cand
-    raise CryoshotError(f"cannot find {column} '{name}' (looked beside the STAR file too); pass it explicitly")
+    raise CryoshotError(
+        f"cannot find {column} '{name}' (looked beside the STAR file too); pass it explicitly"
+    )
 
 
 def extract_particles(
@@ -144,7 +150,9 @@ def extract_particles(
         boxes.append(-out if invert else out)
         keep.append(i)
     if not boxes:
-        raise CryoshotError(f"no particle of {star_path} lies fully inside its data; use --edge pad or a smaller box")
+        raise CryoshotError(
+            f"no particle of {star_path} lies fully inside its data; use --edge pad or a smaller box"
+        )
     table = df.iloc[keep].reset_index(drop=True).copy()
     pixel = next(iter(cache.values()))[1]
     with atomic_dir(outdir, force=force) as tmp:

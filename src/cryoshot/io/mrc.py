@@ -90,7 +90,9 @@ def read_mrc(
         if data is None:
             raise CryoshotError(f"MRC file {path} holds no data; it is truncated or empty")
         vs = float(mrc.voxel_size.x)
-        is_stack = bool(mrc.is_image_stack())
+        is_stack = bool(mrc.is_image_stack()) or path.suffix == ".mrcs"
+        if is_stack and data.ndim == 2:  # a one-image stack reads as a single image
+            data = data[None]
         if not mmap:
             data = np.array(data, copy=True)
     finally:

@@ -42,7 +42,9 @@ def resolve_image_path(name: str, star_dir: Path) -> tuple[int | None, Path]:
     return idx, (p if p.is_absolute() else star_dir / p)
 
 
-def relative_image_name(path: str | os.PathLike, star_dir: str | os.PathLike, index: int | None = None) -> str:
+def relative_image_name(
+    path: str | os.PathLike, star_dir: str | os.PathLike, index: int | None = None
+) -> str:
     """The ``rlnImageName`` for ``path`` relative to ``star_dir`` (1-based ``index@`` for stacks)."""
     rel = os.path.relpath(Path(path), Path(star_dir))
     return f"{index + 1:06d}@{rel}" if index is not None else rel

@@ -58,9 +58,7 @@ def require_columns(df: pd.DataFrame, columns: list[str], path: str | os.PathLik
     missing = [c for c in columns if c not in df.columns]
     if missing:
         have = ", ".join(map(str, df.columns)) or "none"
-        raise CryoshotError(
-            f"STAR file {path} lacks column(s) {', '.join(missing)}; it has: {have}"
-        )
+        raise CryoshotError(f"STAR file {path} lacks column(s) {', '.join(missing)}; it has: {have}")
 
 
 def write_star(

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.special import expit
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
+from scipy.special import expit
 
 from cryoshot.errors import CryoshotError
 from cryoshot.simulate.optics import Microscope, ctf
@@ -56,7 +56,9 @@ class MicrographConfig:
         if not self.snr > 0:
             raise CryoshotError(f"SNR must be positive, got {self.snr}")
         if self.size_px < 2 * self.particle_box_px:
-            raise CryoshotError(f"micrograph of {self.size_px} px is too small for {self.particle_box_px} px particles")
+            raise CryoshotError(
+                f"micrograph of {self.size_px} px is too small for {self.particle_box_px} px particles"
+            )
         if self.n_particles < 0:
             raise CryoshotError("number of particles must be >= 0")
         if not 0 < self.defocus_min_um <= self.defocus_max_um:
@@ -184,7 +186,11 @@ class MicrographSimulator:
             ang = rng.uniform(0, np.pi)
             off = rng.uniform(0.2, 0.8) * size
             yy, xx = np.ogrid[:size, :size]
-            dist = (np.float32(np.cos(ang)) * xx.astype(np.float32) + np.float32(np.sin(ang)) * yy - np.float32(off))
+            dist = (
+                np.float32(np.cos(ang)) * xx.astype(np.float32)
+                + np.float32(np.sin(ang)) * yy
+                - np.float32(off)
+            )
             contaminants += (np.float32(1.5 * peak) * expit(dist / np.float32(3.0))).astype(np.float32)
         h = self._ctf_image(size, defocus)
         clean = self._apply(mass, h)
@@ -194,7 +200,8 @@ class MicrographSimulator:
         if c.ice_gradient:
             ramp = _smooth_field(rng, size, size / 3)
             image = image + c.ice_gradient * sigma * ramp.astype(np.float32)
-        noise = rng.standard_normal((size, size), dtype=np.float32) * np.float32(sigma)
+        noise = rng.standard_normal((size, size), dtype=np.float32)
+        noise *= np.float32(sigma / noise.std())  # exact SNR for every micrograph
         image = image + noise
         sign = np.float32(-1.0 if c.invert else 1.0)
         return Micrograph(

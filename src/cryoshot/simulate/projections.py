@@ -17,6 +17,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from cryoshot.errors import CryoshotError
+from cryoshot.simulate.noise import box_noise_scale
 from cryoshot.simulate.optics import Microscope, ctf_2d
 from cryoshot.simulate.projector import FourierProjector
 from cryoshot.simulate.structures import Structure
@@ -116,8 +117,7 @@ class ProjectionSimulator:
         ctfs = torch.from_numpy(np.stack([ctf_2d(d, c.pixel_size_A, df, c.microscope) for df in dfs]))
         clean = torch.fft.irfft2(torch.fft.rfft2(proj) * phase * ctfs, s=(d, d))
         noise = torch.from_numpy(np.stack(noises))
-        sigma = torch.sqrt(clean.var(dim=(-2, -1), unbiased=False) / c.snr)
-        images = clean + noise * sigma[:, None, None]
+        images = clean + noise * box_noise_scale(clean, noise, c.snr)[:, None, None]
         sign = -1.0 if c.invert else 1.0
         return ProjectionBatch(
             images=(sign * images).numpy().astype(np.float32),

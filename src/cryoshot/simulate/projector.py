@@ -29,7 +29,9 @@ class FourierProjector:
         pad = torch.zeros((c, p, p, p), dtype=torch.float32)
         o = d - d // 2  # puts voxel d // 2 at index p // 2 = d
         pad[:, o : o + d, o : o + d, o : o + d] = vols
-        ft = torch.fft.fftshift(torch.fft.fftn(torch.fft.ifftshift(pad, dim=(-3, -2, -1)), dim=(-3, -2, -1)), dim=(-3, -2, -1))
+        ft = torch.fft.fftshift(
+            torch.fft.fftn(torch.fft.ifftshift(pad, dim=(-3, -2, -1)), dim=(-3, -2, -1)), dim=(-3, -2, -1)
+        )
         self._ft = torch.stack([ft.real, ft.imag], dim=1).contiguous()  # (C, 2, P, P, P)
         # the D x D frequency grid of the output, in units of the padded grid
         f = 2.0 * (torch.arange(d, dtype=torch.float32) - d // 2)

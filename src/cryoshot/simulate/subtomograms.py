@@ -21,7 +21,14 @@ import torch
 
 from cryoshot.errors import CryoshotError
 from cryoshot.simulate.noise import SNR_CONVENTIONS, box_noise_scale
-from cryoshot.simulate.optics import Microscope, TiltScheme, ctf_2d, dose_filter, rfft_freqs_2d, transfer_function_3d
+from cryoshot.simulate.optics import (
+    Microscope,
+    TiltScheme,
+    ctf_2d,
+    dose_filter,
+    rfft_freqs_2d,
+    transfer_function_3d,
+)
 from cryoshot.simulate.rotation import random_rotations, rotate_volumes
 from cryoshot.simulate.structures import Structure
 from cryoshot.utils.seeding import item_rng
@@ -60,7 +67,9 @@ class SubtomogramConfig:
         if not self.snr > 0 or not np.isfinite(self.snr):
             raise CryoshotError(f"SNR must be positive, got {self.snr}")
         if self.snr_convention not in SNR_CONVENTIONS:
-            raise CryoshotError(f"SNR convention must be one of {SNR_CONVENTIONS}, got '{self.snr_convention}'")
+            raise CryoshotError(
+                f"SNR convention must be one of {SNR_CONVENTIONS}, got '{self.snr_convention}'"
+            )
         if self.method not in ("fast", "tiltseries"):
             raise CryoshotError(f"method must be 'fast' or 'tiltseries', got '{self.method}'")
         if self.box_px < 8:
@@ -69,7 +78,8 @@ class SubtomogramConfig:
             raise CryoshotError(f"pixel size must be positive, got {self.pixel_size_A} Å")
         if not 0 < self.defocus_min_um <= self.defocus_max_um:
             raise CryoshotError(
-                f"defocus range must satisfy 0 < min <= max, got {self.defocus_min_um}..{self.defocus_max_um} µm"
+                "defocus range must satisfy 0 < min <= max, "
+                f"got {self.defocus_min_um}..{self.defocus_max_um} µm"
             )
         if self.tilt_step_deg <= 0 or self.tilt_min_deg > self.tilt_max_deg:
             raise CryoshotError("tilt range must have min <= max and a positive step")
@@ -193,7 +203,9 @@ class SubtomogramSimulator:
         noise_amp = torch.from_numpy(np.sqrt(np.stack([t.noise_psd for t in tfs])))
         f = torch.fft.rfftn(rotated, dim=(-3, -2, -1))
         clean = torch.fft.irfftn(f * sig_tf, s=(d, d, d), dim=(-3, -2, -1))
-        noise = torch.fft.irfftn(torch.fft.rfftn(white, dim=(-3, -2, -1)) * noise_amp, s=(d, d, d), dim=(-3, -2, -1))
+        noise = torch.fft.irfftn(
+            torch.fft.rfftn(white, dim=(-3, -2, -1)) * noise_amp, s=(d, d, d), dim=(-3, -2, -1)
+        )
         if c.snr_convention == "box":
             scale = box_noise_scale(clean, noise, c.snr)
         else:
@@ -211,8 +223,12 @@ class SubtomogramSimulator:
         w = np.ones_like(k_A)
         if c.use_dose:
             w = w * dose_filter(k_A, c.scheme.prior_dose()[np.argmin(np.abs(c.scheme.angles_deg()))])
-        ctfs = np.stack([ctf_2d(d, c.pixel_size_A, df, c.microscope) if c.use_ctf else np.ones_like(k_A) for df in dfs])
-        proj = torch.fft.irfftn(p_hat * torch.from_numpy((ctfs * w).astype(np.float32)), s=(d, d), dim=(-2, -1))
+        ctfs = np.stack(
+            [ctf_2d(d, c.pixel_size_A, df, c.microscope) if c.use_ctf else np.ones_like(k_A) for df in dfs]
+        )
+        proj = torch.fft.irfftn(
+            p_hat * torch.from_numpy((ctfs * w).astype(np.float32)), s=(d, d), dim=(-2, -1)
+        )
         return proj.var(dim=(-2, -1), unbiased=False)
 
     # -- tilt-series path ----------------------------------------------------------------
@@ -239,7 +255,11 @@ class SubtomogramSimulator:
             proj = tilted.sum(dim=1)  # along z -> (T, y, x)
             ctf_t = ctf_2d(d, c.pixel_size_A, dfs[b], c.microscope) if c.use_ctf else np.ones_like(k_A)
             filt = np.stack([ctf_t * (dose_filter(k_A, dz) if c.use_dose else 1.0) for dz in doses])
-            proj = torch.fft.irfftn(torch.fft.rfftn(proj, dim=(-2, -1)) * torch.from_numpy(filt.astype(np.float32)), s=(d, d), dim=(-2, -1))
+            proj = torch.fft.irfftn(
+                torch.fft.rfftn(proj, dim=(-2, -1)) * torch.from_numpy(filt.astype(np.float32)),
+                s=(d, d),
+                dim=(-2, -1),
+            )
             rng = item_rng(c.seed, int(idx[b]), stream=_ITEM_STREAM + 1)
             noise2d = torch.from_numpy(rng.standard_normal((n_t, d, d), dtype=np.float32))
             if c.snr_convention == "projection":
