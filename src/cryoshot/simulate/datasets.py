@@ -51,7 +51,7 @@ def write_subtomograms(
         bar = tqdm(total=n_items, desc="simulating subtomograms", unit="vol", disable=not progress)
         for start in range(0, n_items, batch_size):
             idx = range(start, min(start + batch_size, n_items))
-            b = sim.simulate(idx)
+            b = sim.simulate(idx, with_clean=save_clean)
             eul = matrix_to_euler(b.matrices)
             for k, i in enumerate(b.indices):
                 name = f"subtomo_{i:06d}.mrc"

@@ -102,7 +102,7 @@ class SubtomogramBatch:
     Attributes
     ----------
     volumes : (B, D, D, D) float32, noisy, indexed (z, y, x)
-    clean : (B, D, D, D) float32, the same volumes without noise (filtered signal)
+    clean : (B, D, D, D) float32 or None, the same volumes without noise (filtered signal)
     labels : (B,) int, class index into the structure list
     indices : (B,) int, item indices
     matrices : (B, 3, 3) RELION rotation matrices A (particle = reference rotated by A)
@@ -111,7 +111,7 @@ class SubtomogramBatch:
     """
 
     volumes: np.ndarray
-    clean: np.ndarray
+    clean: np.ndarray | None
     labels: np.ndarray
     indices: np.ndarray
     matrices: np.ndarray
@@ -162,8 +162,12 @@ class SubtomogramSimulator:
             c.box_px, c.pixel_size_A, round(df, 4), c.scheme, c.microscope, c.use_ctf, c.use_dose, c.use_wedge
         )
 
-    def simulate(self, indices: np.ndarray | list[int] | range) -> SubtomogramBatch:
-        """Simulate items ``indices`` (any order; each item depends only on seed and index)."""
+    def simulate(self, indices: np.ndarray | list[int] | range, with_clean: bool = True) -> SubtomogramBatch:
+        """Simulate items ``indices`` (any order; each item depends only on seed and index).
+
+        ``with_clean=False`` skips the noise-free volumes (``clean`` is then None), which
+        saves one inverse FFT per item when only the noisy data are needed (training).
+        """
         c = self.config
         idx = np.asarray(list(indices), dtype=np.int64)
         d = c.box_px
@@ -172,21 +176,23 @@ class SubtomogramSimulator:
         mats = np.stack([m for _, m, _, _ in draws])
         shifts = np.stack([s for _, _, s, _ in draws])
         dfs = np.array([df for _, _, _, df in draws])
-        noise = np.stack([rng.standard_normal((d, d, d), dtype=np.float32) for rng, _, _, _ in draws])
+        if c.method == "fast":
+            noise = np.stack([rng.standard_normal((d, d, d), dtype=np.float32) for rng, _, _, _ in draws])
         with torch.no_grad():
             rotated = rotate_volumes(
                 self._dens[torch.from_numpy(labels)], torch.from_numpy(mats), torch.from_numpy(shifts)
             )
             if c.method == "fast":
-                clean, noise_t = self._fast(rotated, torch.from_numpy(noise), dfs)
+                clean, vols = self._fast(rotated, torch.from_numpy(noise), dfs, with_clean)
             else:
-                clean, noise_t = self._tiltseries(rotated, torch.from_numpy(noise), dfs, idx)
-        sign = -1.0 if c.invert else 1.0
-        clean = sign * clean
-        vols = clean + noise_t
+                clean, noise_t = self._tiltseries(rotated, dfs, idx)
+                vols = clean + noise_t
+        if c.invert:
+            vols = -vols
+            clean = -clean if clean is not None else None
         return SubtomogramBatch(
-            volumes=vols.numpy().astype(np.float32),
-            clean=clean.numpy().astype(np.float32),
+            volumes=vols.numpy(),
+            clean=clean.numpy() if clean is not None else None,
             labels=labels,
             indices=idx,
             matrices=mats,
@@ -195,23 +201,25 @@ class SubtomogramSimulator:
         )
 
     # -- fast path -------------------------------------------------------------------------
-    def _fast(self, rotated: torch.Tensor, white: torch.Tensor, dfs: np.ndarray):
+    def _fast(self, rotated: torch.Tensor, white: torch.Tensor, dfs: np.ndarray, with_clean: bool):
+        """Fourier-space path; variances via Parseval so the volume needs a single inverse FFT."""
         c = self.config
         d = c.box_px
         tfs = [self._tf(df) for df in dfs]
         sig_tf = torch.from_numpy(np.stack([t.signal for t in tfs]))
         noise_amp = torch.from_numpy(np.sqrt(np.stack([t.noise_psd for t in tfs])))
         f = torch.fft.rfftn(rotated, dim=(-3, -2, -1))
-        clean = torch.fft.irfftn(f * sig_tf, s=(d, d, d), dim=(-3, -2, -1))
-        noise = torch.fft.irfftn(
-            torch.fft.rfftn(white, dim=(-3, -2, -1)) * noise_amp, s=(d, d, d), dim=(-3, -2, -1)
-        )
+        s_hat = f * sig_tf
+        n_hat = torch.fft.rfftn(white, dim=(-3, -2, -1)) * noise_amp
         if c.snr_convention == "box":
-            scale = box_noise_scale(clean, noise, c.snr)
+            scale = torch.sqrt(_rfft_var(s_hat, d) / (c.snr * _rfft_var(n_hat, d).clamp_min(1e-30)))
         else:
             var_p = self._projection_signal_var(f, dfs)
             scale = torch.sqrt(var_p / c.snr / d)
-        return clean, noise * scale.view(-1, 1, 1, 1)
+        n_hat = n_hat * scale.view(-1, 1, 1, 1)
+        clean = torch.fft.irfftn(s_hat, s=(d, d, d), dim=(-3, -2, -1)) if with_clean else None
+        vols = torch.fft.irfftn(s_hat + n_hat, s=(d, d, d), dim=(-3, -2, -1))
+        return clean, vols
 
     def _projection_signal_var(self, f: torch.Tensor, dfs: np.ndarray) -> torch.Tensor:
         """Variance of each item's 0-degree projection with CTF and dose (per-projection SNR)."""
@@ -232,7 +240,7 @@ class SubtomogramSimulator:
         return proj.var(dim=(-2, -1), unbiased=False)
 
     # -- tilt-series path ----------------------------------------------------------------
-    def _tiltseries(self, rotated: torch.Tensor, white: torch.Tensor, dfs: np.ndarray, idx: np.ndarray):
+    def _tiltseries(self, rotated: torch.Tensor, dfs: np.ndarray, idx: np.ndarray):
         c = self.config
         d = c.box_px
         angles = c.scheme.angles_deg() if c.use_wedge else np.arange(-90, 90, 180 / (np.pi * d))
@@ -273,7 +281,6 @@ class SubtomogramSimulator:
         noise = torch.stack(noises)
         if c.snr_convention == "box":
             noise = noise * box_noise_scale(clean, noise, c.snr).view(-1, 1, 1, 1)
-        del white
         return clean, noise
 
     @staticmethod
@@ -284,3 +291,15 @@ class SubtomogramSimulator:
         smeared = filt[:, None].expand(t, d, d, d).contiguous()
         back = rotate_volumes(smeared, torch.from_numpy(np.transpose(mats, (0, 2, 1))).contiguous())
         return back.sum(0) / t
+
+
+def _rfft_var(x_hat: torch.Tensor, d: int) -> torch.Tensor:
+    """Per-item variance of real (B, D, D, D) volumes from their ``rfftn`` (Parseval)."""
+    w = torch.full((x_hat.shape[-1],), 2.0)
+    w[0] = 1.0
+    if d % 2 == 0:
+        w[-1] = 1.0
+    n = float(d) ** 3
+    power = (x_hat.real**2 + x_hat.imag**2) * w
+    mean = x_hat[:, 0, 0, 0].real / n
+    return power.sum(dim=(-3, -2, -1)) / n**2 - mean**2
