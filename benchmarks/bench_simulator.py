@@ -38,7 +38,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"# {platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}")
+    print(
+        f"# {platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}"
+    )
 
     structs = load_structures(list(NOVEL_STRUCTURES), 10.0, 40)
     sim = SubtomogramSimulator(structs, SubtomogramConfig(snr=0.05))
@@ -57,7 +59,9 @@ def main() -> None:
     rate_c = args.n / np.array(tc)
     print("| workload | min s | median s | items/s (best) | ms/item (best) |")
     print("|---|---|---|---|---|")
-    print(f"| first 64 subtomograms 40^3, cold caches | {t_cold:.2f} | {t_cold:.2f} | {64 / t_cold:.0f} | {t_cold / 64 * 1e3:.1f} |")
+    print(
+        f"| first 64 subtomograms 40^3, cold caches | {t_cold:.2f} | {t_cold:.2f} | {64 / t_cold:.0f} | {t_cold / 64 * 1e3:.1f} |"
+    )
     print(
         f"| {args.n} subtomograms 40^3 (fast path, SNR 0.05, CTF+wedge+dose) | {min(ts):.2f} | "
         f"{np.median(ts):.2f} | {rate.max():.0f} | {1e3 / rate.max():.2f} |"
@@ -68,7 +72,9 @@ def main() -> None:
     )
     ts_sim = SubtomogramSimulator(structs, SubtomogramConfig(snr=0.05, method="tiltseries"))
     t_ts = time_it(lambda: ts_sim.simulate(range(8)), 1)[0]
-    print(f"| 8 subtomograms 40^3, tilt-series + WBP path | {t_ts:.2f} | {t_ts:.2f} | {8 / t_ts:.1f} | {t_ts / 8 * 1e3:.0f} |")
+    print(
+        f"| 8 subtomograms 40^3, tilt-series + WBP path | {t_ts:.2f} | {t_ts:.2f} | {8 / t_ts:.1f} | {t_ts / 8 * 1e3:.0f} |"
+    )
 
     mstructs = load_structures(list(NOVEL_STRUCTURES[:4]), 5.0, 64)
     mcfg = MicrographConfig(size_px=4096, pixel_size_A=5.0, particle_box_px=64, n_particles=1000,
@@ -76,7 +82,9 @@ def main() -> None:
     msim = MicrographSimulator(mstructs, mcfg)
     n_placed = len(msim.simulate(0).coords_px)
     tm = time_it(lambda: msim.simulate(1), args.repeats)
-    print(f"| micrograph 4096^2, {n_placed} particles, contaminants | {min(tm):.2f} | {np.median(tm):.2f} | - | - |")
+    print(
+        f"| micrograph 4096^2, {n_placed} particles, contaminants | {min(tm):.2f} | {np.median(tm):.2f} | - | - |"
+    )
 
 
 if __name__ == "__main__":

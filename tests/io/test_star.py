@@ -135,3 +135,15 @@ def test_subtomogram_set_errors(tmp_path):
         load_subtomogram_set(bad, progress=False)
     with pytest.raises(CryoshotError, match="does not exist"):
         load_subtomogram_set(tmp_path / "none.star", progress=False)
+
+
+def test_mixed_voxel_sizes_are_refused_unless_overridden(tmp_path):
+    (tmp_path / "v").mkdir()
+    write_mrc(tmp_path / "v" / "a.mrc", np.zeros((6, 6, 6), np.float32), 10.0)
+    write_mrc(tmp_path / "v" / "b.mrc", np.zeros((6, 6, 6), np.float32), 12.0)
+    write_star(
+        tmp_path / "s.star", pd.DataFrame({"rlnImageName": ["v/a.mrc", "v/b.mrc"], "rlnClassNumber": [1, 2]})
+    )
+    with pytest.raises(CryoshotError, match="mixed voxel sizes"):
+        load_subtomogram_set(tmp_path / "s.star", progress=False)
+    assert load_subtomogram_set(tmp_path / "s.star", angpix=10.0, progress=False).voxel_size_A == 10.0
