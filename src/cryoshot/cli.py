@@ -290,6 +290,172 @@ def extract_cmd(
     )
 
 
+@app.command("train")
+def train_cmd(
+    method: Annotated[str, typer.Argument(help="protonet or protonet-ce.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (best on validation).")],
+    encoder: Annotated[
+        str, typer.Option("--encoder", help="cryoshot-small or protonet3d-paper.")
+    ] = "cryoshot-small",
+    way: Annotated[int, typer.Option("--way", help="Classes per episode (N).")] = 5,
+    shot: Annotated[int, typer.Option("--shot", help="Support examples per class (K).")] = 5,
+    query: Annotated[int, typer.Option("--query", help="Queries per class.")] = 15,
+    episodes: Annotated[int, typer.Option("--episodes", help="Most training episodes.")] = 2000,
+    time_budget: Annotated[
+        float | None, typer.Option("--time-budget", help="Stop after this many seconds.")
+    ] = None,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (paper: 1e-4).")] = 1e-4,
+    procedural: Annotated[int, typer.Option("--procedural", help="Procedural training classes.")] = 200,
+    items_per_class: Annotated[int, typer.Option("--items-per-class", help="Pool items per class.")] = 24,
+    snrs: Annotated[
+        str, typer.Option("--snrs", help="Comma-separated SNR levels mixed in training.")
+    ] = "0.1,0.05,0.03",
+    val_every: Annotated[int, typer.Option("--val-every", help="Validate every N episodes.")] = 100,
+    init_from: Annotated[
+        Path | None, typer.Option("--init-from", help="protonet-ce: trained ProtoNet to freeze.")
+    ] = None,
+    bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast on CPU.")] = False,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from OUTPUT.last.")] = False,
+    force: Force = False,
+    seed: Seed = 0,
+) -> None:
+    """Episodic training on simulated structures (procedural + the 8 bundled training maps)."""
+    from cryoshot.data.synthetic import PoolConfig
+    from cryoshot.train.loop import TrainConfig, train
+
+    try:
+        snr_list = [float(v) for v in snrs.split(",") if v.strip()]
+    except ValueError as exc:
+        raise CryoshotError(f"--snrs must be comma-separated numbers, got '{snrs}'") from exc
+    if not snr_list or min(snr_list) <= 0:
+        raise CryoshotError("--snrs must list positive SNR values")
+    if output.exists() and force and not resume:
+        output.unlink()
+        output.with_name(output.name + ".last").unlink(missing_ok=True)
+    cfg = TrainConfig(
+        method=method, encoder=encoder, way=way, shot=shot, query=query, episodes=episodes,
+        time_budget_s=time_budget, lr=lr, bf16=bf16, val_every=val_every,
+        pool=PoolConfig(n_procedural=procedural, items_per_class=items_per_class, snrs=snr_list, seed=seed),
+        init_from=str(init_from) if init_from else None, seed=seed, device=device,
+    )  # fmt: skip
+    res = train(cfg, output, resume=resume)
+    typer.echo(
+        f"trained {method} for {res['episodes']} episodes in {res['seconds']:.0f} s; "
+        f"best validation accuracy {res['best_val_accuracy']:.3f} -> {output}"
+    )
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    data: Annotated[
+        Path, typer.Argument(help="Labelled subtomogram set (STAR); every class is treated as novel.")
+    ],
+    way: Annotated[int, typer.Option("--way", help="Classes per episode (N).")] = 5,
+    shot: Annotated[int, typer.Option("--shot", help="Support examples per class (K).")] = 5,
+    query: Annotated[int, typer.Option("--query", help="Queries per class.")] = 15,
+    episodes: Annotated[int, typer.Option("--episodes", help="Number of seeded episodes.")] = 100,
+    method: Annotated[
+        str, typer.Option("--method", help="protonet, protonet-ce or finetune.")
+    ] = "protonet-ce",
+    model: Annotated[
+        str, typer.Option("--model", help="'default' (shipped) or a checkpoint path.")
+    ] = "default",
+    distance: Annotated[
+        str | None, typer.Option("--distance", help="Override the distance: d, d* or d+d* (ablation).")
+    ] = None,
+    label_column: Annotated[
+        str, typer.Option("--label-column", help="Column with labels.")
+    ] = "rlnClassNumber",
+    angpix: Annotated[
+        float | None, typer.Option("--angpix", help="Voxel size (Å), overriding headers.")
+    ] = None,
+    seed: Seed = 0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Also print one JSON object as the last line.")
+    ] = False,
+) -> None:
+    """N-way K-shot episodes on labelled data -> accuracy (mean ± 95% CI), macro precision, per class."""
+    import json
+
+    import numpy as np
+
+    from cryoshot.evaluate.fewshot import embed_volumes, evaluate_episodes
+    from cryoshot.fewshot.methods import make_method
+    from cryoshot.io.particles import load_subtomogram_set
+    from cryoshot.pretrained import resolve_model
+    from cryoshot.train.loop import load_model
+    from cryoshot.utils.threads import configure_threads
+
+    configure_threads()
+    if episodes < 1:
+        raise CryoshotError(f"--episodes must be at least 1, got {episodes}")
+    model_path = resolve_model(model)
+    net, _ = load_model(model_path)
+    ds = load_subtomogram_set(data, label_column=label_column, angpix=angpix)
+    from cryoshot.data.episodes import EpisodeSampler
+
+    EpisodeSampler(ds.labels, way, shot, query, seed)  # validates before the costly embedding
+    z = embed_volumes(net, ds.volumes, ds.voxel_size_A)
+    m = make_method(method, net, distance, seed=seed)
+    name = method if distance is None else f"{method}[{distance}]"
+    res = evaluate_episodes(
+        m, z, ds.labels, name=name, way=way, shot=shot, query=query, episodes=episodes, seed=seed
+    )
+    res["model"] = str(model_path)
+    res["n_subtomograms"] = len(ds)
+    typer.echo(
+        f"{name}: {way}-way {shot}-shot, {query} queries, {episodes} episodes on {len(ds)} subtomograms"
+    )
+    typer.echo(f"  accuracy         {res['accuracy_mean']:.4f} ± {res['accuracy_ci95']:.4f} (95% CI)")
+    typer.echo(f"  macro precision  {res['macro_precision']:.4f}")
+    typer.echo("  per class:")
+    for c, a in res["per_class_accuracy"].items():
+        typer.echo(f"    {c:<12} {'n/a' if a is None else f'{a:.3f}'}")
+    if as_json:
+        typer.echo(json.dumps(res, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)))
+
+
+@app.command("classify")
+def classify_cmd(
+    support: Annotated[Path, typer.Option("--support", help="Labelled support set (STAR).")],
+    query: Annotated[Path, typer.Option("--query", help="Query set to classify (STAR).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Predictions STAR file.")],
+    model: Annotated[
+        str, typer.Option("--model", help="'default' (shipped) or a checkpoint path.")
+    ] = "default",
+    method: Annotated[
+        str, typer.Option("--method", help="protonet, protonet-ce or finetune.")
+    ] = "protonet-ce",
+    shot: Annotated[
+        int | None, typer.Option("--shot", help="Require at least K support examples per class.")
+    ] = None,
+    label_column: Annotated[
+        str, typer.Option("--label-column", help="Support label column.")
+    ] = "rlnClassNumber",
+    angpix: Annotated[
+        float | None, typer.Option("--angpix", help="Voxel size (Å), overriding headers.")
+    ] = None,
+    no_unknown: Annotated[bool, typer.Option("--no-unknown", help="Always assign a support class.")] = False,
+    force: Force = False,
+) -> None:
+    """Few labelled examples + unlabelled subtomograms -> predicted class, probability, or 'unknown'."""
+    from cryoshot.fewshot.classify import classify_sets
+    from cryoshot.pretrained import resolve_model
+    from cryoshot.utils.threads import configure_threads
+
+    configure_threads()
+    out = classify_sets(
+        support, query, output, model_path=resolve_model(model), method=method, shot=shot,
+        label_column=label_column, angpix=angpix, unknown=not no_unknown, force=force,
+    )  # fmt: skip
+    counts = out["cryoshotPredictedClass"].value_counts()
+    thr = out.attrs.get("threshold")
+    typer.echo(f"classified {len(out)} subtomograms with {method} -> {output}")
+    typer.echo("  " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
+    typer.echo(f"  unknown threshold: {'none (K = 1)' if thr is None else f'{thr:.3g}'}")
+
+
 @app.command("demo")
 def demo_cmd(
     outdir: Annotated[Path, typer.Option("--outdir", "-o", help="Output folder.")] = Path("demo_out"),

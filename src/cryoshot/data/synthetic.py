@@ -1,0 +1,118 @@
+"""Pools of simulated subtomograms for episodic training and validation.
+
+A pool holds ``items_per_class`` subtomograms of each structure, spread evenly
+over several SNR levels (the mixed-SNR strategy of the ProtoNet-CE paper,
+Section 4.2). Training classes are procedural pseudo-molecules plus the bundled
+*training* maps; validation uses other procedural numbers; the bundled *novel*
+maps are never used here.
+
+Augmentation respects the missing wedge: only the 180-degree rotations about x,
+y and z keep a wedge around the y tilt axis where it is (any other rotation would
+tilt the wedge into an orientation real data never has), and they keep
+handedness, unlike mirror flips.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cryoshot.simulate.splits import TRAIN_STRUCTURES
+from cryoshot.simulate.structures import load_structures
+from cryoshot.simulate.subtomograms import SubtomogramConfig, SubtomogramSimulator
+
+VALIDATION_OFFSET = 100_000  # procedural numbers used for validation classes
+
+
+@dataclass
+class PoolConfig:
+    """What a pool contains."""
+
+    n_procedural: int = 200
+    procedural_offset: int = 0
+    bundled: list[str] = field(default_factory=lambda: list(TRAIN_STRUCTURES))
+    items_per_class: int = 24
+    snrs: list[float] = field(default_factory=lambda: [0.1, 0.05, 0.03])
+    box_px: int = 40
+    pixel_size_A: float = 10.0
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def structure_specs(self) -> list[str]:
+        a = self.procedural_offset
+        procedural = [f"procedural:{i}" for i in range(a, a + self.n_procedural)]
+        return procedural + list(self.bundled)
+
+
+class VolumePool:
+    """In-memory subtomograms, ``volumes`` (C, M, D, D, D) float16, one row per class."""
+
+    def __init__(self, config: PoolConfig, progress: bool = True):
+        self.config = config
+        specs = config.structure_specs()
+        structs = load_structures(specs, config.pixel_size_A, config.box_px, seed=0)
+        self.names = [s.name for s in structs]
+        c, m, d = len(structs), config.items_per_class, config.box_px
+        vols = torch.empty((c, m, d, d, d), dtype=torch.float16)
+        n_levels = len(config.snrs)
+        per_level = [len(range(k, m, n_levels)) for k in range(n_levels)]
+        bar = tqdm(total=c * m, desc="simulating training pool", unit="vol", disable=not progress)
+        for level, snr in enumerate(config.snrs):
+            sim = SubtomogramSimulator(
+                structs,
+                SubtomogramConfig(
+                    box_px=d, pixel_size_A=config.pixel_size_A, snr=snr, seed=config.seed + level
+                ),
+            )
+            n_items = per_level[level] * c
+            slots = list(range(level, m, n_levels))
+            for start in range(0, n_items, 256):
+                b = sim.simulate(range(start, min(start + 256, n_items)), with_clean=False)
+                for k, i in enumerate(b.indices):
+                    vols[i % c, slots[i // c]] = torch.from_numpy(b.volumes[k]).half()
+                bar.update(len(b.indices))
+        bar.close()
+        self.volumes = vols
+
+    @property
+    def n_classes(self) -> int:
+        return self.volumes.shape[0]
+
+    def episode(
+        self, way: int, shot: int, query: int, rng: np.random.Generator, augment: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One episode: volumes (way*(shot+query), D, D, D) float32 ordered support then query,
+        with support targets (way*shot,) and query targets (way*query,)."""
+        classes = rng.choice(self.n_classes, size=way, replace=False)
+        m = self.volumes.shape[1]
+        sup, qry = [], []
+        for c in classes:
+            items = rng.choice(m, size=shot + query, replace=False)
+            v = self.volumes[c, items].float()
+            sup.append(v[:shot])
+            qry.append(v[shot:])
+        x = torch.cat(sup + qry)
+        if augment:
+            x = wedge_preserving_rotation(x, rng)
+        ts = torch.arange(way).repeat_interleave(shot)
+        tq = torch.arange(way).repeat_interleave(query)
+        return x, ts, tq
+
+
+_FLIPS = [(), (-1, -2), (-1, -3), (-2, -3)]  # identity, 180 deg about z, y, x
+
+
+def wedge_preserving_rotation(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Apply to each (D, D, D) volume of x one of the four wedge-preserving 180-degree rotations."""
+    choice = rng.integers(len(_FLIPS), size=len(x))
+    out = x.clone()
+    for k, dims in enumerate(_FLIPS):
+        sel = np.nonzero(choice == k)[0]
+        if len(sel) and dims:
+            out[sel] = torch.flip(x[sel], dims=dims)
+    return out

@@ -1,0 +1,94 @@
+"""Classify a query subtomogram set from a labelled support set (``cryoshot classify``)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cryoshot.errors import CryoshotError
+from cryoshot.evaluate.fewshot import embed_volumes
+from cryoshot.fewshot.methods import make_method
+from cryoshot.fewshot.openset import loo_threshold
+from cryoshot.io.particles import load_subtomogram_set
+from cryoshot.io.star import write_star
+from cryoshot.train.checkpoint import file_sha256
+from cryoshot.utils.files import check_output_free
+
+UNKNOWN = "unknown"
+
+
+def classify_sets(
+    support_star: str | os.PathLike,
+    query_star: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    model_path: str | os.PathLike,
+    method: str = "protonet-ce",
+    shot: int | None = None,
+    label_column: str = "rlnClassNumber",
+    angpix: float | None = None,
+    unknown: bool = True,
+    quantile: float = 0.95,
+    margin: float = 1.5,
+    force: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Predict a class for every query; write the query table plus predictions to ``output`` (STAR).
+
+    Columns added: ``cryoshotPredictedClass`` (a support label or ``unknown``),
+    ``cryoshotProbability`` (softmax over the support classes), ``cryoshotProb_<label>``
+    per class, ``cryoshotMinDistance``, ``cryoshotModel`` (file name and SHA-256 prefix).
+
+    Parameters
+    ----------
+    shot
+        Require at least this many support examples per class (error naming the
+        class otherwise); all support examples are used.
+    """
+    from cryoshot.train.loop import load_model
+
+    check_output_free(output, force)
+    model, _ = load_model(model_path)
+    sup = load_subtomogram_set(support_star, label_column=label_column, angpix=angpix, progress=progress)
+    qry = load_subtomogram_set(query_star, label_column=None, angpix=angpix, progress=progress)
+    classes, counts = np.unique(sup.labels, return_counts=True)
+    if shot is not None:
+        low = [(c, n) for c, n in zip(classes, counts, strict=True) if n < shot]
+        if low:
+            raise CryoshotError(
+                f"support class {low[0][0]} has {low[0][1]} examples, fewer than --shot {shot}; label more"
+            )
+    if len(classes) < 2 and not unknown:
+        raise CryoshotError("the support set has a single class; add classes or keep unknown detection on")
+    t0 = time.perf_counter()
+    zs = embed_volumes(model, sup.volumes, sup.voxel_size_A, progress=progress)
+    zq = embed_volumes(model, qry.volumes, qry.voxel_size_A, progress=progress)
+    ts = torch.as_tensor(np.searchsorted(classes, sup.labels))
+    n = len(classes)
+    m = make_method(method, model)
+    with torch.no_grad():
+        chunk = 15 * n  # ProtoNet-CE attends over prototypes + a query chunk of the training size
+        dist = torch.cat([m.distances(zs, ts, zq[s : s + chunk], n) for s in range(0, len(zq), chunk)])
+        probs = torch.softmax(-dist, dim=1).numpy()
+        thr = loo_threshold(m, zs, ts, n, quantile, margin) if unknown else None
+    seconds = time.perf_counter() - t0
+    best = probs.argmax(1)
+    min_d = dist.min(1).values.numpy()
+    pred = np.array([str(classes[b]) for b in best], dtype=object)
+    if thr is not None:
+        pred[min_d > thr] = UNKNOWN
+    out = qry.table.copy()
+    out["cryoshotPredictedClass"] = pred
+    out["cryoshotProbability"] = probs.max(1)
+    for j, c in enumerate(classes):
+        out[f"cryoshotProb_{c}"] = probs[:, j]
+    out["cryoshotMinDistance"] = min_d
+    out["cryoshotModel"] = f"{Path(model_path).name}:{file_sha256(model_path)[:12]}"
+    write_star(output, out, force=force)
+    out.attrs.update({"threshold": thr, "seconds_compute": seconds, "classes": list(map(str, classes))})
+    return out

@@ -1,0 +1,81 @@
+"""The few-shot method interface shared by ``evaluate`` and ``classify``.
+
+A method turns support embeddings with episode targets and query embeddings into
+query scores: ``scores(zs, ts, zq, n_classes) -> (M, N)`` log-probabilities, and
+``distances(...) -> (M, N)`` (lower = closer) for open-set ("unknown") decisions.
+New methods (template matching, FSCC) register here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from cryoshot.errors import CryoshotError
+from cryoshot.fewshot.protonet import ProtoNet
+
+
+@dataclass
+class ProtoMethod:
+    """ProtoNet3D (``d``) or ProtoNet-CE (``d+d*``, or ``d`` / ``d*`` for ablations)."""
+
+    model: ProtoNet
+    distance: str = "d"
+
+    def distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
+        return self.model.distances(zs, ts, zq, n, self.distance)
+
+    def scores(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
+        return torch.log_softmax(-self.distances(zs, ts, zq, n), dim=1)
+
+
+@dataclass
+class FinetuneMethod:
+    """Fine-tune baseline: a linear layer on the frozen encoder, trained on the support set with Adam."""
+
+    steps: int = 100
+    lr: float = 1e-2
+    seed: int = 0
+
+    def _fit(self, zs: torch.Tensor, ts: torch.Tensor, n: int) -> torch.nn.Linear:
+        g = torch.Generator().manual_seed(self.seed)
+        mu, sd = zs.mean(0, keepdim=True), zs.std(0, keepdim=True) + 1e-6
+        lin = torch.nn.Linear(zs.shape[1], n)
+        with torch.no_grad():
+            lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) * 0.01)
+            lin.bias.zero_()
+        opt = torch.optim.Adam(lin.parameters(), lr=self.lr)
+        x = (zs - mu) / sd
+        with torch.enable_grad():
+            for _ in range(self.steps):
+                loss = torch.nn.functional.cross_entropy(lin(x), ts)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        lin.mu, lin.sd = mu, sd  # type: ignore[attr-defined]
+        return lin
+
+    def scores(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
+        lin = self._fit(zs, ts, n)
+        with torch.no_grad():
+            return torch.log_softmax(lin((zq - lin.mu) / lin.sd), dim=1)
+
+    def distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
+        return -self.scores(zs, ts, zq, n)
+
+
+METHOD_NAMES = ("protonet", "protonet-ce", "finetune")
+
+
+def make_method(name: str, model: ProtoNet, distance: str | None = None, seed: int = 0):
+    """Build a method by name on a trained model (``distance`` overrides ProtoNet-CE's d+d*)."""
+    if name == "protonet":
+        return ProtoMethod(model, distance or "d")
+    if name == "protonet-ce":
+        if model.adapter is None:
+            raise CryoshotError("protonet-ce needs a model with an adaptation head (train protonet-ce)")
+        return ProtoMethod(model, distance or "d+d*")
+    if name == "finetune":
+        return FinetuneMethod(seed=seed)
+    raise CryoshotError(f"unknown method '{name}'; choose one of {', '.join(METHOD_NAMES)}")

@@ -1,0 +1,23 @@
+"""Shipped pre-trained models (see README.md beside this file for how they were made)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from cryoshot.errors import CryoshotError
+
+DEFAULT_MODEL = "protonet-ce_cryoshot-small.pt"
+
+
+def resolve_model(name: str | None) -> Path:
+    """``default`` (or None) -> the shipped ProtoNet-CE model; otherwise a path to a checkpoint."""
+    if name in (None, "default"):
+        path = Path(str(resources.files("cryoshot.pretrained") / DEFAULT_MODEL))
+        if not path.is_file():
+            raise CryoshotError(f"the shipped model {DEFAULT_MODEL} is missing from this installation")
+        return path
+    path = Path(name)
+    if not path.is_file():
+        raise CryoshotError(f"model file {path} does not exist; use --model default for the shipped model")
+    return path

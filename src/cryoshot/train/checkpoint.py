@@ -1,0 +1,74 @@
+"""Checkpoints that rebuild and reproduce a model from the file alone.
+
+Each file stores ``{state_dict, config, method, package version, seed, argv}``
+plus, for resuming, the optimiser state, step and RNG states. Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cryoshot import __version__
+from cryoshot.errors import CryoshotError
+from cryoshot.utils.files import atomic_file
+
+FORMAT = "cryoshot-checkpoint-1"
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` plus format, version and argv atomically (replacing ``path``)."""
+    data = {"format": FORMAT, "version": __version__, "argv": list(sys.argv), **payload}
+    for key in ("state_dict", "config", "method", "seed"):
+        if key not in data:
+            raise ValueError(f"checkpoint payload lacks '{key}'")
+    with atomic_file(path, force=True) as tmp:
+        torch.save(data, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike, method: str | tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Read a checkpoint and check its format and method.
+
+    Raises
+    ------
+    CryoshotError
+        Missing or unreadable file, not a cryoshot checkpoint, another method, or a
+        major version the code cannot read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CryoshotError(f"model file {path} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises several types for corrupt files
+        raise CryoshotError(f"cannot read model file {path}: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CryoshotError(f"{path} is not a cryoshot checkpoint")
+    major = str(data.get("version", "0")).split(".")[0]
+    if major != __version__.split(".")[0]:
+        raise CryoshotError(
+            f"{path} was written by cryoshot {data.get('version')}, which this version ({__version__}) "
+            "cannot read; retrain or use a matching version"
+        )
+    if method is not None:
+        allowed = (method,) if isinstance(method, str) else method
+        if data["method"] not in allowed:
+            raise CryoshotError(
+                f"{path} holds a '{data['method']}' model, but {' or '.join(allowed)} is needed"
+            )
+    return data
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file (recorded in outputs so they name the model that made them)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

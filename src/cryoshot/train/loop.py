@@ -1,0 +1,225 @@
+"""The one episodic training loop, used by every method.
+
+Trains to a budget (episodes and, optionally, wall-clock seconds), validates on
+held-out classes, keeps the best model, and checkpoints so a killed run resumes
+where it stopped (``resume=True``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cryoshot.data.synthetic import VALIDATION_OFFSET, PoolConfig, VolumePool
+from cryoshot.errors import CryoshotError
+from cryoshot.fewshot.protonet import ProtoNet
+from cryoshot.models.encoders3d import encoder_config
+from cryoshot.train.checkpoint import load_checkpoint, save_checkpoint
+from cryoshot.utils.threads import configure_threads
+
+METHODS = ("protonet", "protonet-ce")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of an episodic training run."""
+
+    method: str = "protonet"
+    encoder: str = "cryoshot-small"
+    way: int = 5
+    shot: int = 5
+    query: int = 15
+    episodes: int = 2000
+    time_budget_s: float | None = None
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    bf16: bool = False
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    val_classes: int = 30
+    val_items_per_class: int = 20
+    val_every: int = 100
+    val_episodes: int = 50
+    init_from: str | None = None  # protonet-ce: the trained protonet whose encoder is frozen
+    seed: int = 0
+    device: str = "auto"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @staticmethod
+    def from_dict(d: dict) -> TrainConfig:
+        d = dict(d)
+        d["pool"] = PoolConfig(**d["pool"])
+        d["betas"] = tuple(d["betas"])
+        return TrainConfig(**d)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_model(cfg: TrainConfig) -> ProtoNet:
+    enc = encoder_config(cfg.encoder, input_box=cfg.pool.box_px, voxel_size_A=cfg.pool.pixel_size_A)
+    return ProtoNet(enc, adapter=cfg.method == "protonet-ce")
+
+
+def _episode_loss(model, x, ts, tq, way, method, autocast):
+    with autocast():
+        z = model.embed(x)
+    zs, zq = z[: len(ts)], z[len(ts) :]
+    dist = "d" if method == "protonet" else "d*"  # ProtoNet-CE trains the adapter on d* (paper 3.2.4)
+    logits = -model.distances(zs, ts, zq, way, dist)
+    loss = torch.nn.functional.cross_entropy(logits, tq)
+    acc = (logits.argmax(1) == tq).float().mean().item()
+    return loss, acc
+
+
+@torch.no_grad()
+def validate(model, pool: VolumePool, cfg: TrainConfig, device, autocast) -> float:
+    model.eval()
+    accs = []
+    for e in range(cfg.val_episodes):
+        rng = np.random.default_rng([cfg.seed, 7, e])
+        x, ts, tq = pool.episode(cfg.way, cfg.shot, cfg.query, rng, augment=False)
+        _, acc = _episode_loss(
+            model, x.to(device), ts.to(device), tq.to(device), cfg.way, cfg.method, autocast
+        )
+        accs.append(acc)
+    model.train()
+    return float(np.mean(accs))
+
+
+def train(
+    cfg: TrainConfig, out_path: str | os.PathLike, *, resume: bool = False, progress: bool = True
+) -> dict:
+    """Train and write the best model to ``out_path`` (``out_path``.last holds the resumable state).
+
+    Returns
+    -------
+    dict with ``best_val_accuracy``, ``episodes``, ``seconds``, ``history``.
+    """
+    if cfg.method not in METHODS:
+        raise CryoshotError(f"method must be one of {METHODS}, got '{cfg.method}'")
+    need = cfg.shot + cfg.query
+    if cfg.pool.items_per_class < need or cfg.val_items_per_class < need:
+        raise CryoshotError(f"pools need at least shot + query = {need} items per class")
+    if cfg.way > cfg.val_classes:
+        raise CryoshotError(f"--way {cfg.way} exceeds the {cfg.val_classes} validation classes")
+    configure_threads()
+    out_path = Path(out_path)
+    last_path = out_path.with_name(out_path.name + ".last")
+    if out_path.exists() and not resume:
+        raise CryoshotError(f"{out_path} exists; pass --resume to continue it or --force to start over")
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device)
+    if cfg.method == "protonet-ce":
+        if not cfg.init_from:
+            raise CryoshotError(
+                "protonet-ce trains on a frozen ProtoNet encoder: pass --init-from PROTONET.pt"
+            )
+        base = load_checkpoint(cfg.init_from, method=("protonet", "protonet-ce"))
+        enc_state = {
+            k[len("encoder.") :]: v for k, v in base["state_dict"].items() if k.startswith("encoder.")
+        }
+        model.encoder.load_state_dict(enc_state)
+        for p in model.encoder.parameters():
+            p.requires_grad_(False)
+        model.encoder.eval()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
+    start_ep, best_acc, history, elapsed0 = 0, -1.0, [], 0.0
+    best_state = None
+    if resume and last_path.exists():
+        ck = load_checkpoint(last_path, method=cfg.method)
+        model.load_state_dict(ck["state_dict"])
+        opt.load_state_dict(ck["optimizer"])
+        start_ep, best_acc, history = ck["episode"], ck["best_val_accuracy"], ck["history"]
+        best_state, elapsed0 = ck["best_state_dict"], ck.get("seconds", 0.0)
+    train_pool = VolumePool(cfg.pool, progress=progress)
+    val_pool = VolumePool(
+        PoolConfig(**{**cfg.pool.to_dict(), "n_procedural": cfg.val_classes, "procedural_offset": VALIDATION_OFFSET,
+                      "bundled": [], "items_per_class": cfg.val_items_per_class, "seed": cfg.pool.seed + 1000}),
+        progress=progress,
+    )  # fmt: skip
+    use_bf16 = cfg.bf16 and device.type == "cpu"
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16)
+
+    def payload(ep, seconds):
+        return {
+            "state_dict": model.state_dict(), "config": cfg.to_dict(), "method": cfg.method, "seed": cfg.seed,
+            "episode": ep, "best_val_accuracy": best_acc, "history": history, "seconds": seconds,
+        }  # fmt: skip
+
+    model.train()
+    if cfg.method == "protonet-ce":
+        model.encoder.eval()
+    t0 = time.perf_counter() - elapsed0
+    bar = tqdm(
+        total=cfg.episodes, initial=start_ep, desc=f"training {cfg.method}", unit="ep", disable=not progress
+    )
+    ep = start_ep
+    run_acc = []
+    while ep < cfg.episodes:
+        if cfg.time_budget_s is not None and time.perf_counter() - t0 > cfg.time_budget_s:
+            break
+        rng = np.random.default_rng([cfg.seed, 1, ep])
+        x, ts, tq = train_pool.episode(cfg.way, cfg.shot, cfg.query, rng)
+        loss, acc = _episode_loss(
+            model, x.to(device), ts.to(device), tq.to(device), cfg.way, cfg.method, autocast
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ep += 1
+        run_acc.append(acc)
+        bar.update(1)
+        bar.set_postfix(
+            loss=f"{loss.item():.3f}", acc=f"{np.mean(run_acc[-50:]):.3f}", best_val=f"{best_acc:.3f}"
+        )
+        if ep % cfg.val_every == 0 or ep == cfg.episodes:
+            val = validate(model, val_pool, cfg, device, autocast)
+            history.append({"episode": ep, "train_acc": float(np.mean(run_acc[-cfg.val_every :])), "val_acc": val,
+                            "seconds": time.perf_counter() - t0})  # fmt: skip
+            if val > best_acc:
+                best_acc = val
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                save_checkpoint(out_path, {**payload(ep, time.perf_counter() - t0), "state_dict": best_state})
+            save_checkpoint(last_path, {**payload(ep, time.perf_counter() - t0), "optimizer": opt.state_dict(),
+                                        "best_state_dict": best_state})  # fmt: skip
+    bar.close()
+    seconds = time.perf_counter() - t0
+    if best_state is None or (history and history[-1]["episode"] != ep):
+        val = validate(model, val_pool, cfg, device, autocast)
+        history.append({"episode": ep, "train_acc": float(np.mean(run_acc[-50:] or [0])), "val_acc": val,
+                        "seconds": seconds})  # fmt: skip
+        if val > best_acc:
+            best_acc = val
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        save_checkpoint(out_path, {**payload(ep, seconds), "state_dict": best_state})
+        save_checkpoint(
+            last_path, {**payload(ep, seconds), "optimizer": opt.state_dict(), "best_state_dict": best_state}
+        )
+    return {"best_val_accuracy": best_acc, "episodes": ep, "seconds": seconds, "history": history}
+
+
+def load_model(path: str | os.PathLike, method: str | tuple[str, ...] | None = None) -> tuple[ProtoNet, dict]:
+    """Rebuild a trained ProtoNet / ProtoNet-CE from its checkpoint alone; returns (model in eval mode, checkpoint)."""
+    ck = load_checkpoint(path, method=method)
+    cfg = TrainConfig.from_dict(ck["config"])
+    model = build_model(cfg)
+    model.load_state_dict(ck["state_dict"])
+    model.eval()
+    return model, ck

@@ -1,0 +1,183 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cryoshot.cli import main
+from cryoshot.data.episodes import EpisodeSampler
+from cryoshot.errors import CryoshotError
+from cryoshot.evaluate.fewshot import embed_volumes, evaluate_episodes
+from cryoshot.fewshot.methods import make_method
+from cryoshot.fewshot.protonet import ProtoNet, prototypes
+from cryoshot.io.particles import load_subtomogram_set
+from cryoshot.io.star import read_star_table
+from cryoshot.models.encoders3d import encoder_config
+from cryoshot.train.checkpoint import load_checkpoint, save_checkpoint
+from cryoshot.train.loop import load_model, train
+
+from .helpers import BOX, tiny_checkpoint, tiny_config, toy_shape, write_toy_set
+
+
+def test_episodes_shape_disjoint_and_reproducible():
+    labels = np.repeat(np.arange(7), 10)
+    s = EpisodeSampler(labels, way=5, shot=3, query=4, seed=1)
+    ep = s.episode(0)
+    assert ep.support.shape == (5, 3) and ep.query.shape == (5, 4) and len(set(ep.classes)) == 5
+    assert not set(ep.support.ravel()) & set(ep.query.ravel())
+    for j, c in enumerate(ep.classes):
+        assert np.all(labels[ep.support[j]] == c) and np.all(labels[ep.query[j]] == c)
+    np.testing.assert_array_equal(EpisodeSampler(labels, 5, 3, 4, seed=1).episode(0).query, ep.query)
+    assert not np.array_equal(s.episode(1).query, ep.query)
+
+
+def test_episode_errors_name_the_problem():
+    labels = np.array(["a"] * 10 + ["b"] * 3 + ["c"] * 10)
+    with pytest.raises(CryoshotError, match="class b has 3"):
+        EpisodeSampler(labels, 2, 5, 0)
+    with pytest.raises(CryoshotError, match="larger than the number of classes"):
+        EpisodeSampler(labels, 4, 1, 1)
+    with pytest.raises(CryoshotError, match="--shot"):
+        EpisodeSampler(labels, 2, 0, 1)
+    with pytest.raises(CryoshotError, match="--way"):
+        EpisodeSampler(labels, 0, 1, 1)
+
+
+def _toy_batch(kinds, per_class, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.stack([toy_shape(k, rng) for k in kinds for _ in range(per_class)])
+    y = np.repeat(np.arange(len(kinds)), per_class)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def test_protonet_separates_easy_toy_classes():
+    torch.manual_seed(0)
+    model = ProtoNet(encoder_config("cryoshot-tiny", input_box=BOX), adapter=False).eval()
+    x, y = _toy_batch([0, 1, 2, 3, 4], 8)
+    z = model.embed(x).detach()
+    res = evaluate_episodes(make_method("protonet", model), z, y.numpy(), name="protonet", way=5, shot=3,
+                            query=5, episodes=20, progress=False)  # fmt: skip
+    assert res["accuracy_mean"] > 0.9
+
+
+def test_loss_falls_within_a_few_steps():
+    torch.manual_seed(0)
+    model = ProtoNet(encoder_config("cryoshot-tiny", input_box=BOX), adapter=False)
+    x, y = _toy_batch([0, 5, 2], 6, seed=3)  # ball vs cube is not trivially separable at init
+    sup = torch.cat([torch.arange(i * 6, i * 6 + 2) for i in range(3)])
+    qry = torch.cat([torch.arange(i * 6 + 2, i * 6 + 6) for i in range(3)])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(8):
+        z = model.embed(x)
+        logits = -model.distances(z[sup], y[sup], z[qry], 3, "d")
+        loss = torch.nn.functional.cross_entropy(logits, y[qry])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_combined_distance_is_the_sum():
+    torch.manual_seed(0)
+    model = ProtoNet(encoder_config("cryoshot-tiny", input_box=BOX), adapter=True).eval()
+    torch.nn.init.normal_(model.adapter.fc.weight, std=0.1)  # non-trivial adapter
+    zs, zq = torch.randn(6, model.encoder.dim), torch.randn(9, model.encoder.dim)
+    ts = torch.tensor([0, 0, 1, 1, 2, 2])
+    with torch.no_grad():
+        d = model.distances(zs, ts, zq, 3, "d")
+        ds = model.distances(zs, ts, zq, 3, "d*")
+        both = model.distances(zs, ts, zq, 3, "d+d*")
+    torch.testing.assert_close(both, d + ds)
+    assert not torch.allclose(d, ds)
+    torch.testing.assert_close(prototypes(zs, ts, 3)[1], zs[2:4].mean(0))
+
+
+def test_train_save_load_resume(tmp_path):
+    out = tmp_path / "m.pt"
+    r1 = train(tiny_config("protonet", episodes=4), out, progress=False)
+    assert r1["episodes"] == 4 and out.exists() and (tmp_path / "m.pt.last").exists()
+    ck = load_checkpoint(out)
+    assert {"state_dict", "config", "version", "seed", "argv", "method"} <= set(ck)
+    with pytest.raises(CryoshotError, match="exists"):
+        train(tiny_config("protonet", episodes=4), out, progress=False)
+    r2 = train(tiny_config("protonet", episodes=6), out, resume=True, progress=False)
+    assert r2["episodes"] == 6 and [h["episode"] for h in r2["history"]] == [2, 4, 6]
+    model, _ = load_model(out)
+    assert isinstance(model, ProtoNet) and not model.training
+    ce = tmp_path / "ce.pt"
+    train(tiny_config("protonet-ce", episodes=2, init_from=str(out)), ce, progress=False)
+    ce_model, _ = load_model(ce, method="protonet-ce")
+    for k, v in model.encoder.state_dict().items():  # the encoder stayed frozen
+        torch.testing.assert_close(ce_model.encoder.state_dict()[k], v)
+    with pytest.raises(CryoshotError, match="'protonet' model"):
+        load_checkpoint(out, method="protonet-ce")
+    bad = load_checkpoint(out)
+    bad["version"] = "99.0.0"
+    save_checkpoint(tmp_path / "old.pt", bad)
+    with pytest.raises(CryoshotError, match="cannot read"):
+        load_checkpoint(tmp_path / "old.pt")
+
+
+def test_evaluate_json_keys(tmp_path, capsys):
+    star = write_toy_set(tmp_path / "data", [0, 1, 2, 3, 4], per_class=8)
+    model = tiny_checkpoint(tmp_path / "tiny.pt")
+    for method in ("protonet", "protonet-ce", "finetune"):
+        rc = main(["evaluate", str(star), "--model", str(model), "--method", method, "--way", "3", "--shot", "2",
+                   "--query", "3", "--episodes", "5", "--json"])  # fmt: skip
+        assert rc == 0
+        res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        keys = {"method", "way", "shot", "query", "episodes", "accuracy_mean", "accuracy_ci95", "macro_precision",
+                "per_class_accuracy"}  # fmt: skip
+        assert keys <= set(res) and res["method"] == method and 0 <= res["accuracy_mean"] <= 1
+        assert set(res["per_class_accuracy"]) <= {"1", "2", "3", "4", "5"}
+    assert main(["evaluate", str(star), "--model", str(model), "--shot", "9"]) == 2
+    assert "class 1 has 8" in capsys.readouterr().err
+    assert main(["evaluate", str(star), "--model", str(model), "--label-column", "rlnNope"]) == 2
+    assert "rlnNope" in capsys.readouterr().err
+
+
+def test_classify_round_trip_and_unknown(tmp_path, capsys):
+    model = tiny_checkpoint(tmp_path / "tiny.pt")
+    sup = write_toy_set(tmp_path / "sup", [0, 1, 4], per_class=5, seed=1)
+    qry = write_toy_set(tmp_path / "qry", [0, 1, 4, 3], per_class=6, seed=2)
+    out = tmp_path / "pred.star"
+    rc = main(["classify", "--support", str(sup), "--query", str(qry), "--model", str(model), "-o", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    pred = read_star_table(out)
+    truth = read_star_table(qry)
+    assert len(pred) == len(truth) and (pred["rlnImageName"] == truth["rlnImageName"]).all()
+    assert {"cryoshotPredictedClass", "cryoshotProbability", "cryoshotProb_1"} <= set(pred.columns)
+    known = truth["rlnClassNumber"] != 4  # kind 3 (a ring) is absent from the support
+    pc = pred["cryoshotPredictedClass"].astype(str)
+    assert (pc[known] == truth["rlnClassNumber"][known].astype(str)).mean() > 0.8
+    assert (pc[~known] == "unknown").mean() > 0.5  # the absent class mostly comes back unknown
+    assert (pc[known] == "unknown").mean() < 0.3
+    # no overwrite without --force, and the shot requirement names the class
+    assert (
+        main(["classify", "--support", str(sup), "--query", str(qry), "--model", str(model), "-o", str(out)])
+        == 2
+    )
+    assert "--force" in capsys.readouterr().err
+    rc = main(["classify", "--support", str(sup), "--query", str(qry), "--model", str(model), "-o",
+               str(tmp_path / "p2.star"), "--shot", "6"])  # fmt: skip
+    assert rc == 2 and "has 5 examples" in capsys.readouterr().err
+
+
+def test_embedding_resamples_other_box_sizes():
+    torch.manual_seed(0)
+    model = ProtoNet(encoder_config("cryoshot-tiny", input_box=BOX), adapter=False).eval()
+    vols = np.random.default_rng(0).normal(size=(3, 24, 24, 24)).astype(np.float32)
+    z = embed_volumes(model, vols, voxel_size_A=6.0, progress=False)
+    assert z.shape == (3, model.encoder.dim) and torch.isfinite(z).all()
+
+
+def test_nan_volume_is_rejected(tmp_path):
+    star = write_toy_set(tmp_path / "d", [0], per_class=2)
+    import mrcfile
+
+    with mrcfile.open(tmp_path / "d" / "k0_000.mrc", mode="r+") as m:
+        m.data[0, 0, 0] = np.nan
+    with pytest.raises(CryoshotError, match="NaN"):
+        load_subtomogram_set(star, progress=False)
