@@ -38,9 +38,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(
-        f"# {platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}"
-    )
+    print(f"# {platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}")
 
     structs = load_structures(list(NOVEL_STRUCTURES), 10.0, 40)
     sim = SubtomogramSimulator(structs, SubtomogramConfig(snr=0.05))
@@ -82,9 +80,7 @@ def main() -> None:
     msim = MicrographSimulator(mstructs, mcfg)
     n_placed = len(msim.simulate(0).coords_px)
     tm = time_it(lambda: msim.simulate(1), args.repeats)
-    print(
-        f"| micrograph 4096^2, {n_placed} particles, contaminants | {min(tm):.2f} | {np.median(tm):.2f} | - | - |"
-    )
+    print(f"| micrograph 4096^2, {n_placed} particles, contaminants | {min(tm):.2f} | {np.median(tm):.2f} | - | - |")
 
 
 if __name__ == "__main__":

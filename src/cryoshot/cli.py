@@ -19,9 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-simulate_app = typer.Typer(
-    help="Simulate subtomograms, micrographs or projection images.", no_args_is_help=True
-)
+simulate_app = typer.Typer(help="Simulate subtomograms, micrographs or projection images.", no_args_is_help=True)
 app.add_typer(simulate_app, name="simulate")
 
 Structures = Annotated[
@@ -44,9 +42,7 @@ SaveClean = Annotated[bool, typer.Option("--save-clean", help="Also write the no
 def _split(values: list[str]) -> list[str]:
     out = [v.strip() for item in values for v in item.split(",") if v.strip()]
     if not out:
-        raise CryoshotError(
-            "the structure list is empty: pass --structures, e.g. -s 1bxn,2cg9 or -s procedural:0-10"
-        )
+        raise CryoshotError("the structure list is empty: pass --structures, e.g. -s 1bxn,2cg9 or -s procedural:0-10")
     return out
 
 
@@ -72,9 +68,7 @@ def structures_cmd() -> None:
     from cryoshot.simulate.structures import bundled_structure_names
 
     for name in bundled_structure_names():
-        role = (
-            "novel (held out)" if name in NOVEL_STRUCTURES else "training" if name in TRAIN_STRUCTURES else ""
-        )
+        role = "novel (held out)" if name in NOVEL_STRUCTURES else "training" if name in TRAIN_STRUCTURES else ""
         typer.echo(f"{name}\t{role}")
 
 
@@ -97,9 +91,7 @@ def simulate_subtomograms(
     tilt_max: Annotated[float, typer.Option("--tilt-max", help="Highest tilt (degrees).")] = 60.0,
     tilt_step: Annotated[float, typer.Option("--tilt-step", help="Tilt increment (degrees).")] = 3.0,
     dose: Annotated[float, typer.Option("--dose", help="Total exposure of the tilt series (e/Å²).")] = 120.0,
-    defocus_min: Annotated[
-        float, typer.Option("--defocus-min", help="Lowest defocus (µm, underfocus > 0).")
-    ] = 2.0,
+    defocus_min: Annotated[float, typer.Option("--defocus-min", help="Lowest defocus (µm, underfocus > 0).")] = 2.0,
     defocus_max: Annotated[float, typer.Option("--defocus-max", help="Highest defocus (µm).")] = 5.0,
     voltage: Annotated[float, typer.Option("--voltage", help="Acceleration voltage (kV).")] = 300.0,
     cs: Annotated[float, typer.Option("--cs", help="Spherical aberration (mm).")] = 2.7,
@@ -212,12 +204,8 @@ def simulate_projections(
     box: Annotated[int, typer.Option("--box", help="Image size (pixels).")] = 64,
     angpix: Annotated[float, typer.Option("--angpix", help="Pixel size (Å).")] = 5.0,
     snr: Annotated[float, typer.Option("--snr", help="SNR, var(signal)/var(noise) over the image.")] = 0.1,
-    jitter: Annotated[
-        float, typer.Option("--jitter", help="Largest deviation from the class view (degrees).")
-    ] = 5.0,
-    inplane_rotation: Annotated[
-        bool, typer.Option("--inplane-rotation", help="Random in-plane rotation.")
-    ] = False,
+    jitter: Annotated[float, typer.Option("--jitter", help="Largest deviation from the class view (degrees).")] = 5.0,
+    inplane_rotation: Annotated[bool, typer.Option("--inplane-rotation", help="Random in-plane rotation.")] = False,
     defocus_min: Annotated[float, typer.Option("--defocus-min", help="Lowest defocus (µm).")] = 1.0,
     defocus_max: Annotated[float, typer.Option("--defocus-max", help="Highest defocus (µm).")] = 3.0,
     invert: Invert = False,
@@ -265,12 +253,8 @@ def extract_cmd(
             help="Source MRC for every row (else rlnTomoName / rlnMicrographName).",
         ),
     ] = None,
-    two_d: Annotated[
-        bool, typer.Option("--2d", help="Cut 2D boxes from micrographs instead of subtomograms.")
-    ] = False,
-    angpix: Annotated[
-        float | None, typer.Option("--angpix", help="Pixel size (Å), overriding the header.")
-    ] = None,
+    two_d: Annotated[bool, typer.Option("--2d", help="Cut 2D boxes from micrographs instead of subtomograms.")] = False,
+    angpix: Annotated[float | None, typer.Option("--angpix", help="Pixel size (Å), overriding the header.")] = None,
     edge: Annotated[
         str, typer.Option("--edge", help="pad (fill with the box mean) or skip particles near the edge.")
     ] = "pad",
@@ -294,16 +278,12 @@ def extract_cmd(
 def train_cmd(
     method: Annotated[str, typer.Argument(help="protonet or protonet-ce.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (best on validation).")],
-    encoder: Annotated[
-        str, typer.Option("--encoder", help="cryoshot-small or protonet3d-paper.")
-    ] = "cryoshot-small",
+    encoder: Annotated[str, typer.Option("--encoder", help="cryoshot-small or protonet3d-paper.")] = "cryoshot-small",
     way: Annotated[int, typer.Option("--way", help="Classes per episode (N).")] = 5,
     shot: Annotated[int, typer.Option("--shot", help="Support examples per class (K).")] = 5,
     query: Annotated[int, typer.Option("--query", help="Queries per class.")] = 15,
     episodes: Annotated[int, typer.Option("--episodes", help="Most training episodes.")] = 2000,
-    time_budget: Annotated[
-        float | None, typer.Option("--time-budget", help="Stop after this many seconds.")
-    ] = None,
+    time_budget: Annotated[float | None, typer.Option("--time-budget", help="Stop after this many seconds.")] = None,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (paper: 1e-4).")] = 1e-4,
     procedural: Annotated[int, typer.Option("--procedural", help="Procedural training classes.")] = 200,
     items_per_class: Annotated[int, typer.Option("--items-per-class", help="Pool items per class.")] = 24,
@@ -348,32 +328,20 @@ def train_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    data: Annotated[
-        Path, typer.Argument(help="Labelled subtomogram set (STAR); every class is treated as novel.")
-    ],
+    data: Annotated[Path, typer.Argument(help="Labelled subtomogram set (STAR); every class is treated as novel.")],
     way: Annotated[int, typer.Option("--way", help="Classes per episode (N).")] = 5,
     shot: Annotated[int, typer.Option("--shot", help="Support examples per class (K).")] = 5,
     query: Annotated[int, typer.Option("--query", help="Queries per class.")] = 15,
     episodes: Annotated[int, typer.Option("--episodes", help="Number of seeded episodes.")] = 100,
-    method: Annotated[
-        str, typer.Option("--method", help="protonet, protonet-ce or finetune.")
-    ] = "protonet-ce",
-    model: Annotated[
-        str, typer.Option("--model", help="'default' (shipped) or a checkpoint path.")
-    ] = "default",
+    method: Annotated[str, typer.Option("--method", help="protonet, protonet-ce or finetune.")] = "protonet-ce",
+    model: Annotated[str, typer.Option("--model", help="'default' (shipped) or a checkpoint path.")] = "default",
     distance: Annotated[
         str | None, typer.Option("--distance", help="Override the distance: d, d* or d+d* (ablation).")
     ] = None,
-    label_column: Annotated[
-        str, typer.Option("--label-column", help="Column with labels.")
-    ] = "rlnClassNumber",
-    angpix: Annotated[
-        float | None, typer.Option("--angpix", help="Voxel size (Å), overriding headers.")
-    ] = None,
+    label_column: Annotated[str, typer.Option("--label-column", help="Column with labels.")] = "rlnClassNumber",
+    angpix: Annotated[float | None, typer.Option("--angpix", help="Voxel size (Å), overriding headers.")] = None,
     seed: Seed = 0,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Also print one JSON object as the last line.")
-    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Also print one JSON object as the last line.")] = False,
 ) -> None:
     """N-way K-shot episodes on labelled data -> accuracy (mean ± 95% CI), macro precision, per class."""
     import json
@@ -399,14 +367,10 @@ def evaluate_cmd(
     z = embed_volumes(net, ds.volumes, ds.voxel_size_A)
     m = make_method(method, net, distance, seed=seed)
     name = method if distance is None else f"{method}[{distance}]"
-    res = evaluate_episodes(
-        m, z, ds.labels, name=name, way=way, shot=shot, query=query, episodes=episodes, seed=seed
-    )
+    res = evaluate_episodes(m, z, ds.labels, name=name, way=way, shot=shot, query=query, episodes=episodes, seed=seed)
     res["model"] = str(model_path)
     res["n_subtomograms"] = len(ds)
-    typer.echo(
-        f"{name}: {way}-way {shot}-shot, {query} queries, {episodes} episodes on {len(ds)} subtomograms"
-    )
+    typer.echo(f"{name}: {way}-way {shot}-shot, {query} queries, {episodes} episodes on {len(ds)} subtomograms")
     typer.echo(f"  accuracy         {res['accuracy_mean']:.4f} ± {res['accuracy_ci95']:.4f} (95% CI)")
     typer.echo(f"  macro precision  {res['macro_precision']:.4f}")
     typer.echo("  per class:")
@@ -421,21 +385,11 @@ def classify_cmd(
     support: Annotated[Path, typer.Option("--support", help="Labelled support set (STAR).")],
     query: Annotated[Path, typer.Option("--query", help="Query set to classify (STAR).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Predictions STAR file.")],
-    model: Annotated[
-        str, typer.Option("--model", help="'default' (shipped) or a checkpoint path.")
-    ] = "default",
-    method: Annotated[
-        str, typer.Option("--method", help="protonet, protonet-ce or finetune.")
-    ] = "protonet-ce",
-    shot: Annotated[
-        int | None, typer.Option("--shot", help="Require at least K support examples per class.")
-    ] = None,
-    label_column: Annotated[
-        str, typer.Option("--label-column", help="Support label column.")
-    ] = "rlnClassNumber",
-    angpix: Annotated[
-        float | None, typer.Option("--angpix", help="Voxel size (Å), overriding headers.")
-    ] = None,
+    model: Annotated[str, typer.Option("--model", help="'default' (shipped) or a checkpoint path.")] = "default",
+    method: Annotated[str, typer.Option("--method", help="protonet, protonet-ce or finetune.")] = "protonet-ce",
+    shot: Annotated[int | None, typer.Option("--shot", help="Require at least K support examples per class.")] = None,
+    label_column: Annotated[str, typer.Option("--label-column", help="Support label column.")] = "rlnClassNumber",
+    angpix: Annotated[float | None, typer.Option("--angpix", help="Voxel size (Å), overriding headers.")] = None,
     no_unknown: Annotated[bool, typer.Option("--no-unknown", help="Always assign a support class.")] = False,
     force: Force = False,
 ) -> None:

@@ -72,9 +72,7 @@ def _figure(path, cm, names, means, acc):
     plt.close(fig)
 
 
-def run_demo(
-    outdir: str | os.PathLike, *, force: bool = False, per_class: int = 40, episodes: int = 100
-) -> dict:
+def run_demo(outdir: str | os.PathLike, *, force: bool = False, per_class: int = 40, episodes: int = 100) -> dict:
     """Run the demo into ``outdir``; return the results table as a dict (also printed)."""
     configure_threads()
     outdir = Path(outdir)
@@ -136,14 +134,10 @@ def run_demo(
         ("protonet", "ProtoNet3D"),
         ("finetune", "fine-tune"),
     ):
-        cells = [
-            f"{by[(name, s)]['accuracy_mean']:.3f} ± {by[(name, s)]['accuracy_ci95']:.3f}" for s in (5, 1)
-        ]
+        cells = [f"{by[(name, s)]['accuracy_mean']:.3f} ± {by[(name, s)]['accuracy_ci95']:.3f}" for s in (5, 1)]
         print(f"{label:<14} {cells[0]:>18} {cells[1]:>18}")
     print(f"\n({episodes} seeded episodes each, 15 queries per class, mean ± 95% CI)")
-    print(
-        f"8-way classification of all {len(qry_idx)} remaining subtomograms from 5 labels each: {acc_all:.3f}"
-    )
+    print(f"8-way classification of all {len(qry_idx)} remaining subtomograms from 5 labels each: {acc_all:.3f}")
     print(f"figure: {outdir}/demo.png (confusion matrix, central slices of the predicted-set means)")
     print(f"try it yourself: cryoshot classify --support {outdir}/subtomograms/support.star "
           f"--query {outdir}/subtomograms/query.star -o predictions.star")  # fmt: skip

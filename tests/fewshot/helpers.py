@@ -59,7 +59,5 @@ def tiny_checkpoint(path, method: str = "protonet-ce", seed: int = 0):
     cfg = tiny_config(method)
     model = build_model(cfg)
     model.eval()
-    save_checkpoint(
-        path, {"state_dict": model.state_dict(), "config": cfg.to_dict(), "method": method, "seed": seed}
-    )
+    save_checkpoint(path, {"state_dict": model.state_dict(), "config": cfg.to_dict(), "method": method, "seed": seed})
     return path

@@ -155,10 +155,7 @@ def test_classify_round_trip_and_unknown(tmp_path, capsys):
     assert (pc[~known] == "unknown").mean() > 0.5  # the absent class mostly comes back unknown
     assert (pc[known] == "unknown").mean() < 0.3
     # no overwrite without --force, and the shot requirement names the class
-    assert (
-        main(["classify", "--support", str(sup), "--query", str(qry), "--model", str(model), "-o", str(out)])
-        == 2
-    )
+    assert main(["classify", "--support", str(sup), "--query", str(qry), "--model", str(model), "-o", str(out)]) == 2
     assert "--force" in capsys.readouterr().err
     rc = main(["classify", "--support", str(sup), "--query", str(qry), "--model", str(model), "-o",
                str(tmp_path / "p2.star"), "--shot", "6"])  # fmt: skip

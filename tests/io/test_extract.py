@@ -42,9 +42,7 @@ def test_edge_particles_pad_or_skip(tmp_path):
     _blob_tomogram(tmp_path / "tomo.mrc", [(2, 30, 20), (40, 30, 20)])
     df = pd.DataFrame({"rlnCoordinateX": [2, 40], "rlnCoordinateY": [30, 30], "rlnCoordinateZ": [20, 20]})
     write_star(tmp_path / "c.star", df)
-    rep = extract_particles(
-        tmp_path / "c.star", tmp_path / "pad", 16, source=tmp_path / "tomo.mrc", progress=False
-    )
+    rep = extract_particles(tmp_path / "c.star", tmp_path / "pad", 16, source=tmp_path / "tomo.mrc", progress=False)
     assert rep.n_padded == 1 and len(rep.table) == 2
     v = read_mrc(tmp_path / "pad" / "subtomo_000000.mrc").data
     assert np.unravel_index(np.argmax(v), v.shape) == (8, 8, 8)
@@ -75,9 +73,7 @@ def test_extract_errors_leave_nothing(tmp_path):
     _blob_tomogram(tmp_path / "tomo.mrc", [(20, 30, 15)])
     write_star(tmp_path / "c.star", pd.DataFrame({"rlnCoordinateX": [20], "rlnCoordinateY": [30]}))
     with pytest.raises(CryoshotError, match="rlnCoordinateZ"):
-        extract_particles(
-            tmp_path / "c.star", tmp_path / "o", 8, source=tmp_path / "tomo.mrc", progress=False
-        )
+        extract_particles(tmp_path / "c.star", tmp_path / "o", 8, source=tmp_path / "tomo.mrc", progress=False)
     write_star(
         tmp_path / "d.star",
         pd.DataFrame({"rlnCoordinateX": [20], "rlnCoordinateY": [30], "rlnCoordinateZ": [5]}),

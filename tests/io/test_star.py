@@ -34,9 +34,7 @@ def _relion_matrix(rot, tilt, psi):
 
 
 def test_euler_matches_relion_and_round_trips(rng):
-    angles = np.column_stack(
-        [rng.uniform(-180, 180, 20), rng.uniform(1, 179, 20), rng.uniform(-180, 180, 20)]
-    )
+    angles = np.column_stack([rng.uniform(-180, 180, 20), rng.uniform(1, 179, 20), rng.uniform(-180, 180, 20)])
     mats = euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
     for a, m in zip(angles, mats, strict=True):
         np.testing.assert_allclose(m, _relion_matrix(*a), atol=1e-12)
@@ -84,9 +82,7 @@ def test_centered_coordinates_need_pixel_size(tmp_path):
 
 
 def test_labels_int_and_string_and_missing():
-    assert (
-        labels_from_table(pd.DataFrame({"rlnClassNumber": [1, 2]}), "rlnClassNumber", "x").dtype == np.int64
-    )
+    assert labels_from_table(pd.DataFrame({"rlnClassNumber": [1, 2]}), "rlnClassNumber", "x").dtype == np.int64
     labs = labels_from_table(pd.DataFrame({"myLabel": ["ribo", "proteasome"]}), "myLabel", "x")
     assert list(labs) == ["ribo", "proteasome"]
     with pytest.raises(CryoshotError, match="lacks column"):
@@ -141,9 +137,7 @@ def test_mixed_voxel_sizes_are_refused_unless_overridden(tmp_path):
     (tmp_path / "v").mkdir()
     write_mrc(tmp_path / "v" / "a.mrc", np.zeros((6, 6, 6), np.float32), 10.0)
     write_mrc(tmp_path / "v" / "b.mrc", np.zeros((6, 6, 6), np.float32), 12.0)
-    write_star(
-        tmp_path / "s.star", pd.DataFrame({"rlnImageName": ["v/a.mrc", "v/b.mrc"], "rlnClassNumber": [1, 2]})
-    )
+    write_star(tmp_path / "s.star", pd.DataFrame({"rlnImageName": ["v/a.mrc", "v/b.mrc"], "rlnClassNumber": [1, 2]}))
     with pytest.raises(CryoshotError, match="mixed voxel sizes"):
         load_subtomogram_set(tmp_path / "s.star", progress=False)
     assert load_subtomogram_set(tmp_path / "s.star", angpix=10.0, progress=False).voxel_size_A == 10.0

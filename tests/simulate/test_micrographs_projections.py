@@ -13,9 +13,7 @@ def structs():
 
 
 def test_micrograph_particles_do_not_overlap_and_snr(structs):
-    cfg = MicrographConfig(
-        size_px=320, pixel_size_A=8.0, particle_box_px=32, n_particles=30, snr=0.2, ice_gradient=0.0
-    )
+    cfg = MicrographConfig(size_px=320, pixel_size_A=8.0, particle_box_px=32, n_particles=30, snr=0.2, ice_gradient=0.0)
     sim = MicrographSimulator(structs, cfg)
     mic = sim.simulate(0)
     assert len(mic.coords_px) >= 10
@@ -51,15 +49,11 @@ def test_micrograph_contaminants_and_determinism(structs):
 
 
 def test_projection_classes(structs):
-    cfg = ProjectionConfig(
-        box_px=32, pixel_size_A=8.0, n_views=3, snr=100.0, view_jitter_deg=2.0, max_shift_px=0.0
-    )
+    cfg = ProjectionConfig(box_px=32, pixel_size_A=8.0, n_views=3, snr=100.0, view_jitter_deg=2.0, max_shift_px=0.0)
     sim = ProjectionSimulator(structs, cfg)
     assert sim.n_classes == 6
     b = sim.simulate(range(24))
-    np.testing.assert_allclose(
-        b.clean.var(axis=(1, 2)) / (b.images - b.clean).var(axis=(1, 2)), 100.0, rtol=1e-3
-    )
+    np.testing.assert_allclose(b.clean.var(axis=(1, 2)) / (b.images - b.clean).var(axis=(1, 2)), 100.0, rtol=1e-3)
     flat = b.clean.reshape(len(b.clean), -1)
     corr = np.corrcoef(flat)
     same = b.labels[:, None] == b.labels[None, :]

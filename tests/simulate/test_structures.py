@@ -55,9 +55,7 @@ def test_atomic_model_density(tmp_path):
     rng = np.random.default_rng(0)
     pts = rng.normal(0, 12, size=(200, 3)) + [100, -30, 12]  # off-centre on purpose
     for i, (x, y, z) in enumerate(pts):
-        lines.append(
-            f"ATOM  {i + 1:5d}  CA  ALA A{i + 1:4d}    {x:8.3f}{y:8.3f}{z:8.3f}  1.00 20.00           C"
-        )
+        lines.append(f"ATOM  {i + 1:5d}  CA  ALA A{i + 1:4d}    {x:8.3f}{y:8.3f}{z:8.3f}  1.00 20.00           C")
     (tmp_path / "m.pdb").write_text("\n".join(lines) + "\nEND\n")
     (s,) = load_structures([str(tmp_path / "m.pdb")], 6.0, 24)
     com = ndimage.center_of_mass(np.clip(s.density, 0, None))

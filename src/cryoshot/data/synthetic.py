@@ -65,9 +65,7 @@ class VolumePool:
         for level, snr in enumerate(config.snrs):
             sim = SubtomogramSimulator(
                 structs,
-                SubtomogramConfig(
-                    box_px=d, pixel_size_A=config.pixel_size_A, snr=snr, seed=config.seed + level
-                ),
+                SubtomogramConfig(box_px=d, pixel_size_A=config.pixel_size_A, snr=snr, seed=config.seed + level),
             )
             n_items = per_level[level] * c
             slots = list(range(level, m, n_levels))

@@ -17,9 +17,7 @@ import numpy as np
 import torch
 
 
-def loo_threshold(
-    method, zs: torch.Tensor, ts: torch.Tensor, n: int, quantile: float = 0.95, margin: float = 1.5
-):
+def loo_threshold(method, zs: torch.Tensor, ts: torch.Tensor, n: int, quantile: float = 0.95, margin: float = 1.5):
     """Distance threshold from leave-one-out support distances, or None when every class has K = 1."""
     counts = torch.bincount(ts, minlength=n)
     if int(counts.min()) < 2:

@@ -68,16 +68,12 @@ def _source_for(row: pd.Series, star_dir: Path, override: Path | None, column: s
     if override is not None:
         return override
     if column not in row.index:
-        raise CryoshotError(
-            f"the STAR file has no {column} column; pass the tomogram or micrograph explicitly"
-        )
+        raise CryoshotError(f"the STAR file has no {column} column; pass the tomogram or micrograph explicitly")
     name = str(row[column])
     for cand in (Path(name), star_dir / name, star_dir / f"{name}.mrc"):
         if cand.is_file():
             return cand
-    raise CryoshotError(
-        f"cannot find {column} '{name}' (looked beside the STAR file too); pass it explicitly"
-    )
+    raise CryoshotError(f"cannot find {column} '{name}' (looked beside the STAR file too); pass it explicitly")
 
 
 def extract_particles(
@@ -150,9 +146,7 @@ def extract_particles(
         boxes.append(-out if invert else out)
         keep.append(i)
     if not boxes:
-        raise CryoshotError(
-            f"no particle of {star_path} lies fully inside its data; use --edge pad or a smaller box"
-        )
+        raise CryoshotError(f"no particle of {star_path} lies fully inside its data; use --edge pad or a smaller box")
     table = df.iloc[keep].reset_index(drop=True).copy()
     pixel = next(iter(cache.values()))[1]
     with atomic_dir(outdir, force=force) as tmp:

@@ -42,9 +42,7 @@ def resolve_image_path(name: str, star_dir: Path) -> tuple[int | None, Path]:
     return idx, (p if p.is_absolute() else star_dir / p)
 
 
-def relative_image_name(
-    path: str | os.PathLike, star_dir: str | os.PathLike, index: int | None = None
-) -> str:
+def relative_image_name(path: str | os.PathLike, star_dir: str | os.PathLike, index: int | None = None) -> str:
     """The ``rlnImageName`` for ``path`` relative to ``star_dir`` (1-based ``index@`` for stacks)."""
     rel = os.path.relpath(Path(path), Path(star_dir))
     return f"{index + 1:06d}@{rel}" if index is not None else rel
@@ -89,9 +87,7 @@ def coordinates_px(
                 "and the tomogram so they can be converted to pixels"
             )
         return centered_A_to_pixels(df[cen].to_numpy(dtype=float), angpix, tuple(shape_xyz[:ndim]))
-    raise CryoshotError(
-        f"{path} has no coordinates: it needs {', '.join(pix)} (pixels) or {', '.join(cen)} (Å)"
-    )
+    raise CryoshotError(f"{path} has no coordinates: it needs {', '.join(pix)} (pixels) or {', '.join(cen)} (Å)")
 
 
 @dataclass

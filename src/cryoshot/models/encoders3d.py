@@ -38,9 +38,7 @@ class EncoderConfig:
 
 
 PRESETS = {
-    "protonet3d-paper": dict(
-        name="protonet3d-paper", work_box=40, channels=[64, 64, 64, 64], pooling="flatten"
-    ),
+    "protonet3d-paper": dict(name="protonet3d-paper", work_box=40, channels=[64, 64, 64, 64], pooling="flatten"),
     "cryoshot-small": dict(name="cryoshot-small", work_box=24, channels=[16, 32, 64, 128], pooling="avgmax"),
     # for tests and quick experiments only
     "cryoshot-tiny": dict(name="cryoshot-tiny", work_box=12, channels=[8, 16, 32], pooling="avgmax"),

@@ -56,9 +56,7 @@ class MicrographConfig:
         if not self.snr > 0:
             raise CryoshotError(f"SNR must be positive, got {self.snr}")
         if self.size_px < 2 * self.particle_box_px:
-            raise CryoshotError(
-                f"micrograph of {self.size_px} px is too small for {self.particle_box_px} px particles"
-            )
+            raise CryoshotError(f"micrograph of {self.size_px} px is too small for {self.particle_box_px} px particles")
         if self.n_particles < 0:
             raise CryoshotError("number of particles must be >= 0")
         if not 0 < self.defocus_min_um <= self.defocus_max_um:
@@ -186,11 +184,7 @@ class MicrographSimulator:
             ang = rng.uniform(0, np.pi)
             off = rng.uniform(0.2, 0.8) * size
             yy, xx = np.ogrid[:size, :size]
-            dist = (
-                np.float32(np.cos(ang)) * xx.astype(np.float32)
-                + np.float32(np.sin(ang)) * yy
-                - np.float32(off)
-            )
+            dist = np.float32(np.cos(ang)) * xx.astype(np.float32) + np.float32(np.sin(ang)) * yy - np.float32(off)
             contaminants += (np.float32(1.5 * peak) * expit(dist / np.float32(3.0))).astype(np.float32)
         h = self._ctf_image(size, defocus)
         clean = self._apply(mass, h)

@@ -7,9 +7,7 @@ import torch
 import torch.nn.functional as F
 
 
-def rotate_volumes(
-    vols: torch.Tensor, mats: torch.Tensor, shifts_px: torch.Tensor | None = None
-) -> torch.Tensor:
+def rotate_volumes(vols: torch.Tensor, mats: torch.Tensor, shifts_px: torch.Tensor | None = None) -> torch.Tensor:
     """Rotate (actively) and shift volumes about voxel ``D // 2``.
 
     ``out(x) = vol(A^T (x - c - t) + c)`` with vectors ordered (x, y, z).

@@ -86,9 +86,7 @@ def resample_to_box(vol: np.ndarray, src_pixel_A: float, dst_pixel_A: float, box
 def _normalise(vol: np.ndarray) -> np.ndarray:
     m = float(np.abs(vol).max())
     if m <= 0:
-        raise CryoshotError(
-            "structure is empty after resampling; is the box too small or the pixel size wrong?"
-        )
+        raise CryoshotError("structure is empty after resampling; is the box too small or the pixel size wrong?")
     return (vol / m).astype(np.float32)
 
 
@@ -262,9 +260,7 @@ def _load_structure_cached(spec: str, pixel_size_A: float, box: int, seed: int) 
         try:
             idx = int(spec.split(":", 1)[1])
         except ValueError as exc:
-            raise CryoshotError(
-                f"bad procedural structure '{spec}': use procedural:K or procedural:A-B"
-            ) from exc
+            raise CryoshotError(f"bad procedural structure '{spec}': use procedural:K or procedural:A-B") from exc
         return procedural_structure(idx, pixel_size_A, box, seed=seed)
     low = spec.lower()
     if low in bundled_structure_names():

@@ -67,9 +67,7 @@ class SubtomogramConfig:
         if not self.snr > 0 or not np.isfinite(self.snr):
             raise CryoshotError(f"SNR must be positive, got {self.snr}")
         if self.snr_convention not in SNR_CONVENTIONS:
-            raise CryoshotError(
-                f"SNR convention must be one of {SNR_CONVENTIONS}, got '{self.snr_convention}'"
-            )
+            raise CryoshotError(f"SNR convention must be one of {SNR_CONVENTIONS}, got '{self.snr_convention}'")
         if self.method not in ("fast", "tiltseries"):
             raise CryoshotError(f"method must be 'fast' or 'tiltseries', got '{self.method}'")
         if self.box_px < 8:
@@ -78,8 +76,7 @@ class SubtomogramConfig:
             raise CryoshotError(f"pixel size must be positive, got {self.pixel_size_A} Å")
         if not 0 < self.defocus_min_um <= self.defocus_max_um:
             raise CryoshotError(
-                "defocus range must satisfy 0 < min <= max, "
-                f"got {self.defocus_min_um}..{self.defocus_max_um} µm"
+                f"defocus range must satisfy 0 < min <= max, got {self.defocus_min_um}..{self.defocus_max_um} µm"
             )
         if self.tilt_step_deg <= 0 or self.tilt_min_deg > self.tilt_max_deg:
             raise CryoshotError("tilt range must have min <= max and a positive step")
@@ -231,12 +228,8 @@ class SubtomogramSimulator:
         w = np.ones_like(k_A)
         if c.use_dose:
             w = w * dose_filter(k_A, c.scheme.prior_dose()[np.argmin(np.abs(c.scheme.angles_deg()))])
-        ctfs = np.stack(
-            [ctf_2d(d, c.pixel_size_A, df, c.microscope) if c.use_ctf else np.ones_like(k_A) for df in dfs]
-        )
-        proj = torch.fft.irfftn(
-            p_hat * torch.from_numpy((ctfs * w).astype(np.float32)), s=(d, d), dim=(-2, -1)
-        )
+        ctfs = np.stack([ctf_2d(d, c.pixel_size_A, df, c.microscope) if c.use_ctf else np.ones_like(k_A) for df in dfs])
+        proj = torch.fft.irfftn(p_hat * torch.from_numpy((ctfs * w).astype(np.float32)), s=(d, d), dim=(-2, -1))
         return proj.var(dim=(-2, -1), unbiased=False)
 
     # -- tilt-series path ----------------------------------------------------------------
@@ -248,9 +241,7 @@ class SubtomogramSimulator:
         n_t = len(angles)
         rad = np.deg2rad(angles)
         # tilt t rotates the specimen about y by +theta before projecting along z
-        mats = np.stack(
-            [np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]) for a in rad]
-        )
+        mats = np.stack([np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]) for a in rad])
         ky, kx = rfft_freqs_2d(d)
         k_A = np.sqrt(kx**2 + ky**2) / (d * c.pixel_size_A)
         ramp = np.abs(kx) / (d / 2)

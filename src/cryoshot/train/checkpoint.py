@@ -59,9 +59,7 @@ def load_checkpoint(path: str | os.PathLike, method: str | tuple[str, ...] | Non
     if method is not None:
         allowed = (method,) if isinstance(method, str) else method
         if data["method"] not in allowed:
-            raise CryoshotError(
-                f"{path} holds a '{data['method']}' model, but {' or '.join(allowed)} is needed"
-            )
+            raise CryoshotError(f"{path} holds a '{data['method']}' model, but {' or '.join(allowed)} is needed")
     return data
 
 

@@ -91,17 +91,13 @@ def validate(model, pool: VolumePool, cfg: TrainConfig, device, autocast) -> flo
     for e in range(cfg.val_episodes):
         rng = np.random.default_rng([cfg.seed, 7, e])
         x, ts, tq = pool.episode(cfg.way, cfg.shot, cfg.query, rng, augment=False)
-        _, acc = _episode_loss(
-            model, x.to(device), ts.to(device), tq.to(device), cfg.way, cfg.method, autocast
-        )
+        _, acc = _episode_loss(model, x.to(device), ts.to(device), tq.to(device), cfg.way, cfg.method, autocast)
         accs.append(acc)
     model.train()
     return float(np.mean(accs))
 
 
-def train(
-    cfg: TrainConfig, out_path: str | os.PathLike, *, resume: bool = False, progress: bool = True
-) -> dict:
+def train(cfg: TrainConfig, out_path: str | os.PathLike, *, resume: bool = False, progress: bool = True) -> dict:
     """Train and write the best model to ``out_path`` (``out_path``.last holds the resumable state).
 
     Returns
@@ -125,13 +121,9 @@ def train(
     model = build_model(cfg).to(device)
     if cfg.method == "protonet-ce":
         if not cfg.init_from:
-            raise CryoshotError(
-                "protonet-ce trains on a frozen ProtoNet encoder: pass --init-from PROTONET.pt"
-            )
+            raise CryoshotError("protonet-ce trains on a frozen ProtoNet encoder: pass --init-from PROTONET.pt")
         base = load_checkpoint(cfg.init_from, method=("protonet", "protonet-ce"))
-        enc_state = {
-            k[len("encoder.") :]: v for k, v in base["state_dict"].items() if k.startswith("encoder.")
-        }
+        enc_state = {k[len("encoder.") :]: v for k, v in base["state_dict"].items() if k.startswith("encoder.")}
         model.encoder.load_state_dict(enc_state)
         for p in model.encoder.parameters():
             p.requires_grad_(False)
@@ -167,9 +159,7 @@ def train(
     if cfg.method == "protonet-ce":
         model.encoder.eval()
     t0 = time.perf_counter() - elapsed0
-    bar = tqdm(
-        total=cfg.episodes, initial=start_ep, desc=f"training {cfg.method}", unit="ep", disable=not progress
-    )
+    bar = tqdm(total=cfg.episodes, initial=start_ep, desc=f"training {cfg.method}", unit="ep", disable=not progress)
     ep = start_ep
     run_acc = []
     while ep < cfg.episodes:
@@ -177,18 +167,14 @@ def train(
             break
         rng = np.random.default_rng([cfg.seed, 1, ep])
         x, ts, tq = train_pool.episode(cfg.way, cfg.shot, cfg.query, rng)
-        loss, acc = _episode_loss(
-            model, x.to(device), ts.to(device), tq.to(device), cfg.way, cfg.method, autocast
-        )
+        loss, acc = _episode_loss(model, x.to(device), ts.to(device), tq.to(device), cfg.way, cfg.method, autocast)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         ep += 1
         run_acc.append(acc)
         bar.update(1)
-        bar.set_postfix(
-            loss=f"{loss.item():.3f}", acc=f"{np.mean(run_acc[-50:]):.3f}", best_val=f"{best_acc:.3f}"
-        )
+        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{np.mean(run_acc[-50:]):.3f}", best_val=f"{best_acc:.3f}")
         if ep % cfg.val_every == 0 or ep == cfg.episodes:
             val = validate(model, val_pool, cfg, device, autocast)
             history.append({"episode": ep, "train_acc": float(np.mean(run_acc[-cfg.val_every :])), "val_acc": val,
