@@ -93,8 +93,7 @@ def read_mrc(
         is_stack = bool(mrc.is_image_stack()) or path.suffix == ".mrcs"
         if is_stack and data.ndim == 2:  # a one-image stack reads as a single image
             data = data[None]
-        if not mmap:
-            data = np.array(data, copy=True)
+        # in memory, mrcfile's array stays valid after close (no copy needed)
     finally:
         if not mmap:
             mrc.close()

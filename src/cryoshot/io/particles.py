@@ -152,10 +152,11 @@ def load_subtomogram_set(
         raise CryoshotError(f"{star_path} lists no particles")
     labels = labels_from_table(df, label_column, star_path) if label_column else None
     star_dir = star_path.parent
-    vols: list[np.ndarray] = []
+    vols: np.ndarray | None = None  # filled in place: one allocation, no stacking copy
     sizes: set[float] = set()
     first_shape = None
-    for name in tqdm(df["rlnImageName"], desc="reading subtomograms", disable=not progress, leave=False):
+    names = df["rlnImageName"].tolist()
+    for k, name in enumerate(tqdm(names, desc="reading subtomograms", disable=not progress, leave=False)):
         idx, p = resolve_image_path(name, star_dir)
         m = read_mrc(p, ndim=3)
         vol = m.data[idx] if idx is not None else m.data
@@ -172,7 +173,9 @@ def load_subtomogram_set(
             raise CryoshotError(f"{p} has a non-cubic box {vol.shape}; cryoshot needs cubic subtomograms")
         if m.voxel_size_A is not None:
             sizes.add(round(m.voxel_size_A, 3))
-        vols.append(vol.astype(np.float32, copy=False))
+        if vols is None:
+            vols = np.empty((len(names), *vol.shape), dtype=np.float32)
+        vols[k] = vol
     if angpix is None:
         if not sizes:
             raise CryoshotError(f"the MRC headers of {star_path} carry no voxel size; pass --angpix")
@@ -182,5 +185,5 @@ def load_subtomogram_set(
             )
         angpix = sizes.pop()
     return SubtomogramSet(
-        volumes=np.stack(vols), labels=labels, voxel_size_A=float(angpix), table=df, star_path=star_path
+        volumes=vols, labels=labels, voxel_size_A=float(angpix), table=df, star_path=star_path
     )

@@ -1,0 +1,176 @@
+"""Few-shot subtomogram classification on novel real structures (ProtoNet issue benchmark).
+
+Prints a table shaped like the ProtoNet-CE paper's Tables 1 and 2: SNR 0.1, 0.05,
+0.03 (box convention), 5-way 5-shot and 1-shot, 100 seeded episodes, mean ± 95%
+CI, on the 8 bundled structures no model was trained on. Also prints open-set
+AUROC, classify throughput end to end from disk, and the training cost per
+episode of the default encoder against the paper's, measured in one run.
+
+    .venv/bin/python benchmarks/bench_fewshot.py [--models NAME=PATH ...] [--skip-speed]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cryoshot.evaluate.fewshot import embed_volumes, evaluate_episodes
+from cryoshot.evaluate.metrics import auroc
+from cryoshot.fewshot.methods import make_method
+from cryoshot.pretrained import resolve_model
+from cryoshot.simulate.datasets import write_subtomograms
+from cryoshot.simulate.splits import NOVEL_STRUCTURES
+from cryoshot.simulate.structures import load_structures
+from cryoshot.simulate.subtomograms import SubtomogramConfig, SubtomogramSimulator
+from cryoshot.train.loop import load_model
+
+BENCH_SEED = 777  # simulation seed of the benchmark data (never used in training)
+
+
+def novel_data(snr: float, per_class: int):
+    structs = load_structures(list(NOVEL_STRUCTURES), 10.0, 40)
+    sim = SubtomogramSimulator(structs, SubtomogramConfig(snr=snr, seed=BENCH_SEED))
+    b = sim.simulate(range(per_class * len(structs)), with_clean=False)
+    return b.volumes, b.labels, structs, sim
+
+
+def accuracy_table(models: dict[str, str], snrs, episodes: int, per_class: int):
+    print("\n## Accuracy on the 8 novel bundled structures (mean ± 95% CI)\n")
+    print("| model | method | distance | " + " | ".join(f"SNR {s} 5-shot | SNR {s} 1-shot" for s in snrs) + " |")
+    print("|---|---|---|" + "---|---|" * len(snrs))
+    data = {s: novel_data(s, per_class) for s in snrs}
+    for mname, path in models.items():
+        net, ck = load_model(path)
+        emb = {s: embed_volumes(net, data[s][0], 10.0, progress=False) for s in snrs}
+        rows = [("protonet", "d")]
+        if net.adapter is not None:
+            rows += [("protonet-ce", "d*"), ("protonet-ce", "d+d*")]
+        rows += [("finetune", "-")]
+        for method, dist in rows:
+            m = make_method(method, net, None if dist == "-" else dist, seed=0)
+            cells = []
+            for s in snrs:
+                for shot in (5, 1):
+                    r = evaluate_episodes(m, emb[s], data[s][1], name=method, way=5, shot=shot, query=15,
+                                          episodes=episodes, seed=0, progress=False)  # fmt: skip
+                    cells.append(f"{r['accuracy_mean']:.3f} ± {r['accuracy_ci95']:.3f}")
+            print(f"| {mname} | {method} | {dist} | " + " | ".join(cells) + " |", flush=True)
+    return data
+
+
+def open_set(model_path: str, data, snrs, episodes: int):
+    """Open-set: 4 classes in the support, queries from those 4 and from 4 absent classes."""
+    from cryoshot.fewshot.openset import loo_threshold
+
+    print("\n## Open set: queries of absent classes (5-shot, 4 known + 4 absent classes)\n")
+    print("| SNR | AUROC (min distance) | absent -> unknown | known -> unknown | known accuracy |")
+    print("|---|---|---|---|---|")
+    net, _ = load_model(model_path)
+    m = make_method("protonet-ce", net)
+    for s in snrs:
+        vols, labels = data[s][0], data[s][1]
+        z = embed_volumes(net, vols, 10.0, progress=False)
+        aucs, unk_abs, unk_known, acc = [], [], [], []
+        for e in range(episodes):
+            rng = np.random.default_rng([5, e])
+            classes = rng.permutation(8)
+            known, absent = classes[:4], classes[4:]
+            sup = np.concatenate([rng.choice(np.nonzero(labels == c)[0], 5, replace=False) for c in known])
+            rest = np.setdiff1d(np.arange(len(labels)), sup)
+            qk = rest[np.isin(labels[rest], known)]
+            qa = rest[np.isin(labels[rest], absent)]
+            qk = rng.choice(qk, 40, replace=False)
+            qa = rng.choice(qa, 40, replace=False)
+            ts = torch.as_tensor(np.searchsorted(np.sort(known), labels[sup]))
+            with torch.no_grad():
+                dk = m.distances(z[sup], ts, z[qk], 4)
+                da = m.distances(z[sup], ts, z[qa], 4)
+                thr = loo_threshold(m, z[sup], ts, 4)
+            aucs.append(auroc(da.min(1).values.numpy(), dk.min(1).values.numpy()))
+            unk_abs.append(float((da.min(1).values > thr).float().mean()))
+            unk_known.append(float((dk.min(1).values > thr).float().mean()))
+            pred = np.sort(known)[dk.argmin(1).numpy()]
+            acc.append(float((pred == labels[qk]).mean()))
+        print(f"| {s} | {np.mean(aucs):.3f} | {np.mean(unk_abs):.3f} | {np.mean(unk_known):.3f} | {np.mean(acc):.3f} |")
+
+
+def speed(model_path: str, n: int = 2000):
+    from cryoshot.fewshot.classify import classify_sets
+    from cryoshot.models.encoders3d import Encoder3d, encoder_config
+
+    print("\n## Speed (2 CPU threads unless stated)\n")
+    structs = load_structures(list(NOVEL_STRUCTURES), 10.0, 40)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        sim = SubtomogramSimulator(structs, SubtomogramConfig(snr=0.05, seed=BENCH_SEED + 1))
+        write_subtomograms(sim, 40, tmp / "sup", progress=False)
+        write_subtomograms(SubtomogramSimulator(structs, SubtomogramConfig(snr=0.05, seed=BENCH_SEED + 2)), n,
+                           tmp / "qry", progress=False)  # fmt: skip
+        t = time.perf_counter()
+        classify_sets(tmp / "sup" / "particles.star", tmp / "qry" / "particles.star", tmp / "p.star",
+                      model_path=model_path, progress=False)  # fmt: skip
+        dt = time.perf_counter() - t
+    print(
+        f"| classify end to end from disk, {n} queries + 40 supports, 40^3 | {dt:.2f} s | {n / dt:.0f} subtomograms/s |"
+    )
+    x = torch.randn(100, 1, 40, 40, 40)
+    res = {}
+    for name, reps in (("cryoshot-small", 10), ("protonet3d-paper", 2)):
+        torch.manual_seed(0)
+        enc = Encoder3d(encoder_config(name))
+        opt = torch.optim.Adam(enc.parameters(), 1e-4)
+        times = []
+        for _ in range(reps + 1):
+            t = time.perf_counter()
+            z = enc(x)
+            zs, zq = z[:25], z[25:]
+            protos = zs.view(5, 5, -1).mean(1)
+            logits = -torch.cdist(zq, protos).pow(2)
+            loss = torch.nn.functional.cross_entropy(logits, torch.arange(5).repeat_interleave(15))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - t)
+        enc.eval()
+        with torch.no_grad():
+            xb = torch.randn(256, 1, 40, 40, 40)
+            enc(xb[:16])
+            t = time.perf_counter()
+            enc(xb)
+            inf = 256 / (time.perf_counter() - t)
+        res[name] = (min(times[1:]), float(np.median(times[1:])), inf)
+        print(
+            f"| {name}: training episode 5-way 5-shot 15-query (100 volumes 40^3), fp32 | min {res[name][0]:.2f} s, median {res[name][1]:.2f} s | inference {inf:.0f} volumes/s |"
+        )
+    a, b = res["cryoshot-small"], res["protonet3d-paper"]
+    print(f"| ratio paper / default | training episode {b[0] / a[0]:.1f}x | inference {a[2] / b[2]:.1f}x |")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--models", nargs="*", default=None, help="NAME=PATH checkpoints (default: the shipped model)")
+    ap.add_argument("--episodes", type=int, default=100)
+    ap.add_argument("--per-class", type=int, default=60)
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--skip-speed", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    models = dict(m.split("=", 1) for m in args.models) if args.models else {"shipped": str(resolve_model("default"))}
+    print(f"# torch {torch.__version__}, {args.threads} threads, {time.strftime('%Y-%m-%d')}")
+    snrs = [0.1, 0.05, 0.03]
+    data = accuracy_table(models, snrs, args.episodes, args.per_class)
+    ce = [p for p in models.values() if load_model(p)[0].adapter is not None]
+    if ce:
+        open_set(ce[0], data, snrs, 50)
+    if not args.skip_speed:
+        speed(str(resolve_model("default")))
+
+
+if __name__ == "__main__":
+    main()
