@@ -67,7 +67,7 @@ def _figure(path, cm, names, means, acc):
                 a.set_ylabel("XY" if row == 0 else "XZ", fontsize=7)
     fig.text(0.7, 0.95, "mean of each predicted set (central slices)", ha="center", fontsize=9)
     with atomic_dir(Path(path).parent / ".fig", force=True) as tmp:
-        fig.savefig(tmp / "f.png", dpi=110)
+        fig.savefig(tmp / "f.png", dpi=110, bbox_inches="tight")
         os.replace(tmp / "f.png", path)
     plt.close(fig)
 

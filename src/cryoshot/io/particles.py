@@ -184,6 +184,4 @@ def load_subtomogram_set(
                 f"mixed voxel sizes in {star_path}: {sorted(sizes)} Å; resample them to one, or pass --angpix"
             )
         angpix = sizes.pop()
-    return SubtomogramSet(
-        volumes=vols, labels=labels, voxel_size_A=float(angpix), table=df, star_path=star_path
-    )
+    return SubtomogramSet(volumes=vols, labels=labels, voxel_size_A=float(angpix), table=df, star_path=star_path)

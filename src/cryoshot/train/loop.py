@@ -130,13 +130,14 @@ def train(cfg: TrainConfig, out_path: str | os.PathLike, *, resume: bool = False
         model.encoder.eval()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
-    start_ep, best_acc, history, elapsed0 = 0, -1.0, [], 0.0
+    start_ep, best_acc, best_ep, history, elapsed0 = 0, -1.0, 0, [], 0.0
     best_state = None
     if resume and last_path.exists():
         ck = load_checkpoint(last_path, method=cfg.method)
         model.load_state_dict(ck["state_dict"])
         opt.load_state_dict(ck["optimizer"])
         start_ep, best_acc, history = ck["episode"], ck["best_val_accuracy"], ck["history"]
+        best_ep = ck.get("best_episode", 0)
         best_state, elapsed0 = ck["best_state_dict"], ck.get("seconds", 0.0)
     train_pool = VolumePool(cfg.pool, progress=progress)
     val_pool = VolumePool(
@@ -152,7 +153,7 @@ def train(cfg: TrainConfig, out_path: str | os.PathLike, *, resume: bool = False
     def payload(ep, seconds):
         return {
             "state_dict": model.state_dict(), "config": cfg.to_dict(), "method": cfg.method, "seed": cfg.seed,
-            "episode": ep, "best_val_accuracy": best_acc, "history": history, "seconds": seconds,
+            "episode": ep, "best_episode": best_ep, "best_val_accuracy": best_acc, "history": history, "seconds": seconds,
         }  # fmt: skip
 
     model.train()
@@ -180,7 +181,7 @@ def train(cfg: TrainConfig, out_path: str | os.PathLike, *, resume: bool = False
             history.append({"episode": ep, "train_acc": float(np.mean(run_acc[-cfg.val_every :])), "val_acc": val,
                             "seconds": time.perf_counter() - t0})  # fmt: skip
             if val > best_acc:
-                best_acc = val
+                best_acc, best_ep = val, ep
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 save_checkpoint(out_path, {**payload(ep, time.perf_counter() - t0), "state_dict": best_state})
             save_checkpoint(last_path, {**payload(ep, time.perf_counter() - t0), "optimizer": opt.state_dict(),
@@ -192,7 +193,7 @@ def train(cfg: TrainConfig, out_path: str | os.PathLike, *, resume: bool = False
         history.append({"episode": ep, "train_acc": float(np.mean(run_acc[-50:] or [0])), "val_acc": val,
                         "seconds": seconds})  # fmt: skip
         if val > best_acc:
-            best_acc = val
+            best_acc, best_ep = val, ep
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         save_checkpoint(out_path, {**payload(ep, seconds), "state_dict": best_state})
         save_checkpoint(
