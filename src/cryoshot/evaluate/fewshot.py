@@ -21,7 +21,7 @@ from cryoshot.fewshot.protonet import ProtoNet
 
 @torch.no_grad()
 def embed_volumes(
-    model: ProtoNet, volumes: np.ndarray, voxel_size_A: float, batch_size: int = 128, progress: bool = True
+    model: ProtoNet, volumes: np.ndarray, voxel_size_A: float, batch_size: int = 64, progress: bool = True
 ) -> torch.Tensor:
     """Embed (N, D, D, D) volumes at ``voxel_size_A``; returns (N, dim) float32 on CPU."""
     cfg = model.encoder.config
