@@ -22,7 +22,8 @@ from scipy.spatial.transform import Rotation
 from scipy.special import expit
 
 from cryoshot.errors import CryoshotError
-from cryoshot.simulate.optics import Microscope, ctf
+from cryoshot.simulate.noise import check_snr
+from cryoshot.simulate.optics import Microscope, check_imaging, ctf
 from cryoshot.simulate.projector import FourierProjector
 from cryoshot.simulate.structures import Structure
 from cryoshot.utils.seeding import item_rng
@@ -53,14 +54,12 @@ class MicrographConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        if not self.snr > 0:
-            raise CryoshotError(f"SNR must be positive, got {self.snr}")
+        check_snr(self.snr)
+        check_imaging(self.defocus_min_um, self.defocus_max_um, self.amplitude_contrast)
         if self.size_px < 2 * self.particle_box_px:
             raise CryoshotError(f"micrograph of {self.size_px} px is too small for {self.particle_box_px} px particles")
         if self.n_particles < 0:
             raise CryoshotError("number of particles must be >= 0")
-        if not 0 < self.defocus_min_um <= self.defocus_max_um:
-            raise CryoshotError("defocus range must satisfy 0 < min <= max")
 
     @property
     def microscope(self) -> Microscope:

@@ -19,7 +19,11 @@ Conventions
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from cryoshot.errors import CryoshotError
 
 SNR_CONVENTIONS = ("box", "projection")
 
@@ -40,3 +44,9 @@ def box_noise_scale(signal: torch.Tensor, noise: torch.Tensor, snr: float) -> to
     vs = signal.var(dim=dims, unbiased=False)
     vn = noise.var(dim=dims, unbiased=False).clamp_min(1e-30)
     return torch.sqrt(vs / (snr * vn))
+
+
+def check_snr(snr: float) -> None:
+    """Raise a clear error unless ``snr`` is a positive finite number."""
+    if not (snr > 0 and math.isfinite(snr)):
+        raise CryoshotError(f"SNR must be positive, got {snr}")

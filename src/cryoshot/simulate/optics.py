@@ -25,6 +25,16 @@ from functools import lru_cache
 import numpy as np
 
 
+def check_imaging(defocus_min_um: float, defocus_max_um: float, amplitude_contrast: float) -> None:
+    """Raise a clear error for an impossible defocus range or amplitude contrast."""
+    from cryoshot.errors import CryoshotError
+
+    if not 0 < defocus_min_um <= defocus_max_um:
+        raise CryoshotError(f"defocus range must satisfy 0 < min <= max, got {defocus_min_um}..{defocus_max_um} µm")
+    if not 0 <= amplitude_contrast < 1:
+        raise CryoshotError(f"amplitude contrast must be in [0, 1), got {amplitude_contrast}")
+
+
 def electron_wavelength_A(voltage_kv: float) -> float:
     """Relativistic electron wavelength in Å for an acceleration voltage in kV."""
     v = voltage_kv * 1e3

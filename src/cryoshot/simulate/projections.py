@@ -17,8 +17,8 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from cryoshot.errors import CryoshotError
-from cryoshot.simulate.noise import box_noise_scale
-from cryoshot.simulate.optics import Microscope, ctf_2d
+from cryoshot.simulate.noise import box_noise_scale, check_snr
+from cryoshot.simulate.optics import Microscope, check_imaging, ctf_2d
 from cryoshot.simulate.projector import FourierProjector
 from cryoshot.simulate.structures import Structure
 from cryoshot.utils.seeding import item_rng
@@ -48,12 +48,10 @@ class ProjectionConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        if not self.snr > 0:
-            raise CryoshotError(f"SNR must be positive, got {self.snr}")
+        check_snr(self.snr)
+        check_imaging(self.defocus_min_um, self.defocus_max_um, self.amplitude_contrast)
         if self.n_views < 1:
             raise CryoshotError("need at least one view per structure")
-        if not 0 < self.defocus_min_um <= self.defocus_max_um:
-            raise CryoshotError("defocus range must satisfy 0 < min <= max")
 
     @property
     def microscope(self) -> Microscope:

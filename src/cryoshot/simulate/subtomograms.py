@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from cryoshot.errors import CryoshotError
-from cryoshot.simulate.noise import SNR_CONVENTIONS, box_noise_scale
+from cryoshot.simulate.noise import SNR_CONVENTIONS, box_noise_scale, check_snr
 from cryoshot.simulate.optics import (
     Microscope,
     TiltScheme,
+    check_imaging,
     ctf_2d,
     dose_filter,
     rfft_freqs_2d,
@@ -64,8 +65,8 @@ class SubtomogramConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        if not self.snr > 0 or not np.isfinite(self.snr):
-            raise CryoshotError(f"SNR must be positive, got {self.snr}")
+        check_snr(self.snr)
+        check_imaging(self.defocus_min_um, self.defocus_max_um, self.amplitude_contrast)
         if self.snr_convention not in SNR_CONVENTIONS:
             raise CryoshotError(f"SNR convention must be one of {SNR_CONVENTIONS}, got '{self.snr_convention}'")
         if self.method not in ("fast", "tiltseries"):
@@ -74,14 +75,8 @@ class SubtomogramConfig:
             raise CryoshotError(f"box must be at least 8 voxels, got {self.box_px}")
         if self.pixel_size_A <= 0:
             raise CryoshotError(f"pixel size must be positive, got {self.pixel_size_A} Å")
-        if not 0 < self.defocus_min_um <= self.defocus_max_um:
-            raise CryoshotError(
-                f"defocus range must satisfy 0 < min <= max, got {self.defocus_min_um}..{self.defocus_max_um} µm"
-            )
         if self.tilt_step_deg <= 0 or self.tilt_min_deg > self.tilt_max_deg:
             raise CryoshotError("tilt range must have min <= max and a positive step")
-        if not 0 <= self.amplitude_contrast < 1:
-            raise CryoshotError(f"amplitude contrast must be in [0, 1), got {self.amplitude_contrast}")
 
     @property
     def scheme(self) -> TiltScheme:
