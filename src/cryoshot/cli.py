@@ -333,7 +333,7 @@ def evaluate_cmd(
     shot: Annotated[int, typer.Option("--shot", help="Support examples per class (K).")] = 5,
     query: Annotated[int, typer.Option("--query", help="Queries per class.")] = 15,
     episodes: Annotated[int, typer.Option("--episodes", help="Number of seeded episodes.")] = 100,
-    method: Annotated[str, typer.Option("--method", help="protonet, protonet-ce or finetune.")] = "protonet-ce",
+    method: Annotated[str, typer.Option("--method", help="protonet, protonet-ce, finetune or template.")] = "protonet-ce",
     model: Annotated[str, typer.Option("--model", help="'default' (shipped) or a checkpoint path.")] = "default",
     distance: Annotated[
         str | None, typer.Option("--distance", help="Override the distance: d, d* or d+d* (ablation).")
@@ -348,8 +348,8 @@ def evaluate_cmd(
 
     import numpy as np
 
-    from cryoshot.evaluate.fewshot import embed_volumes, evaluate_episodes
-    from cryoshot.fewshot.methods import make_method
+    from cryoshot.evaluate.fewshot import evaluate_episodes
+    from cryoshot.fewshot.methods import NEEDS_MODEL, make_method
     from cryoshot.io.particles import load_subtomogram_set
     from cryoshot.pretrained import resolve_model
     from cryoshot.train.loop import load_model
@@ -358,17 +358,19 @@ def evaluate_cmd(
     configure_threads()
     if episodes < 1:
         raise CryoshotError(f"--episodes must be at least 1, got {episodes}")
-    model_path = resolve_model(model)
-    net, _ = load_model(model_path)
+    if method not in NEEDS_MODEL:
+        make_method(method, None)  # the unknown-method error
+    model_path = resolve_model(model) if NEEDS_MODEL[method] else None
+    net = load_model(model_path)[0] if model_path is not None else None
     ds = load_subtomogram_set(data, label_column=label_column, angpix=angpix)
     from cryoshot.data.episodes import EpisodeSampler
 
     EpisodeSampler(ds.labels, way, shot, query, seed)  # validates before the costly embedding
-    z = embed_volumes(net, ds.volumes, ds.voxel_size_A)
     m = make_method(method, net, distance, seed=seed)
+    z = m.embed(ds.volumes, ds.voxel_size_A)
     name = method if distance is None else f"{method}[{distance}]"
     res = evaluate_episodes(m, z, ds.labels, name=name, way=way, shot=shot, query=query, episodes=episodes, seed=seed)
-    res["model"] = str(model_path)
+    res["model"] = str(model_path) if model_path is not None else None
     res["n_subtomograms"] = len(ds)
     typer.echo(f"{name}: {way}-way {shot}-shot, {query} queries, {episodes} episodes on {len(ds)} subtomograms")
     typer.echo(f"  accuracy         {res['accuracy_mean']:.4f} ± {res['accuracy_ci95']:.4f} (95% CI)")
@@ -386,7 +388,7 @@ def classify_cmd(
     query: Annotated[Path, typer.Option("--query", help="Query set to classify (STAR).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Predictions STAR file.")],
     model: Annotated[str, typer.Option("--model", help="'default' (shipped) or a checkpoint path.")] = "default",
-    method: Annotated[str, typer.Option("--method", help="protonet, protonet-ce or finetune.")] = "protonet-ce",
+    method: Annotated[str, typer.Option("--method", help="protonet, protonet-ce, finetune or template.")] = "protonet-ce",
     shot: Annotated[int | None, typer.Option("--shot", help="Require at least K support examples per class.")] = None,
     label_column: Annotated[str, typer.Option("--label-column", help="Support label column.")] = "rlnClassNumber",
     angpix: Annotated[float | None, typer.Option("--angpix", help="Voxel size (Å), overriding headers.")] = None,
@@ -408,6 +410,56 @@ def classify_cmd(
     typer.echo(f"classified {len(out)} subtomograms with {method} -> {output}")
     typer.echo("  " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
     typer.echo(f"  unknown threshold: {'none (K = 1)' if thr is None else f'{thr:.3g}'}")
+
+
+@app.command("average")
+def average_cmd(
+    data: Annotated[Path, typer.Argument(help="Subtomogram set (STAR), e.g. the predictions of classify.")],
+    outdir: Annotated[Path, typer.Option("--outdir", "-o", help="Output folder (maps, FSC, aligned STAR).")],
+    class_column: Annotated[
+        str, typer.Option("--class-column", help="Column with classes ('none': one class of all particles).")
+    ] = "rlnClassNumber",
+    reference: Annotated[
+        Path | None, typer.Option("--reference", help="Initial reference MRC (default: reference-free).")
+    ] = None,
+    angular_step: Annotated[float, typer.Option("--angular-step", help="Global search step (degrees).")] = 30.0,
+    refine_levels: Annotated[int, typer.Option("--refine-levels", help="Local searches, each halving it.")] = 2,
+    lowpass: Annotated[float, typer.Option("--lowpass", help="Alignment low-pass resolution (Å).")] = 30.0,
+    max_shift: Annotated[float, typer.Option("--max-shift", help="Largest shift searched (Å).")] = 30.0,
+    tilt_range: Annotated[
+        str, typer.Option("--tilt-range", help="Tilt range MIN,MAX in degrees (missing wedge); 'none': no wedge.")
+    ] = "-60,60",
+    iterations: Annotated[int, typer.Option("--iterations", help="Align-average rounds per half set.")] = 3,
+    angpix: Annotated[float | None, typer.Option("--angpix", help="Voxel size (Å), overriding headers.")] = None,
+    seed: Seed = 0,
+    force: Force = False,
+) -> None:
+    """Gold-standard per-class subtomogram averages with missing-wedge compensation and FSC resolution."""
+    from cryoshot.align.average import AverageConfig
+    from cryoshot.align.search import AlignConfig
+    from cryoshot.align.workflow import average_set
+    from cryoshot.utils.threads import configure_threads
+
+    configure_threads()
+    if tilt_range.strip().lower() == "none":
+        tr = None
+    else:
+        try:
+            lo, hi = (float(v) for v in tilt_range.split(","))
+        except ValueError:
+            raise CryoshotError(f"--tilt-range must be MIN,MAX in degrees (e.g. -60,60) or none, got '{tilt_range}'") from None
+        tr = (lo, hi)
+    cfg = AverageConfig(
+        align=AlignConfig(angular_step_deg=angular_step, refine_levels=refine_levels, lowpass_A=lowpass,
+                          max_shift_A=max_shift, tilt_range_deg=tr),
+        iterations=iterations, seed=seed,
+    )  # fmt: skip
+    col = None if class_column.lower() == "none" else class_column
+    summary = average_set(data, outdir, class_column=col, reference=reference, config=cfg, angpix=angpix, force=force)
+    typer.echo(f"averaged {sum(n for _, n, _ in summary.rows)} particles in {len(summary.rows)} classes -> {outdir}")
+    typer.echo("  class         particles   resolution (FSC 0.143, half maps)")
+    for c, n, res in summary.rows:
+        typer.echo(f"  {c:<13} {n:>9}   {res:.1f} Å")
 
 
 @app.command("demo")

@@ -93,3 +93,41 @@ def micrograph_preview(
     ax.set_title(f"{len(coords_px)} particles (ground truth)", fontsize=9)
     ax.axis("off")
     return _save(fig, path, force)
+
+
+def fsc_plot(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str | os.PathLike, force: bool = False):
+    """FSC curves ``{label: (frequency 1/Å, fsc, resolution Å)}`` with the 0.143 threshold."""
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for label, (f, c, res) in curves.items():
+        ax.plot(f, c, label=f"{label}: {res:.1f} Å")
+    ax.axhline(0.143, color="gray", lw=0.8, ls="--")
+    ax.set_xlabel("spatial frequency (1/Å)")
+    ax.set_ylabel("FSC (half maps)")
+    ax.set_ylim(-0.1, 1.05)
+    ax.legend(fontsize=7)
+    return _save(fig, path, force)
+
+
+def average_figure(
+    averages: dict[str, np.ndarray], raw: dict[str, np.ndarray], path: str | os.PathLike, force: bool = False
+):
+    """Per class: central XY and XZ slices of the average, then XY slices of a few raw particles."""
+    labels = list(averages)[:12]
+    n_raw = max((len(raw.get(c, [])) for c in labels), default=0)
+    cols = 2 + n_raw
+    fig, axes = plt.subplots(len(labels), cols, figsize=(1.5 * cols, 1.6 * len(labels)), squeeze=False)
+    for i, c in enumerate(labels):
+        v = averages[c]
+        m = v.shape[0] // 2
+        panels = [(v[m], f"class {c}\naverage XY"), (v[:, m, :], "average XZ")]
+        panels += [(p[m], f"raw {j + 1}") for j, p in enumerate(raw.get(c, []))]
+        for j in range(cols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(panels):
+                ax.imshow(panels[j][0], cmap="gray", origin="lower")
+                ax.set_title(panels[j][1], fontsize=7)
+            else:
+                ax.axis("off")
+    return _save(fig, path, force)

@@ -11,7 +11,6 @@ import pandas as pd
 import torch
 
 from cryoshot.errors import CryoshotError
-from cryoshot.evaluate.fewshot import embed_volumes
 from cryoshot.fewshot.methods import make_method
 from cryoshot.fewshot.openset import loo_threshold
 from cryoshot.io.particles import load_subtomogram_set
@@ -50,10 +49,14 @@ def classify_sets(
         Require at least this many support examples per class (error naming the
         class otherwise); all support examples are used.
     """
+    from cryoshot.fewshot.methods import NEEDS_MODEL
     from cryoshot.train.loop import load_model
 
     check_output_free(output, force)
-    model, _ = load_model(model_path)
+    if method not in NEEDS_MODEL:
+        make_method(method, None)  # raises the unknown-method error before any loading
+    model = load_model(model_path)[0] if NEEDS_MODEL[method] else None
+    m = make_method(method, model)
     sup = load_subtomogram_set(support_star, label_column=label_column, angpix=angpix, progress=progress)
     qry = load_subtomogram_set(query_star, label_column=None, angpix=angpix, progress=progress)
     classes, counts = np.unique(sup.labels, return_counts=True)
@@ -66,11 +69,16 @@ def classify_sets(
     if len(classes) < 2 and not unknown:
         raise CryoshotError("the support set has a single class; add classes or keep unknown detection on")
     t0 = time.perf_counter()
-    zs = embed_volumes(model, sup.volumes, sup.voxel_size_A, progress=progress)
-    zq = embed_volumes(model, qry.volumes, qry.voxel_size_A, progress=progress)
+    if sup.volumes.shape[1:] != qry.volumes.shape[1:] or abs(sup.voxel_size_A - qry.voxel_size_A) > 1e-3:
+        if not NEEDS_MODEL[method]:
+            raise CryoshotError(
+                f"support (box {sup.volumes.shape[-1]}, {sup.voxel_size_A:.2f} Å) and query (box "
+                f"{qry.volumes.shape[-1]}, {qry.voxel_size_A:.2f} Å) differ; template matching needs one grid"
+            )
+    zs = m.embed(sup.volumes, sup.voxel_size_A, progress=progress)
+    zq = m.embed(qry.volumes, qry.voxel_size_A, progress=progress)
     ts = torch.as_tensor(np.searchsorted(classes, sup.labels))
     n = len(classes)
-    m = make_method(method, model)
     with torch.no_grad():
         chunk = 15 * n  # ProtoNet-CE attends over prototypes + a query chunk of the training size
         dist = torch.cat([m.distances(zs, ts, zq[s : s + chunk], n) for s in range(0, len(zq), chunk)])
@@ -88,7 +96,7 @@ def classify_sets(
     for j, c in enumerate(classes):
         out[f"cryoshotProb_{c}"] = probs[:, j]
     out["cryoshotMinDistance"] = min_d
-    out["cryoshotModel"] = f"{Path(model_path).name}:{file_sha256(model_path)[:12]}"
+    out["cryoshotModel"] = f"{Path(model_path).name}:{file_sha256(model_path)[:12]}" if model is not None else method
     write_star(output, out, force=force)
     out.attrs.update({"threshold": thr, "seconds_compute": seconds, "classes": list(map(str, classes))})
     return out

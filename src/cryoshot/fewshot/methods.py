@@ -1,6 +1,8 @@
 """The few-shot method interface shared by ``evaluate`` and ``classify``.
 
-A method turns support embeddings with episode targets and query embeddings into
+A method embeds volumes (``embed(volumes, voxel_size_A) -> (N, ...)`` features;
+the learned encoder for ProtoNet and fine-tune, the alignment grid for template
+matching), then turns support features with episode targets and query embeddings into
 query scores: ``scores(zs, ts, zq, n_classes) -> (M, N)`` log-probabilities, and
 ``distances(...) -> (M, N)`` (lower = closer) for open-set ("unknown") decisions.
 New methods (template matching, FSCC) register here.
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from cryoshot.errors import CryoshotError
+from cryoshot.evaluate.fewshot import embed_volumes
 from cryoshot.fewshot.protonet import ProtoNet
 
 
@@ -22,6 +25,9 @@ class ProtoMethod:
 
     model: ProtoNet
     distance: str = "d"
+
+    def embed(self, volumes, voxel_size_A: float, progress: bool = True) -> torch.Tensor:
+        return embed_volumes(self.model, volumes, voxel_size_A, progress=progress)
 
     def distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
         return self.model.distances(zs, ts, zq, n, self.distance)
@@ -34,9 +40,13 @@ class ProtoMethod:
 class FinetuneMethod:
     """Fine-tune baseline: a linear layer on the frozen encoder, trained on the support set with Adam."""
 
+    model: ProtoNet | None = None
     steps: int = 100
     lr: float = 1e-2
     seed: int = 0
+
+    def embed(self, volumes, voxel_size_A: float, progress: bool = True) -> torch.Tensor:
+        return embed_volumes(self.model, volumes, voxel_size_A, progress=progress)
 
     def _fit(self, zs: torch.Tensor, ts: torch.Tensor, n: int) -> torch.nn.Linear:
         g = torch.Generator().manual_seed(self.seed)
@@ -65,11 +75,23 @@ class FinetuneMethod:
         return -self.scores(zs, ts, zq, n)
 
 
-METHOD_NAMES = ("protonet", "protonet-ce", "finetune")
+METHOD_NAMES = ("protonet", "protonet-ce", "finetune", "template")
+NEEDS_MODEL = {"protonet": True, "protonet-ce": True, "finetune": True, "template": False}
 
 
-def make_method(name: str, model: ProtoNet, distance: str | None = None, seed: int = 0):
-    """Build a method by name on a trained model (``distance`` overrides ProtoNet-CE's d+d*)."""
+def make_method(name: str, model: ProtoNet | None, distance: str | None = None, seed: int = 0):
+    """Build a method by name on a trained model (``distance`` overrides ProtoNet-CE's d+d*).
+
+    ``template`` needs no model (pass None).
+    """
+    if name == "template":
+        from cryoshot.fewshot.template import TemplateMethod
+
+        return TemplateMethod()
+    if name not in NEEDS_MODEL:
+        raise CryoshotError(f"unknown method '{name}'; choose one of {', '.join(METHOD_NAMES)}")
+    if model is None:
+        raise CryoshotError(f"method '{name}' needs a trained model (--model)")
     if name == "protonet":
         return ProtoMethod(model, distance or "d")
     if name == "protonet-ce":
@@ -77,5 +99,5 @@ def make_method(name: str, model: ProtoNet, distance: str | None = None, seed: i
             raise CryoshotError("protonet-ce needs a model with an adaptation head (train protonet-ce)")
         return ProtoMethod(model, distance or "d+d*")
     if name == "finetune":
-        return FinetuneMethod(seed=seed)
+        return FinetuneMethod(model, seed=seed)
     raise CryoshotError(f"unknown method '{name}'; choose one of {', '.join(METHOD_NAMES)}")

@@ -1,0 +1,69 @@
+"""Template-matching baseline: constrained cross-correlation against support references.
+
+Per episode, the K supports of each class are aligned to their first member and
+averaged with missing-wedge compensation into a reference (with K = 1 the
+support itself, with its own wedge). Each query gets the class whose reference
+it matches best over the rotation (and shift) search. No training.
+
+Scores are ``log_softmax(ncc / temperature)``; distances are ``1 - ncc``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from cryoshot.align.average import wedge_average
+from cryoshot.align.search import AlignConfig, Aligner
+
+# Chosen on the 8 bundled *training* structures (benchmarks/bench_template.py --tune), never on the novel ones.
+DEFAULT_TEMPLATE_CONFIG = AlignConfig(angular_step_deg=30.0, refine_levels=0, n_candidates=1, lowpass_A=40.0)
+
+
+@dataclass
+class TemplateMethod:
+    """Template matching with wedge-constrained NCC (see module docstring)."""
+
+    config: AlignConfig = field(default_factory=lambda: AlignConfig(**vars(DEFAULT_TEMPLATE_CONFIG)))
+    temperature: float = 0.02
+    wiener: float = 0.1
+    _aligner: Aligner | None = None
+
+    def embed(self, volumes: np.ndarray, voxel_size_A: float, progress: bool = True) -> torch.Tensor:
+        """Particles on the alignment's working grid, (N, d, d, d) float32 (the method's 'features')."""
+        box = volumes.shape[-1]
+        al = self._aligner
+        if al is None or al.box != box or abs(al.pixel_size_A - voxel_size_A) > 1e-6:
+            self._aligner = al = Aligner(box, voxel_size_A, self.config)
+        return torch.cat([al.to_work(volumes[s : s + 256]) for s in range(0, len(volumes), 256)])
+
+    def references(self, zs: torch.Tensor, ts: torch.Tensor, n: int):
+        """One Fourier reference per class from its supports (aligned to the first, wedge-averaged)."""
+        al = self._aligner
+        assert al is not None, "call embed() first"
+        refs = []
+        for c in range(n):
+            sup = zs[ts == c]
+            if len(sup) == 1:
+                refs.append(al.reference(sup[0], al.wedge_half))
+                continue
+            first = al.reference(sup[0], al.wedge_half)
+            r = al.align(sup[1:], first)
+            mats = torch.cat([torch.eye(3)[None], torch.from_numpy(r.matrices).float()])
+            shifts = torch.cat([torch.zeros(1, 3), torch.from_numpy(r.shifts_A / al.work_pixel_A).float()])
+            avg, weight = wedge_average(sup, mats, shifts, al.wedge_half, self.wiener)
+            refs.append(al.reference(avg, weight.clamp(max=1.0)))
+        return refs
+
+    def ncc(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
+        """Best constrained NCC of each query against each class reference, (M, N)."""
+        al = self._aligner
+        return torch.stack([torch.from_numpy(al.align(zq, ref).scores).float() for ref in self.references(zs, ts, n)], 1)
+
+    def scores(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
+        return torch.log_softmax(self.ncc(zs, ts, zq, n) / self.temperature, dim=1)
+
+    def distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
+        return 1.0 - self.ncc(zs, ts, zq, n)
