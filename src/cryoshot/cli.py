@@ -333,7 +333,9 @@ def evaluate_cmd(
     shot: Annotated[int, typer.Option("--shot", help="Support examples per class (K).")] = 5,
     query: Annotated[int, typer.Option("--query", help="Queries per class.")] = 15,
     episodes: Annotated[int, typer.Option("--episodes", help="Number of seeded episodes.")] = 100,
-    method: Annotated[str, typer.Option("--method", help="protonet, protonet-ce, finetune or template.")] = "protonet-ce",
+    method: Annotated[
+        str, typer.Option("--method", help="protonet, protonet-ce, finetune or template.")
+    ] = "protonet-ce",
     model: Annotated[str, typer.Option("--model", help="'default' (shipped) or a checkpoint path.")] = "default",
     distance: Annotated[
         str | None, typer.Option("--distance", help="Override the distance: d, d* or d+d* (ablation).")
@@ -388,7 +390,9 @@ def classify_cmd(
     query: Annotated[Path, typer.Option("--query", help="Query set to classify (STAR).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Predictions STAR file.")],
     model: Annotated[str, typer.Option("--model", help="'default' (shipped) or a checkpoint path.")] = "default",
-    method: Annotated[str, typer.Option("--method", help="protonet, protonet-ce, finetune or template.")] = "protonet-ce",
+    method: Annotated[
+        str, typer.Option("--method", help="protonet, protonet-ce, finetune or template.")
+    ] = "protonet-ce",
     shot: Annotated[int | None, typer.Option("--shot", help="Require at least K support examples per class.")] = None,
     label_column: Annotated[str, typer.Option("--label-column", help="Support label column.")] = "rlnClassNumber",
     angpix: Annotated[float | None, typer.Option("--angpix", help="Voxel size (Å), overriding headers.")] = None,
@@ -447,7 +451,9 @@ def average_cmd(
         try:
             lo, hi = (float(v) for v in tilt_range.split(","))
         except ValueError:
-            raise CryoshotError(f"--tilt-range must be MIN,MAX in degrees (e.g. -60,60) or none, got '{tilt_range}'") from None
+            raise CryoshotError(
+                f"--tilt-range must be MIN,MAX in degrees (e.g. -60,60) or none, got '{tilt_range}'"
+            ) from None
         tr = (lo, hi)
     cfg = AverageConfig(
         align=AlignConfig(angular_step_deg=angular_step, refine_levels=refine_levels, lowpass_A=lowpass,

@@ -81,7 +81,9 @@ def average_set(
     results: dict[str, ClassAverage] = {}
     for c in classes:
         sel = np.flatnonzero(labels == c)
-        results[c] = refine_class(ds.volumes[sel], ds.voxel_size_A, config, reference=ref, progress=progress, name=f"class {c}")
+        results[c] = refine_class(
+            ds.volumes[sel], ds.voxel_size_A, config, reference=ref, progress=progress, name=f"class {c}"
+        )
     table = ds.table.copy()
     px = ds.voxel_size_A
     rows = []

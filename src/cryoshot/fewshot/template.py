@@ -60,7 +60,9 @@ class TemplateMethod:
     def ncc(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
         """Best constrained NCC of each query against each class reference, (M, N)."""
         al = self._aligner
-        return torch.stack([torch.from_numpy(al.align(zq, ref).scores).float() for ref in self.references(zs, ts, n)], 1)
+        return torch.stack(
+            [torch.from_numpy(al.align(zq, ref).scores).float() for ref in self.references(zs, ts, n)], 1
+        )
 
     def scores(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
         return torch.log_softmax(self.ncc(zs, ts, zq, n) / self.temperature, dim=1)
