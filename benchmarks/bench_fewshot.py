@@ -6,7 +6,7 @@ CI, on the 8 bundled structures no model was trained on. Also prints open-set
 AUROC, classify throughput end to end from disk, and the training cost per
 episode of the default encoder against the paper's, measured in one run.
 
-    .venv/bin/python benchmarks/bench_fewshot.py [--models NAME=PATH ...] [--skip-speed]
+    .venv/bin/python benchmarks/bench_fewshot.py [--models NAME=PATH ...] [--template] [--skip-speed]
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def novel_data(snr: float, per_class: int):
     return b.volumes, b.labels, structs, sim
 
 
-def accuracy_table(models: dict[str, str], snrs, episodes: int, per_class: int):
+def accuracy_table(models: dict[str, str], snrs, episodes: int, per_class: int, template: bool = False):
     print("\n## Accuracy on the 8 novel bundled structures (mean ± 95% CI)\n")
     print("| model | method | distance | " + " | ".join(f"SNR {s} 5-shot | SNR {s} 1-shot" for s in snrs) + " |")
     print("|---|---|---|" + "---|---|" * len(snrs))
@@ -61,6 +61,16 @@ def accuracy_table(models: dict[str, str], snrs, episodes: int, per_class: int):
                                           episodes=episodes, seed=0, progress=False)  # fmt: skip
                     cells.append(f"{r['accuracy_mean']:.3f} ± {r['accuracy_ci95']:.3f}")
             print(f"| {mname} | {method} | {dist} | " + " | ".join(cells) + " |", flush=True)
+    if template:
+        m = make_method("template", None)
+        cells = []
+        for s in snrs:
+            z = m.embed(data[s][0], 10.0, progress=False)
+            for shot in (5, 1):
+                r = evaluate_episodes(m, z, data[s][1], name="template", way=5, shot=shot, query=15,
+                                      episodes=episodes, seed=0, progress=False)  # fmt: skip
+                cells.append(f"{r['accuracy_mean']:.3f} ± {r['accuracy_ci95']:.3f}")
+        print("| (no model) | template | NCC | " + " | ".join(cells) + " |", flush=True)
     return data
 
 
@@ -159,14 +169,16 @@ def main():
     ap.add_argument("--per-class", type=int, default=60)
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--skip-open-set", action="store_true")
+    ap.add_argument("--template", action="store_true", help="add the template-matching row (same episodes)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     models = dict(m.split("=", 1) for m in args.models) if args.models else {"shipped": str(resolve_model("default"))}
     print(f"# torch {torch.__version__}, {args.threads} threads, {time.strftime('%Y-%m-%d')}")
     snrs = [0.1, 0.05, 0.03]
-    data = accuracy_table(models, snrs, args.episodes, args.per_class)
+    data = accuracy_table(models, snrs, args.episodes, args.per_class, args.template)
     ce = [p for p in models.values() if load_model(p)[0].adapter is not None]
-    if ce:
+    if ce and not args.skip_open_set:
         open_set(ce[0], data, snrs, 50)
     if not args.skip_speed:
         speed(str(resolve_model("default")))

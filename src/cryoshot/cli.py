@@ -276,7 +276,9 @@ def extract_cmd(
 
 @app.command("train")
 def train_cmd(
-    method: Annotated[str, typer.Argument(help="protonet or protonet-ce.")],
+    method: Annotated[
+        str, typer.Argument(help="protonet, protonet-ce, or finetune (cross-entropy pre-training over base classes).")
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (best on validation).")],
     encoder: Annotated[str, typer.Option("--encoder", help="cryoshot-small or protonet3d-paper.")] = "cryoshot-small",
     way: Annotated[int, typer.Option("--way", help="Classes per episode (N).")] = 5,

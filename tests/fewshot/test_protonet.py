@@ -14,7 +14,7 @@ from cryoshot.io.particles import load_subtomogram_set
 from cryoshot.io.star import read_star_table
 from cryoshot.models.encoders3d import encoder_config
 from cryoshot.train.checkpoint import load_checkpoint, save_checkpoint
-from cryoshot.train.loop import load_model, train
+from cryoshot.train.loop import build_model, load_model, train
 
 from .helpers import BOX, tiny_checkpoint, tiny_config, toy_shape, write_toy_set
 
@@ -178,3 +178,24 @@ def test_nan_volume_is_rejected(tmp_path):
         m.data[0, 0, 0] = np.nan
     with pytest.raises(CryoshotError, match="NaN"):
         load_subtomogram_set(star, progress=False)
+
+
+def test_finetune_pretraining_trains_a_base_classifier_and_its_loss_falls(tmp_path, capsys):
+    out = tmp_path / "ft.pt"
+    cfg = tiny_config("finetune", episodes=12, lr=3e-3, val_every=6)
+    res = train(cfg, out, progress=False)
+    model, ck = load_model(out, method="finetune")
+    assert ck["method"] == "finetune" and model.classifier.out_features == 6 and res["episodes"] == 12
+    from cryoshot.data.synthetic import VolumePool
+
+    pool = VolumePool(cfg.pool, progress=False)
+    x, y = pool.batch(6, 4, np.random.default_rng(0), augment=False)
+    assert sorted(set(y.tolist())) == list(range(6))
+    fresh = build_model(cfg)
+    with torch.no_grad():
+        before = torch.nn.functional.cross_entropy(fresh.classifier(fresh.embed(x)), y)
+        after = torch.nn.functional.cross_entropy(model.classifier(model.embed(x)), y)
+    assert after < before
+    star = write_toy_set(tmp_path / "data", [0, 1, 2], per_class=6)
+    assert main(["evaluate", str(star), "--model", str(out), "--method", "finetune", "--way", "3", "--shot", "2",
+                 "--query", "3", "--episodes", "2"]) == 0  # fmt: skip

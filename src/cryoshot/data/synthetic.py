@@ -101,6 +101,20 @@ class VolumePool:
         tq = torch.arange(way).repeat_interleave(query)
         return x, ts, tq
 
+    def batch(
+        self, n_classes: int, per_class: int, rng: np.random.Generator, augment: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A class-balanced batch: ``per_class`` items of each of ``n_classes`` random classes.
+
+        Returns volumes (n_classes * per_class, D, D, D) float32 and global class indices.
+        """
+        classes = rng.choice(self.n_classes, size=n_classes, replace=False)
+        m = self.volumes.shape[1]
+        x = torch.cat([self.volumes[c, rng.choice(m, size=per_class, replace=False)].float() for c in classes])
+        if augment:
+            x = wedge_preserving_rotation(x, rng)
+        return x, torch.as_tensor(classes).repeat_interleave(per_class)
+
 
 _FLIPS = [(), (-1, -2), (-1, -3), (-2, -3)]  # identity, 180 deg about z, y, x
 

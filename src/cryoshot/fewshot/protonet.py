@@ -35,12 +35,15 @@ class ProtoNet(nn.Module):
     ----------
     encoder_config : EncoderConfig
     adapter : build the set-to-set attention (ProtoNet-CE)
+    n_base_classes : > 0 adds a linear classifier over the base classes (supervised pre-training,
+        ``train finetune``); it is not used at test time
     """
 
-    def __init__(self, encoder_config: EncoderConfig, adapter: bool = True):
+    def __init__(self, encoder_config: EncoderConfig, adapter: bool = True, n_base_classes: int = 0):
         super().__init__()
         self.encoder = Encoder3d(encoder_config)
         self.adapter = SetAttention(self.encoder.dim) if adapter else None
+        self.classifier = nn.Linear(self.encoder.dim, n_base_classes) if n_base_classes > 0 else None
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, D, D, D) or (B, D, D, D) -> (B, dim) task-agnostic embeddings f(x)."""

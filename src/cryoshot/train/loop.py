@@ -1,4 +1,9 @@
-"""The one episodic training loop, used by every method.
+"""The one training loop, used by every method.
+
+``protonet`` and ``protonet-ce`` train on episodes; ``finetune`` pre-trains the
+encoder with cross-entropy over all base classes on class-balanced batches of
+``way`` classes × ``shot + query`` items (Chen et al. 2019's Baseline
+pre-training; the fine-tune baseline then fits a linear layer on the support set).
 
 Trains to a budget (episodes and, optionally, wall-clock seconds), validates on
 held-out classes, keeps the best model, and checkpoints so a killed run resumes
@@ -23,7 +28,7 @@ from cryoshot.models.encoders3d import encoder_config
 from cryoshot.train.checkpoint import load_checkpoint, save_checkpoint
 from cryoshot.utils.threads import configure_threads
 
-METHODS = ("protonet", "protonet-ce")
+METHODS = ("protonet", "protonet-ce", "finetune")
 
 
 @dataclass
@@ -70,18 +75,27 @@ def pick_device(name: str) -> torch.device:
 
 def build_model(cfg: TrainConfig) -> ProtoNet:
     enc = encoder_config(cfg.encoder, input_box=cfg.pool.box_px, voxel_size_A=cfg.pool.pixel_size_A)
-    return ProtoNet(enc, adapter=cfg.method == "protonet-ce")
+    n_base = len(cfg.pool.structure_specs()) if cfg.method == "finetune" else 0
+    return ProtoNet(enc, adapter=cfg.method == "protonet-ce", n_base_classes=n_base)
 
 
 def _episode_loss(model, x, ts, tq, way, method, autocast):
     with autocast():
         z = model.embed(x)
     zs, zq = z[: len(ts)], z[len(ts) :]
-    dist = "d" if method == "protonet" else "d*"  # ProtoNet-CE trains the adapter on d* (paper 3.2.4)
+    dist = "d*" if method == "protonet-ce" else "d"  # ProtoNet-CE trains the adapter on d* (paper 3.2.4)
     logits = -model.distances(zs, ts, zq, way, dist)
     loss = torch.nn.functional.cross_entropy(logits, tq)
     acc = (logits.argmax(1) == tq).float().mean().item()
     return loss, acc
+
+
+def _supervised_loss(model, x, y, autocast):
+    """Cross-entropy over all base classes (the linear head on the embedding)."""
+    with autocast():
+        logits = model.classifier(model.embed(x)).float()
+    loss = torch.nn.functional.cross_entropy(logits, y)
+    return loss, (logits.argmax(1) == y).float().mean().item()
 
 
 @torch.no_grad()
@@ -167,8 +181,12 @@ def train(cfg: TrainConfig, out_path: str | os.PathLike, *, resume: bool = False
         if cfg.time_budget_s is not None and time.perf_counter() - t0 > cfg.time_budget_s:
             break
         rng = np.random.default_rng([cfg.seed, 1, ep])
-        x, ts, tq = train_pool.episode(cfg.way, cfg.shot, cfg.query, rng)
-        loss, acc = _episode_loss(model, x.to(device), ts.to(device), tq.to(device), cfg.way, cfg.method, autocast)
+        if cfg.method == "finetune":
+            x, y = train_pool.batch(cfg.way, cfg.shot + cfg.query, rng)
+            loss, acc = _supervised_loss(model, x.to(device), y.to(device), autocast)
+        else:
+            x, ts, tq = train_pool.episode(cfg.way, cfg.shot, cfg.query, rng)
+            loss, acc = _episode_loss(model, x.to(device), ts.to(device), tq.to(device), cfg.way, cfg.method, autocast)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
