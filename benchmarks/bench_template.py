@@ -46,7 +46,7 @@ def tune(episodes: int):
     print("\n## Template matching settings on the 8 training structures (SNR 0.05, 5-way, 15 queries)\n")
     print("| angular step | refine levels | low-pass Å | rotations | 5-shot acc | 1-shot acc | s / episode (5-shot) |")
     print("|---|---|---|---|---|---|---|")
-    settings = [(30, 0, 30), (30, 0, 40), (30, 0, 60), (45, 0, 40), (20, 0, 40), (45, 1, 40), (30, 1, 40)]
+    settings = [(30, 0, 40), (30, 0, 60), (45, 0, 40), (45, 1, 40), (20, 0, 40), (30, 1, 40), (30, 0, 30)]
     for step, lev, lp in settings:
         m = TemplateMethod(AlignConfig(angular_step_deg=step, refine_levels=lev, n_candidates=2, lowpass_A=lp))
         z = m.embed(b.volumes, 10.0)

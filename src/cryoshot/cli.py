@@ -277,10 +277,17 @@ def extract_cmd(
 @app.command("train")
 def train_cmd(
     method: Annotated[
-        str, typer.Argument(help="protonet, protonet-ce, or finetune (cross-entropy pre-training over base classes).")
+        str,
+        typer.Argument(
+            help="protonet, protonet-ce (episodic); finetune (cross-entropy over base classes) or fscc "
+            "(cross-entropy + λ supervised contrastive, then base-class statistics) on class-balanced batches "
+            "of WAY classes x (SHOT + QUERY) items."
+        ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (best on validation).")],
-    encoder: Annotated[str, typer.Option("--encoder", help="cryoshot-small or protonet3d-paper.")] = "cryoshot-small",
+    encoder: Annotated[
+        str, typer.Option("--encoder", help="cryoshot-small, protonet3d-paper or conv6-paper (FSCC).")
+    ] = "cryoshot-small",
     way: Annotated[int, typer.Option("--way", help="Classes per episode (N).")] = 5,
     shot: Annotated[int, typer.Option("--shot", help="Support examples per class (K).")] = 5,
     query: Annotated[int, typer.Option("--query", help="Queries per class.")] = 15,
@@ -296,13 +303,15 @@ def train_cmd(
     init_from: Annotated[
         Path | None, typer.Option("--init-from", help="protonet-ce: trained ProtoNet to freeze.")
     ] = None,
+    supcon_weight: Annotated[float, typer.Option("--supcon-weight", help="fscc: λ (paper: 0.05).")] = 0.05,
+    supcon_temperature: Annotated[float, typer.Option("--supcon-temperature", help="fscc: τ (paper: 0.07).")] = 0.07,
     bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast on CPU.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from OUTPUT.last.")] = False,
     force: Force = False,
     seed: Seed = 0,
 ) -> None:
-    """Episodic training on simulated structures (procedural + the 8 bundled training maps)."""
+    """Train on simulated structures (procedural + the 8 bundled training maps); the best model on held-out classes is kept."""
     from cryoshot.data.synthetic import PoolConfig
     from cryoshot.train.loop import TrainConfig, train
 
@@ -320,6 +329,7 @@ def train_cmd(
         time_budget_s=time_budget, lr=lr, bf16=bf16, val_every=val_every,
         pool=PoolConfig(n_procedural=procedural, items_per_class=items_per_class, snrs=snr_list, seed=seed),
         init_from=str(init_from) if init_from else None, seed=seed, device=device,
+        supcon_weight=supcon_weight, supcon_temperature=supcon_temperature,
     )  # fmt: skip
     res = train(cfg, output, resume=resume)
     typer.echo(

@@ -16,6 +16,7 @@ import torch
 
 from cryoshot.errors import CryoshotError
 from cryoshot.evaluate.fewshot import embed_volumes
+from cryoshot.fewshot.baselines import BaselineMethod
 from cryoshot.fewshot.protonet import ProtoNet
 
 
@@ -36,47 +37,13 @@ class ProtoMethod:
         return torch.log_softmax(-self.distances(zs, ts, zq, n), dim=1)
 
 
-@dataclass
-class FinetuneMethod:
-    """Fine-tune baseline: a linear layer on the frozen encoder, trained on the support set with Adam."""
-
-    model: ProtoNet | None = None
-    steps: int = 100
-    lr: float = 1e-2
-    seed: int = 0
-
-    def embed(self, volumes, voxel_size_A: float, progress: bool = True) -> torch.Tensor:
-        return embed_volumes(self.model, volumes, voxel_size_A, progress=progress)
-
-    def _fit(self, zs: torch.Tensor, ts: torch.Tensor, n: int) -> torch.nn.Linear:
-        g = torch.Generator().manual_seed(self.seed)
-        mu, sd = zs.mean(0, keepdim=True), zs.std(0, keepdim=True) + 1e-6
-        lin = torch.nn.Linear(zs.shape[1], n)
-        with torch.no_grad():
-            lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) * 0.01)
-            lin.bias.zero_()
-        opt = torch.optim.Adam(lin.parameters(), lr=self.lr)
-        x = (zs - mu) / sd
-        with torch.enable_grad():
-            for _ in range(self.steps):
-                loss = torch.nn.functional.cross_entropy(lin(x), ts)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        lin.mu, lin.sd = mu, sd  # type: ignore[attr-defined]
-        return lin
-
-    def scores(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
-        lin = self._fit(zs, ts, n)
-        with torch.no_grad():
-            return torch.log_softmax(lin((zq - lin.mu) / lin.sd), dim=1)
-
-    def distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
-        return -self.scores(zs, ts, zq, n)
+# The ProtoNet paper's fine-tune baseline (a linear layer on the frozen encoder, Adam on the support set)
+# is Chen et al.'s Baseline.
+FinetuneMethod = BaselineMethod
 
 
-METHOD_NAMES = ("protonet", "protonet-ce", "finetune", "template")
-NEEDS_MODEL = {"protonet": True, "protonet-ce": True, "finetune": True, "template": False}
+METHOD_NAMES = ("protonet", "protonet-ce", "finetune", "template", "fscc", "baseline", "baseline++")
+NEEDS_MODEL = {name: name != "template" for name in METHOD_NAMES}
 
 
 def make_method(name: str, model: ProtoNet | None, distance: str | None = None, seed: int = 0):
@@ -100,4 +67,12 @@ def make_method(name: str, model: ProtoNet | None, distance: str | None = None, 
         return ProtoMethod(model, distance or "d+d*")
     if name == "finetune":
         return FinetuneMethod(model, seed=seed)
+    if name == "baseline":
+        return BaselineMethod(model, seed=seed)
+    if name == "baseline++":
+        return BaselineMethod(model, cosine=True, seed=seed)
+    if name == "fscc":
+        from cryoshot.fewshot.fscc import FSCCMethod
+
+        return FSCCMethod(model, seed=seed)
     raise CryoshotError(f"unknown method '{name}'; choose one of {', '.join(METHOD_NAMES)}")

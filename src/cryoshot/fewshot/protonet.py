@@ -36,14 +36,20 @@ class ProtoNet(nn.Module):
     encoder_config : EncoderConfig
     adapter : build the set-to-set attention (ProtoNet-CE)
     n_base_classes : > 0 adds a linear classifier over the base classes (supervised pre-training,
-        ``train finetune``); it is not used at test time
+        ``train finetune`` and ``train fscc``); it is not used at test time
+    base_stats_items : > 0 adds FSCC's base-class statistics buffers (items per class)
     """
 
-    def __init__(self, encoder_config: EncoderConfig, adapter: bool = True, n_base_classes: int = 0):
+    def __init__(
+        self, encoder_config: EncoderConfig, adapter: bool = True, n_base_classes: int = 0, base_stats_items: int = 0
+    ):
         super().__init__()
         self.encoder = Encoder3d(encoder_config)
         self.adapter = SetAttention(self.encoder.dim) if adapter else None
         self.classifier = nn.Linear(self.encoder.dim, n_base_classes) if n_base_classes > 0 else None
+        if base_stats_items > 0:  # FSCC: base-class statistics (see fewshot/fscc.py), filled after training
+            self.register_buffer("base_mean", torch.zeros(n_base_classes, self.encoder.dim))
+            self.register_buffer("base_centred", torch.zeros(n_base_classes, base_stats_items, self.encoder.dim))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, D, D, D) or (B, D, D, D) -> (B, dim) task-agnostic embeddings f(x)."""

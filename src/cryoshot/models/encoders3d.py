@@ -3,13 +3,16 @@
 ``protonet3d-paper``
     The ProtoNet3D encoder of the ProtoNet-CE paper: four ConvBlocks (Conv3d 64
     filters 3^3, BatchNorm, ReLU, MaxPool 2), then flatten, at the full 40^3 input.
+``conv6-paper``
+    The FSCC paper's Conv-6: six ConvBlocks (64 filters), pooling while the size
+    allows (40 -> 20 -> 10 -> 5 -> 2 -> 1), flattened to 64-d.
 ``cryoshot-small`` (default)
     Fourier-downsamples the input to 24^3 (10 Å -> 16.7 Å voxels, detail to about
     33 Å), then four narrower ConvBlocks (16-32-64-128) and global average + max
     pooling (256-d). About 10x fewer multiply-adds than the paper's encoder and far
     less memory traffic; runs in ``channels_last_3d``.
 
-Both standardise each input volume (zero mean, unit variance) first.
+All standardise each input volume (zero mean, unit variance) first.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class EncoderConfig:
 PRESETS = {
     "protonet3d-paper": dict(name="protonet3d-paper", work_box=40, channels=[64, 64, 64, 64], pooling="flatten"),
     "cryoshot-small": dict(name="cryoshot-small", work_box=24, channels=[16, 32, 64, 128], pooling="avgmax"),
+    # FSCC paper's Conv-6: six ConvBlocks of 64 filters, pooling while the size allows, flatten (64-d at 40^3)
+    "conv6-paper": dict(name="conv6-paper", work_box=40, channels=[64] * 6, pooling="flatten"),
     # for tests and quick experiments only
     "cryoshot-tiny": dict(name="cryoshot-tiny", work_box=12, channels=[8, 16, 32], pooling="avgmax"),
 }

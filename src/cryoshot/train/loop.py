@@ -23,12 +23,14 @@ from tqdm.auto import tqdm
 
 from cryoshot.data.synthetic import VALIDATION_OFFSET, PoolConfig, VolumePool
 from cryoshot.errors import CryoshotError
+from cryoshot.fewshot.fscc import BaseStatistics, supcon_loss
 from cryoshot.fewshot.protonet import ProtoNet
 from cryoshot.models.encoders3d import encoder_config
 from cryoshot.train.checkpoint import load_checkpoint, save_checkpoint
 from cryoshot.utils.threads import configure_threads
 
-METHODS = ("protonet", "protonet-ce", "finetune")
+METHODS = ("protonet", "protonet-ce", "finetune", "fscc")
+SUPERVISED = ("finetune", "fscc")
 
 
 @dataclass
@@ -51,6 +53,9 @@ class TrainConfig:
     val_every: int = 100
     val_episodes: int = 50
     init_from: str | None = None  # protonet-ce: the trained protonet whose encoder is frozen
+    supcon_weight: float = 0.05  # fscc: λ of L = L_CE + λ L_SCL
+    supcon_temperature: float = 0.07  # fscc: τ
+    stats_items_per_class: int = 48  # fscc: items per base class for the base statistics
     seed: int = 0
     device: str = "auto"
 
@@ -75,8 +80,9 @@ def pick_device(name: str) -> torch.device:
 
 def build_model(cfg: TrainConfig) -> ProtoNet:
     enc = encoder_config(cfg.encoder, input_box=cfg.pool.box_px, voxel_size_A=cfg.pool.pixel_size_A)
-    n_base = len(cfg.pool.structure_specs()) if cfg.method == "finetune" else 0
-    return ProtoNet(enc, adapter=cfg.method == "protonet-ce", n_base_classes=n_base)
+    n_base = len(cfg.pool.structure_specs()) if cfg.method in SUPERVISED else 0
+    stats = cfg.stats_items_per_class if cfg.method == "fscc" else 0
+    return ProtoNet(enc, adapter=cfg.method == "protonet-ce", n_base_classes=n_base, base_stats_items=stats)
 
 
 def _episode_loss(model, x, ts, tq, way, method, autocast):
@@ -90,12 +96,32 @@ def _episode_loss(model, x, ts, tq, way, method, autocast):
     return loss, acc
 
 
-def _supervised_loss(model, x, y, autocast):
-    """Cross-entropy over all base classes (the linear head on the embedding)."""
+def _supervised_loss(model, x, y, autocast, supcon_weight: float = 0.0, temperature: float = 0.07):
+    """Cross-entropy over all base classes (linear head), plus λ times the supervised contrastive loss."""
     with autocast():
-        logits = model.classifier(model.embed(x)).float()
+        z = model.embed(x)
+        logits = model.classifier(z).float()
     loss = torch.nn.functional.cross_entropy(logits, y)
+    if supcon_weight > 0:
+        loss = loss + supcon_weight * supcon_loss(z, y, temperature)
     return loss, (logits.argmax(1) == y).float().mean().item()
+
+
+@torch.no_grad()
+def fill_base_statistics(model, cfg: TrainConfig, device, progress: bool = True) -> None:
+    """FSCC: embed ``stats_items_per_class`` fresh items of every base class; store mean and centred features."""
+    from cryoshot.evaluate.fewshot import embed_volumes
+
+    pool = VolumePool(PoolConfig(**{**cfg.pool.to_dict(), "items_per_class": cfg.stats_items_per_class,
+                                    "seed": cfg.pool.seed + 2000}), progress=progress)  # fmt: skip
+    model.eval()
+    c, m = pool.volumes.shape[:2]
+    flat = pool.volumes.reshape(c * m, *pool.volumes.shape[2:])
+    feats = torch.cat([embed_volumes(model, flat[s : s + 512].float().numpy(), cfg.pool.pixel_size_A, progress=False)
+                       for s in range(0, len(flat), 512)])  # fmt: skip
+    stats = BaseStatistics.from_features(feats.view(c, m, -1))
+    model.base_mean.copy_(stats.means.to(device))
+    model.base_centred.copy_(stats.centred.to(device))
 
 
 @torch.no_grad()
@@ -181,9 +207,10 @@ def train(cfg: TrainConfig, out_path: str | os.PathLike, *, resume: bool = False
         if cfg.time_budget_s is not None and time.perf_counter() - t0 > cfg.time_budget_s:
             break
         rng = np.random.default_rng([cfg.seed, 1, ep])
-        if cfg.method == "finetune":
+        if cfg.method in SUPERVISED:
             x, y = train_pool.batch(cfg.way, cfg.shot + cfg.query, rng)
-            loss, acc = _supervised_loss(model, x.to(device), y.to(device), autocast)
+            lam = cfg.supcon_weight if cfg.method == "fscc" else 0.0
+            loss, acc = _supervised_loss(model, x.to(device), y.to(device), autocast, lam, cfg.supcon_temperature)
         else:
             x, ts, tq = train_pool.episode(cfg.way, cfg.shot, cfg.query, rng)
             loss, acc = _episode_loss(model, x.to(device), ts.to(device), tq.to(device), cfg.way, cfg.method, autocast)
@@ -217,6 +244,10 @@ def train(cfg: TrainConfig, out_path: str | os.PathLike, *, resume: bool = False
         save_checkpoint(
             last_path, {**payload(ep, seconds), "optimizer": opt.state_dict(), "best_state_dict": best_state}
         )
+    if cfg.method == "fscc":  # statistics of the kept (best) encoder, stored as buffers in the model file
+        model.load_state_dict(best_state)
+        fill_base_statistics(model, cfg, device, progress)
+        save_checkpoint(out_path, {**payload(ep, seconds), "best_episode": best_ep, "state_dict": model.state_dict()})
     return {"best_val_accuracy": best_acc, "episodes": ep, "seconds": seconds, "history": history}
 
 

@@ -1,0 +1,122 @@
+"""FSCC: SupCon loss, Tukey transform, calibration equations, sampling, end to end (tiny data)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cryoshot.cli import main
+from cryoshot.errors import CryoshotError
+from cryoshot.fewshot.fscc import BaseStatistics, FSCCMethod, calibrate, sample_calibrated, supcon_loss, tukey
+from cryoshot.train.loop import load_model, train
+
+from .helpers import tiny_checkpoint, tiny_config, write_toy_set
+
+
+def _supcon_slow(z, y, tau):
+    z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    total, count = 0.0, 0
+    for i in range(len(z)):
+        pos = [j for j in range(len(z)) if j != i and y[j] == y[i]]
+        if not pos:
+            continue
+        den = sum(np.exp(z[i] @ z[k] / tau) for k in range(len(z)) if k != i)
+        total += -np.mean([np.log(np.exp(z[i] @ z[j] / tau) / den) for j in pos])
+        count += 1
+    return total / count
+
+
+def test_supcon_matches_a_direct_slow_computation():
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((9, 5))
+    y = np.array([0, 0, 1, 1, 1, 2, 2, 3, 0])  # class 3 has no positive: skipped as an anchor
+    fast = supcon_loss(torch.from_numpy(z), torch.from_numpy(y), 0.07).item()
+    assert fast == pytest.approx(_supcon_slow(z, y, 0.07), rel=1e-5)
+
+
+def test_tukey_and_calibration_match_numpy():
+    rng = np.random.default_rng(1)
+    feats = rng.gamma(2.0, 1.0, (6, 10, 4))  # 6 base classes, 10 items, 4-d, non-negative
+    stats = BaseStatistics.from_features(torch.from_numpy(feats))
+    means = feats.mean(1)
+    covs = np.stack([np.cov(f.T, ddof=1) for f in feats])
+    for i in range(6):
+        np.testing.assert_allclose(stats.covariance(i).numpy(), covs[i], rtol=1e-5, atol=1e-6)
+    v = rng.gamma(2.0, 1.0, 4)
+    np.testing.assert_allclose(tukey(torch.from_numpy(v), 0.5).numpy(), np.sqrt(v), rtol=1e-6)
+    assert torch.isfinite(tukey(torch.tensor([-1.0, 0.0]), 0.5)).all()  # clamped, no NaN
+    k = 2
+    mu, sel, vt = calibrate(torch.from_numpy(v), stats, k=k)
+    d = np.linalg.norm(means - np.sqrt(v), axis=1)
+    ref_sel = np.argsort(d)[:k]
+    assert set(sel) == set(ref_sel)
+    np.testing.assert_allclose(mu.numpy(), (means[ref_sel].sum(0) + np.sqrt(v)) / (k + 1), rtol=1e-5)
+    # sampled features: mean μ', covariance Σ' = mean of the k selected Σ_i (+ ridge)
+    g = torch.Generator().manual_seed(0)
+    s = sample_calibrated(mu, stats, sel, 200_000, 1e-3, g).numpy()
+    np.testing.assert_allclose(s.mean(0), mu.numpy(), atol=0.02)
+    np.testing.assert_allclose(np.cov(s.T), covs[ref_sel].mean(0) + 1e-3 * np.eye(4), atol=0.03)
+    with pytest.raises(CryoshotError, match="base classes"):
+        calibrate(torch.from_numpy(v), stats, k=7)
+
+
+def test_degenerate_supports_do_not_crash():
+    rng = np.random.default_rng(2)
+    stats = BaseStatistics.from_features(torch.from_numpy(rng.gamma(2.0, 1.0, (5, 8, 6))).float())
+
+    class Holder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("base_mean", stats.means)
+            self.register_buffer("base_centred", stats.centred)
+
+    m = FSCCMethod(Holder(), n_samples=50)
+    same = torch.ones(2, 6)  # identical supports of two classes
+    zs = torch.cat([same, same * 2])
+    ts = torch.tensor([0, 0, 1, 1])
+    p = m.scores(zs, ts, torch.rand(3, 6), 2).exp()
+    assert torch.allclose(p.sum(1), torch.ones(3), atol=1e-5)
+    p1 = m.scores(torch.rand(2, 6), torch.tensor([0, 1]), torch.rand(3, 6), 2)  # 1-shot
+    assert torch.isfinite(p1).all()
+
+
+def test_checkpoint_without_base_statistics_is_refused(tmp_path, capsys):
+    star = write_toy_set(tmp_path / "data", [0, 1, 2], per_class=6)
+    model = tiny_checkpoint(tmp_path / "tiny.pt", method="protonet")
+    assert (
+        main(
+            [
+                "evaluate",
+                str(star),
+                "--model",
+                str(model),
+                "--method",
+                "fscc",
+                "--way",
+                "3",
+                "--shot",
+                "2",
+                "--query",
+                "3",
+            ]
+        )
+        == 2
+    )
+    assert "no base-class statistics" in capsys.readouterr().err
+
+
+def test_fscc_trains_and_runs_through_evaluate_json(tmp_path, capsys):
+    out = tmp_path / "fscc.pt"
+    train(tiny_config("fscc", episodes=4, stats_items_per_class=4), out, progress=False)
+    model, ck = load_model(out, method="fscc")
+    assert model.base_centred.abs().sum() > 0 and model.base_mean.shape == (6, model.encoder.dim)
+    star = write_toy_set(tmp_path / "data", [0, 1, 2, 3], per_class=6)
+    for method in ("fscc", "baseline", "baseline++"):
+        rc = main(["evaluate", str(star), "--model", str(out), "--method", method, "--way", "3", "--shot", "2",
+                   "--query", "3", "--episodes", "3", "--json"])  # fmt: skip
+        assert rc == 0, capsys.readouterr().err
+        res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert res["method"] == method and 0 <= res["accuracy_mean"] <= 1
