@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from cryoshot.align.average import AverageConfig, refine_class, superpose
+from cryoshot.align.resolution import fsc_curve, resolution_at
 from cryoshot.align.search import AlignConfig
 from cryoshot.evaluate.fewshot import evaluate_episodes
-from cryoshot.evaluate.resolution import fsc_curve, resolution_at
 from cryoshot.fewshot.methods import make_method
 from cryoshot.fewshot.template import TemplateMethod
 from cryoshot.pretrained import resolve_model

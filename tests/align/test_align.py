@@ -10,11 +10,11 @@ import torch
 
 from cryoshot.align.average import AverageConfig, refine_class, superpose, wedge_average
 from cryoshot.align.fourier import wedge_mask
+from cryoshot.align.resolution import fsc_curve, resolution_at
 from cryoshot.align.search import AlignConfig, Aligner
 from cryoshot.align.so3 import angular_distance_deg, so3_grid
 from cryoshot.cli import main
 from cryoshot.errors import CryoshotError
-from cryoshot.evaluate.resolution import fsc_curve, resolution_at
 from cryoshot.io.star import read_star_table
 from cryoshot.simulate.optics import transfer_function_3d
 from cryoshot.simulate.rotation import random_rotations, rotate_volumes

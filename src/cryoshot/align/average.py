@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cryoshot.align.fourier import rotate_fourier_weights, wedge_mask
+from cryoshot.align.fourier import band_mask, rotate_fourier_weights, wedge_mask
+from cryoshot.align.resolution import fsc_curve, resolution_at, soft_sphere_mask
 from cryoshot.align.search import AlignConfig, Aligner
 from cryoshot.data.transforms import fourier_resample
 from cryoshot.errors import CryoshotError
-from cryoshot.evaluate.resolution import fsc_curve, soft_sphere_mask
 from cryoshot.simulate.rotation import rotate_volumes
 
 MIN_PARTICLES = 4  # two per half map
@@ -128,8 +128,6 @@ class ClassAverage:
 def _lowpass(vol: torch.Tensor, pixel_A: float, res_A: float) -> torch.Tensor:
     d = vol.shape[-1]
     f = torch.fft.rfftn(vol)
-    from cryoshot.align.fourier import band_mask
-
     m = torch.from_numpy(band_mask(d, pixel_A, res_A))
     m[0, 0, 0] = True
     return torch.fft.irfftn(f * m, s=vol.shape)
@@ -209,8 +207,6 @@ def refine_class(
     avg, _ = wedge_average(vols, torch.from_numpy(mats), torch.from_numpy(shifts / pixel_A), wedge, config.wiener)
     mask = soft_sphere_mask(d)
     freq, fsc = fsc_curve(halves[0] * mask, halves[1] * mask, pixel_A)
-    from cryoshot.evaluate.resolution import resolution_at
-
     return ClassAverage(
         average=avg.numpy(),
         half1=halves[0].numpy(),
