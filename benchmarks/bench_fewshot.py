@@ -170,12 +170,16 @@ def main():
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-open-set", action="store_true")
+    ap.add_argument("--only-speed", action="store_true")
     ap.add_argument("--template", action="store_true", help="add the template-matching row (same episodes)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     models = dict(m.split("=", 1) for m in args.models) if args.models else {"shipped": str(resolve_model("default"))}
     print(f"# torch {torch.__version__}, {args.threads} threads, {time.strftime('%Y-%m-%d')}")
     snrs = [0.1, 0.05, 0.03]
+    if args.only_speed:
+        speed(str(resolve_model("default")))
+        return
     data = accuracy_table(models, snrs, args.episodes, args.per_class, args.template)
     ce = [p for p in models.values() if load_model(p)[0].adapter is not None]
     if ce and not args.skip_open_set:
