@@ -80,7 +80,8 @@ def classify_sets(
     ts = torch.as_tensor(np.searchsorted(classes, sup.labels))
     n = len(classes)
     with torch.no_grad():
-        chunk = 15 * n  # ProtoNet-CE attends over prototypes + a query chunk of the training size
+        # ProtoNet-CE attends over prototypes + a query chunk of the training size; the others score all at once
+        chunk = 15 * n if method == "protonet-ce" else max(1, len(zq))
         dist = torch.cat([m.distances(zs, ts, zq[s : s + chunk], n) for s in range(0, len(zq), chunk)])
         probs = torch.softmax(-dist, dim=1).numpy()
         thr = loo_threshold(m, zs, ts, n, quantile, margin) if unknown else None
