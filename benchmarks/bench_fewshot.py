@@ -164,7 +164,8 @@ def speed(model_path: str, n: int = 2000):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--models", nargs="*", default=None, help="NAME=PATH checkpoints (default: the shipped model)")
+    ap.add_argument("--models", nargs="*", default=None,
+                    help="NAME=PATH checkpoints (default: the shipped model; 'none': no model rows)")  # fmt: skip
     ap.add_argument("--episodes", type=int, default=100)
     ap.add_argument("--per-class", type=int, default=60)
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
@@ -174,14 +175,19 @@ def main():
     ap.add_argument("--template", action="store_true", help="add the template-matching row (same episodes)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    models = dict(m.split("=", 1) for m in args.models) if args.models else {"shipped": str(resolve_model("default"))}
+    if args.models == ["none"]:
+        models = {}
+    elif args.models:
+        models = dict(m.split("=", 1) for m in args.models)
+    else:
+        models = {"shipped": str(resolve_model("default"))}
     print(f"# torch {torch.__version__}, {args.threads} threads, {time.strftime('%Y-%m-%d')}")
     snrs = [0.1, 0.05, 0.03]
     if args.only_speed:
         speed(str(resolve_model("default")))
         return
     data = accuracy_table(models, snrs, args.episodes, args.per_class, args.template)
-    ce = [p for p in models.values() if load_model(p)[0].adapter is not None]
+    ce = [p for p in models.values() if load_model(p)[0].adapter is not None]  # open set: first ProtoNet-CE model
     if ce and not args.skip_open_set:
         open_set(ce[0], data, snrs, 50)
     if not args.skip_speed:
