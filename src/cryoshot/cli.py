@@ -305,6 +305,9 @@ def train_cmd(
     ] = None,
     supcon_weight: Annotated[float, typer.Option("--supcon-weight", help="fscc: λ (paper: 0.05).")] = 0.05,
     supcon_temperature: Annotated[float, typer.Option("--supcon-temperature", help="fscc: τ (paper: 0.07).")] = 0.07,
+    stats_items: Annotated[
+        int, typer.Option("--stats-items", help="fscc: fresh items per base class for the base statistics.")
+    ] = 48,
     bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast on CPU.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from OUTPUT.last.")] = False,
@@ -329,7 +332,7 @@ def train_cmd(
         time_budget_s=time_budget, lr=lr, bf16=bf16, val_every=val_every,
         pool=PoolConfig(n_procedural=procedural, items_per_class=items_per_class, snrs=snr_list, seed=seed),
         init_from=str(init_from) if init_from else None, seed=seed, device=device,
-        supcon_weight=supcon_weight, supcon_temperature=supcon_temperature,
+        supcon_weight=supcon_weight, supcon_temperature=supcon_temperature, stats_items_per_class=stats_items,
     )  # fmt: skip
     res = train(cfg, output, resume=resume)
     typer.echo(
