@@ -156,3 +156,8 @@ def test_template_method_through_evaluate_json_and_classify(tmp_path, capsys):
     assert main(["classify", "--support", str(sup), "--query", str(qry), "--method", "template", "-o", str(out)]) == 0
     pred = read_star_table(out)
     assert (pred["cryoshotPredictedClass"].astype(str) == pred["rlnClassNumber"].astype(str)).mean() >= 0.75
+    # probabilities come from NCC / temperature (not a softmax over 1 - NCC, which is near uniform)
+    probs = pred[[c for c in pred.columns if c.startswith("cryoshotProb_")]].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    known = pred["cryoshotPredictedClass"].astype(str) != "unknown"
+    assert np.median(pred["cryoshotProbability"][known]) > 0.9

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from cryoshot.errors import CryoshotError
-from cryoshot.fewshot.methods import make_method
+from cryoshot.fewshot.methods import make_method, scores_and_distances
 from cryoshot.fewshot.openset import loo_threshold
 from cryoshot.io.particles import load_subtomogram_set
 from cryoshot.io.star import write_star
@@ -40,7 +40,7 @@ def classify_sets(
     """Predict a class for every query; write the query table plus predictions to ``output`` (STAR).
 
     Columns added: ``cryoshotPredictedClass`` (a support label or ``unknown``),
-    ``cryoshotProbability`` (softmax over the support classes), ``cryoshotProb_<label>``
+    ``cryoshotProbability`` (the method's own class probability: softmax over -d for ProtoNet, the logistic regression for FSCC, softmax of NCC / 0.02 for template), ``cryoshotProb_<label>``
     per class, ``cryoshotMinDistance``, ``cryoshotModel`` (file name and SHA-256 prefix).
 
     Parameters
@@ -82,8 +82,11 @@ def classify_sets(
     with torch.no_grad():
         # ProtoNet-CE attends over prototypes + a query chunk of the training size; the others score all at once
         chunk = 15 * n if method == "protonet-ce" else max(1, len(zq))
-        dist = torch.cat([m.distances(zs, ts, zq[s : s + chunk], n) for s in range(0, len(zq), chunk)])
-        probs = torch.softmax(-dist, dim=1).numpy()
+        # probabilities from the method's own classifier (softmax over -d for ProtoNet, the logistic
+        # regression for FSCC, NCC / temperature for template); distances drive the unknown decision
+        parts = [scores_and_distances(m, zs, ts, zq[s : s + chunk], n) for s in range(0, len(zq), chunk)]
+        probs = torch.cat([p for p, _ in parts]).exp().numpy()
+        dist = torch.cat([d for _, d in parts])
         thr = loo_threshold(m, zs, ts, n, quantile, margin) if unknown else None
     seconds = time.perf_counter() - t0
     best = probs.argmax(1)

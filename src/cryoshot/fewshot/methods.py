@@ -5,7 +5,8 @@ the learned encoder for ProtoNet and fine-tune, the alignment grid for template
 matching), then turns support features with episode targets and query embeddings into
 query scores: ``scores(zs, ts, zq, n_classes) -> (M, N)`` log-probabilities, and
 ``distances(...) -> (M, N)`` (lower = closer) for open-set ("unknown") decisions.
-New methods (template matching, FSCC) register here.
+A method whose two outputs share one expensive computation (template matching)
+may also define ``scores_and_distances``. New methods register here.
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ class ProtoMethod:
 # The ProtoNet paper's fine-tune baseline (a linear layer on the frozen encoder, Adam on the support set)
 # is Chen et al.'s Baseline.
 FinetuneMethod = BaselineMethod
+
+
+def scores_and_distances(method, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int):
+    """``(scores, distances)`` of a method, each (M, N), computing shared work once where the method allows."""
+    if hasattr(method, "scores_and_distances"):
+        return method.scores_and_distances(zs, ts, zq, n)
+    return method.scores(zs, ts, zq, n), method.distances(zs, ts, zq, n)
 
 
 METHOD_NAMES = ("protonet", "protonet-ce", "finetune", "template", "fscc", "baseline", "baseline++")

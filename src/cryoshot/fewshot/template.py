@@ -70,3 +70,8 @@ class TemplateMethod:
 
     def distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
         return 1.0 - self.ncc(zs, ts, zq, n)
+
+    def scores_and_distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int):
+        """Both outputs from one rotation search."""
+        ncc = self.ncc(zs, ts, zq, n)
+        return torch.log_softmax(ncc / self.temperature, dim=1), 1.0 - ncc
