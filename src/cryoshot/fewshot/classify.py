@@ -40,8 +40,9 @@ def classify_sets(
     """Predict a class for every query; write the query table plus predictions to ``output`` (STAR).
 
     Columns added: ``cryoshotPredictedClass`` (a support label or ``unknown``),
-    ``cryoshotProbability`` (the method's own class probability: softmax over -d for ProtoNet, the logistic regression for FSCC, softmax of NCC / 0.02 for template), ``cryoshotProb_<label>``
-    per class, ``cryoshotMinDistance``, ``cryoshotModel`` (file name and SHA-256 prefix).
+    ``cryoshotProbability`` and ``cryoshotProb_<label>`` (the method's own class probabilities:
+    softmax over -d for ProtoNet, the logistic regression for FSCC, softmax of NCC / 0.02 for
+    template), ``cryoshotMinDistance``, ``cryoshotModel`` (file name and SHA-256 prefix).
 
     Parameters
     ----------
