@@ -281,7 +281,7 @@ def train_cmd(
         typer.Argument(
             help="protonet, protonet-ce (episodic); finetune (cross-entropy over base classes) or fscc "
             "(cross-entropy + λ supervised contrastive, then base-class statistics) on class-balanced batches "
-            "of WAY classes x (SHOT + QUERY) items."
+            "of --batch-classes x --batch-items (default 32 x 4 = 128, the FSCC paper's batch); validation is WAY-way SHOT-shot episodes."
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (best on validation).")],
@@ -308,6 +308,10 @@ def train_cmd(
     stats_items: Annotated[
         int, typer.Option("--stats-items", help="fscc: fresh items per base class for the base statistics.")
     ] = 48,
+    batch_classes: Annotated[
+        int, typer.Option("--batch-classes", help="fscc/finetune: classes per class-balanced batch.")
+    ] = 32,
+    batch_items: Annotated[int, typer.Option("--batch-items", help="fscc/finetune: items per class in a batch.")] = 4,
     bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast on CPU.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from OUTPUT.last.")] = False,
@@ -324,17 +328,15 @@ def train_cmd(
         raise CryoshotError(f"--snrs must be comma-separated numbers, got '{snrs}'") from exc
     if not snr_list or min(snr_list) <= 0:
         raise CryoshotError("--snrs must list positive SNR values")
-    if output.exists() and force and not resume:
-        output.unlink()
-        output.with_name(output.name + ".last").unlink(missing_ok=True)
     cfg = TrainConfig(
         method=method, encoder=encoder, way=way, shot=shot, query=query, episodes=episodes,
         time_budget_s=time_budget, lr=lr, bf16=bf16, val_every=val_every,
         pool=PoolConfig(n_procedural=procedural, items_per_class=items_per_class, snrs=snr_list, seed=seed),
         init_from=str(init_from) if init_from else None, seed=seed, device=device,
         supcon_weight=supcon_weight, supcon_temperature=supcon_temperature, stats_items_per_class=stats_items,
+        batch_classes=batch_classes, batch_items=batch_items,
     )  # fmt: skip
-    res = train(cfg, output, resume=resume)
+    res = train(cfg, output, resume=resume, force=force)
     typer.echo(
         f"trained {method} for {res['episodes']} episodes in {res['seconds']:.0f} s; "
         f"best validation accuracy {res['best_val_accuracy']:.3f} -> {output}"

@@ -56,6 +56,8 @@ class TrainConfig:
     supcon_weight: float = 0.05  # fscc: λ of L = L_CE + λ L_SCL
     supcon_temperature: float = 0.07  # fscc: τ
     stats_items_per_class: int = 48  # fscc: items per base class for the base statistics
+    batch_classes: int = 32  # fscc / finetune: classes per class-balanced batch (32 x 4 = the paper's 128)
+    batch_items: int = 4  # fscc / finetune: items per class in a batch (>= 2 gives SupCon its positives)
     seed: int = 0
     device: str = "auto"
 
@@ -137,7 +139,9 @@ def validate(model, pool: VolumePool, cfg: TrainConfig, device, autocast) -> flo
     return float(np.mean(accs))
 
 
-def train(cfg: TrainConfig, out_path: str | os.PathLike, *, resume: bool = False, progress: bool = True) -> dict:
+def train(
+    cfg: TrainConfig, out_path: str | os.PathLike, *, resume: bool = False, force: bool = False, progress: bool = True
+) -> dict:
     """Train and write the best model to ``out_path`` (``out_path``.last holds the resumable state).
 
     Returns
@@ -154,7 +158,7 @@ def train(cfg: TrainConfig, out_path: str | os.PathLike, *, resume: bool = False
     configure_threads()
     out_path = Path(out_path)
     last_path = out_path.with_name(out_path.name + ".last")
-    if out_path.exists() and not resume:
+    if out_path.exists() and not resume and not force:  # with force, replaced at the first save, not before
         raise CryoshotError(f"{out_path} exists; pass --resume to continue it or --force to start over")
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -208,7 +212,8 @@ def train(cfg: TrainConfig, out_path: str | os.PathLike, *, resume: bool = False
             break
         rng = np.random.default_rng([cfg.seed, 1, ep])
         if cfg.method in SUPERVISED:
-            x, y = train_pool.batch(cfg.way, cfg.shot + cfg.query, rng)
+            n_cls = min(cfg.batch_classes, train_pool.n_classes)
+            x, y = train_pool.batch(n_cls, min(cfg.batch_items, train_pool.volumes.shape[1]), rng)
             lam = cfg.supcon_weight if cfg.method == "fscc" else 0.0
             loss, acc = _supervised_loss(model, x.to(device), y.to(device), autocast, lam, cfg.supcon_temperature)
         else:
