@@ -58,6 +58,8 @@ def classify_sets(
         make_method(method, None)  # raises the unknown-method error before any loading
     model = load_model(model_path)[0] if NEEDS_MODEL[method] else None
     m = make_method(method, model)
+    if hasattr(m, "progress"):
+        m.progress = progress
     sup = load_subtomogram_set(support_star, label_column=label_column, angpix=angpix, progress=progress)
     qry = load_subtomogram_set(query_star, label_column=None, angpix=angpix, progress=progress)
     classes, counts = np.unique(sup.labels, return_counts=True)

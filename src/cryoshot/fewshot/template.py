@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from cryoshot.align.average import wedge_average
 from cryoshot.align.search import AlignConfig, Aligner
@@ -30,6 +31,7 @@ class TemplateMethod:
     config: AlignConfig = field(default_factory=lambda: AlignConfig(**vars(DEFAULT_TEMPLATE_CONFIG)))
     temperature: float = 0.02
     wiener: float = 0.1
+    progress: bool = False  # a progress bar over query chunks (classify sets it; episodes keep it off)
     _aligner: Aligner | None = None
 
     def embed(self, volumes: np.ndarray, voxel_size_A: float, progress: bool = True) -> torch.Tensor:
@@ -61,9 +63,16 @@ class TemplateMethod:
     def ncc(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
         """Best constrained NCC of each query against each class reference, (M, N)."""
         al = self._aligner
-        return torch.stack(
-            [torch.from_numpy(al.align(zq, ref).scores).float() for ref in self.references(zs, ts, n)], 1
-        )
+        refs = self.references(zs, ts, n)
+        starts = range(0, len(zq), 128)
+        bar = tqdm(total=len(zq), desc="template matching", unit="subtomo", disable=not self.progress)
+        rows = []
+        for s in starts:
+            q = zq[s : s + 128]
+            rows.append(torch.stack([torch.from_numpy(al.align(q, ref).scores).float() for ref in refs], 1))
+            bar.update(len(q))
+        bar.close()
+        return torch.cat(rows) if rows else torch.zeros(0, n)
 
     def scores(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
         return torch.log_softmax(self.ncc(zs, ts, zq, n) / self.temperature, dim=1)
