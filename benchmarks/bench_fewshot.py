@@ -22,7 +22,7 @@ import torch
 
 from cryoshot.evaluate.fewshot import embed_volumes, evaluate_episodes
 from cryoshot.evaluate.metrics import auroc
-from cryoshot.fewshot.methods import make_method
+from cryoshot.fewshot.methods import make_method, scores_and_distances
 from cryoshot.pretrained import resolve_model
 from cryoshot.simulate.datasets import write_subtomograms
 from cryoshot.simulate.splits import NOVEL_STRUCTURES
@@ -74,40 +74,41 @@ def accuracy_table(models: dict[str, str], snrs, episodes: int, per_class: int, 
     return data
 
 
-def open_set(model_path: str, data, snrs, episodes: int):
-    """Open-set: 4 classes in the support, queries from those 4 and from 4 absent classes."""
+def open_set(methods: dict, data, snrs, episodes: int):
+    """Open-set: 4 classes in the support, queries from those 4 and from 4 absent classes.
+
+    ``methods`` maps a row label to a method object (shared interface); every method sees the same episodes.
+    """
     from cryoshot.fewshot.openset import loo_threshold
 
     print("\n## Open set: queries of absent classes (5-shot, 4 known + 4 absent classes)\n")
-    print("| SNR | AUROC (min distance) | absent -> unknown | known -> unknown | known accuracy |")
-    print("|---|---|---|---|---|")
-    net, _ = load_model(model_path)
-    m = make_method("protonet-ce", net)
-    for s in snrs:
-        vols, labels = data[s][0], data[s][1]
-        z = embed_volumes(net, vols, 10.0, progress=False)
-        aucs, unk_abs, unk_known, acc = [], [], [], []
-        for e in range(episodes):
-            rng = np.random.default_rng([5, e])
-            classes = rng.permutation(8)
-            known, absent = classes[:4], classes[4:]
-            sup = np.concatenate([rng.choice(np.nonzero(labels == c)[0], 5, replace=False) for c in known])
-            rest = np.setdiff1d(np.arange(len(labels)), sup)
-            qk = rest[np.isin(labels[rest], known)]
-            qa = rest[np.isin(labels[rest], absent)]
-            qk = rng.choice(qk, 40, replace=False)
-            qa = rng.choice(qa, 40, replace=False)
-            ts = torch.as_tensor(np.searchsorted(np.sort(known), labels[sup]))
-            with torch.no_grad():
-                dk = m.distances(z[sup], ts, z[qk], 4)
-                da = m.distances(z[sup], ts, z[qa], 4)
-                thr = loo_threshold(m, z[sup], ts, 4)
-            aucs.append(auroc(da.min(1).values.numpy(), dk.min(1).values.numpy()))
-            unk_abs.append(float((da.min(1).values > thr).float().mean()))
-            unk_known.append(float((dk.min(1).values > thr).float().mean()))
-            pred = np.sort(known)[dk.argmin(1).numpy()]
-            acc.append(float((pred == labels[qk]).mean()))
-        print(f"| {s} | {np.mean(aucs):.3f} | {np.mean(unk_abs):.3f} | {np.mean(unk_known):.3f} | {np.mean(acc):.3f} |")
+    print("| method | SNR | AUROC (min distance) | absent -> unknown | known -> unknown | known accuracy |")
+    print("|---|---|---|---|---|---|")
+    for label, m in methods.items():
+        for s in snrs:
+            vols, labels = data[s][0], data[s][1]
+            z = m.embed(vols, 10.0, progress=False)
+            aucs, unk_abs, unk_known, acc = [], [], [], []
+            for e in range(episodes):
+                rng = np.random.default_rng([5, e])
+                classes = rng.permutation(8)
+                known, absent = classes[:4], classes[4:]
+                sup = np.concatenate([rng.choice(np.nonzero(labels == c)[0], 5, replace=False) for c in known])
+                rest = np.setdiff1d(np.arange(len(labels)), sup)
+                qk = rng.choice(rest[np.isin(labels[rest], known)], 40, replace=False)
+                qa = rng.choice(rest[np.isin(labels[rest], absent)], 40, replace=False)
+                ts = torch.as_tensor(np.searchsorted(np.sort(known), labels[sup]))
+                with torch.no_grad():
+                    sc, d = scores_and_distances(m, z[sup], ts, z[np.concatenate([qk, qa])], 4)
+                    dk, da = d[:40], d[40:]
+                    thr = loo_threshold(m, z[sup], ts, 4)
+                aucs.append(auroc(da.min(1).values.numpy(), dk.min(1).values.numpy()))
+                unk_abs.append(float((da.min(1).values > thr).float().mean()))
+                unk_known.append(float((dk.min(1).values > thr).float().mean()))
+                pred = np.sort(known)[sc[:40].argmax(1).numpy()]
+                acc.append(float((pred == labels[qk]).mean()))
+            print(f"| {label} | {s} | {np.mean(aucs):.3f} | {np.mean(unk_abs):.3f} | {np.mean(unk_known):.3f} | "
+                  f"{np.mean(acc):.3f} |", flush=True)  # fmt: skip
 
 
 def speed(model_path: str, n: int = 2000):
@@ -172,6 +173,8 @@ def main():
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-open-set", action="store_true")
     ap.add_argument("--only-speed", action="store_true")
+    ap.add_argument("--only-open-set", action="store_true")
+    ap.add_argument("--open-set-fscc", nargs="*", default=[], help="LABEL=PATH fscc models for the open-set table")
     ap.add_argument("--template", action="store_true", help="add the template-matching row (same episodes)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -186,10 +189,19 @@ def main():
     if args.only_speed:
         speed(str(resolve_model("default")))
         return
-    data = accuracy_table(models, snrs, args.episodes, args.per_class, args.template)
+    if args.only_open_set:
+        data = {s: novel_data(s, args.per_class) for s in snrs}
+    else:
+        data = accuracy_table(models, snrs, args.episodes, args.per_class, args.template)
     ce = [p for p in models.values() if load_model(p)[0].adapter is not None]  # open set: first ProtoNet-CE model
-    if ce and not args.skip_open_set:
-        open_set(ce[0], data, snrs, 50)
+    if not args.skip_open_set:
+        methods = {"ProtoNet-CE (shipped)": make_method("protonet-ce", load_model(ce[0])[0])} if ce else {}
+        for item in args.open_set_fscc:
+            label, path = item.split("=", 1)
+            methods[f"FSCC ({label})"] = make_method("fscc", load_model(path, method="fscc")[0])
+        open_set(methods, data, snrs, 50)
+    if args.only_open_set:
+        return
     if not args.skip_speed:
         speed(str(resolve_model("default")))
 
