@@ -62,8 +62,9 @@ def protonet_with_stats(path: str, stats_items: int) -> ProtoNet:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--ce-only", required=True, help="fscc model trained with --supcon-weight 0")
-    ap.add_argument("--fscc", required=True, help="fscc model trained with the default λ = 0.05")
+    ap.add_argument("--ce-only", help="fscc model trained with --supcon-weight 0")
+    ap.add_argument("--fscc", help="fscc model trained with the default λ = 0.05")
+    ap.add_argument("--sweep-only", action="store_true", help="only the λ sweep")
     ap.add_argument("--sweep", nargs="*", default=[], help="LAMBDA=PATH models for the λ sweep")
     ap.add_argument("--protonet", default="default", help="ProtoNet-CE model (default: shipped)")
     ap.add_argument("--snr", type=float, default=0.03)
@@ -80,6 +81,15 @@ def main():
         range(args.per_class * len(structs)), with_clean=False
     )
     shots = (5, 1)
+    if not args.sweep_only:
+        ablation(args, b, shots)
+    if args.sweep:
+        sweep(args, b, shots)
+
+
+def ablation(args, b, shots):
+    if not (args.ce_only and args.fscc):
+        raise SystemExit("the ablation needs --ce-only and --fscc (or pass --sweep-only)")
     print("\n## Ablation (paper Table 4) and comparison, 5-way, 100 episodes, identical episodes\n")
     print("| encoder pre-training | classifier | 5-shot | 1-shot |\n|---|---|---|---|")
     rows = {}
@@ -102,32 +112,34 @@ def main():
         print(
             f"| episodic ProtoNet (shipped) | {name} | {fmt(run(m, z, b.labels, shots, args.episodes))} |", flush=True
         )
-    if args.sweep:
-        print("\n## λ sweep (FSCC, distribution calibration + LR)\n\n| λ | 5-shot | 1-shot |\n|---|---|---|")
-        pts = []
-        for item in args.sweep:
-            lam, path = item.split("=", 1)
-            net, _ = load_model(path, method="fscc")
-            z = embed_volumes(net, b.volumes, 10.0, progress=False)
-            cells = run(FSCCMethod(net), z, b.labels, shots, args.episodes)
-            pts.append((float(lam), cells))
-            print(f"| {lam} | {fmt(cells)} |", flush=True)
-        if args.plot:
-            import matplotlib
 
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
 
-            pts.sort()
-            fig, ax = plt.subplots(figsize=(4.5, 3.2))
-            for k, shot in enumerate(shots):
-                ax.errorbar([p[0] for p in pts], [p[1][k][0] for p in pts], yerr=[p[1][k][1] for p in pts],
-                            marker="o", capsize=3, label=f"5-way {shot}-shot")  # fmt: skip
-            ax.set_xlabel("λ (weight of the supervised contrastive loss)")
-            ax.set_ylabel(f"accuracy, SNR {args.snr}")
-            ax.legend()
-            fig.savefig(args.plot, dpi=120, bbox_inches="tight")
-            print(f"plot: {args.plot}")
+def sweep(args, b, shots):
+    print("\n## λ sweep (FSCC, distribution calibration + LR)\n\n| λ | 5-shot | 1-shot |\n|---|---|---|")
+    pts = []
+    for item in args.sweep:
+        lam, path = item.split("=", 1)
+        net, _ = load_model(path, method="fscc")
+        z = embed_volumes(net, b.volumes, 10.0, progress=False)
+        cells = run(FSCCMethod(net), z, b.labels, shots, args.episodes)
+        pts.append((float(lam), cells))
+        print(f"| {lam} | {fmt(cells)} |", flush=True)
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        pts.sort()
+        fig, ax = plt.subplots(figsize=(4.5, 3.2))
+        for k, shot in enumerate(shots):
+            ax.errorbar([p[0] for p in pts], [p[1][k][0] for p in pts], yerr=[p[1][k][1] for p in pts],
+                        marker="o", capsize=3, label=f"5-way {shot}-shot")  # fmt: skip
+        ax.set_xlabel("λ (weight of the supervised contrastive loss)")
+        ax.set_ylabel(f"accuracy, SNR {args.snr}")
+        ax.legend()
+        fig.savefig(args.plot, dpi=120, bbox_inches="tight")
+        print(f"plot: {args.plot}")
 
 
 if __name__ == "__main__":
