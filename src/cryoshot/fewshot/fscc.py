@@ -174,8 +174,15 @@ def base_statistics(model: torch.nn.Module) -> BaseStatistics:
     """The base statistics stored in a model's buffers; a clear error when they are missing."""
     mean = getattr(model, "base_mean", None)
     centred = getattr(model, "base_centred", None)
-    if mean is None or centred is None or not bool(centred.abs().sum() > 0):
+    if mean is None or centred is None:
         raise CryoshotError(
             "this checkpoint has no base-class statistics; FSCC needs a model made by 'cryoshot train fscc'"
+        )
+    if not bool(centred.abs().sum() > 0):
+        if bool(mean.abs().sum() > 0):
+            raise CryoshotError("this checkpoint's base-class statistics are empty; retrain with 'cryoshot train fscc'")
+        raise CryoshotError(
+            "this checkpoint has no base-class statistics, or its encoder collapsed (all features zero, e.g. "
+            "after too high a learning rate); FSCC needs a model made by 'cryoshot train fscc'"
         )
     return BaseStatistics(mean.float(), centred.float())
