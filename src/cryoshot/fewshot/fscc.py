@@ -27,6 +27,7 @@ supports.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,6 +138,7 @@ class FSCCMethod:
         return embed_volumes(self.model, volumes, voxel_size_A, progress=progress)
 
     def _fit(self, zs: torch.Tensor, ts: torch.Tensor, n: int):
+        from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
 
         g = torch.Generator().manual_seed(self.seed)
@@ -150,7 +152,10 @@ class FSCCMethod:
                 ys.append(np.full(per, t))
         x = torch.cat(xs).numpy()
         clf = LogisticRegression(max_iter=1000)
-        clf.fit(x, np.concatenate(ys))
+        with warnings.catch_warnings():
+            # well-separated sampled features make lbfgs creep towards large weights; the fit is usable anyway
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(x, np.concatenate(ys))
         return clf
 
     def scores(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
