@@ -193,9 +193,10 @@ def main():
         data = {s: novel_data(s, args.per_class) for s in snrs}
     else:
         data = accuracy_table(models, snrs, args.episodes, args.per_class, args.template)
-    ce = [p for p in models.values() if load_model(p)[0].adapter is not None]  # open set: first ProtoNet-CE model
     if not args.skip_open_set:
-        methods = {"ProtoNet-CE (shipped)": make_method("protonet-ce", load_model(ce[0])[0])} if ce else {}
+        nets = (load_model(p)[0] for p in models.values())
+        ce = next((net for net in nets if net.adapter is not None), None)  # the first ProtoNet-CE model
+        methods = {"ProtoNet-CE (shipped)": make_method("protonet-ce", ce)} if ce is not None else {}
         for item in args.open_set_fscc:
             label, path = item.split("=", 1)
             methods[f"FSCC ({label})"] = make_method("fscc", load_model(path, method="fscc")[0])

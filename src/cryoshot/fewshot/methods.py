@@ -34,12 +34,12 @@ class ProtoMethod:
     def distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
         return self.model.distances(zs, ts, zq, n, self.distance)
 
-    def scores(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
-        return torch.log_softmax(-self.distances(zs, ts, zq, n), dim=1)
-
     def scores_and_distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int):
         d = self.distances(zs, ts, zq, n)
         return torch.log_softmax(-d, dim=1), d
+
+    def scores(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
+        return self.scores_and_distances(zs, ts, zq, n)[0]
 
 
 # The ProtoNet paper's fine-tune baseline (a linear layer on the frozen encoder, Adam on the support set)

@@ -64,23 +64,22 @@ class TemplateMethod:
         """Best constrained NCC of each query against each class reference, (M, N)."""
         al = self._aligner
         refs = self.references(zs, ts, n)
-        starts = range(0, len(zq), 128)
         bar = tqdm(total=len(zq), desc="template matching", unit="subtomo", disable=not self.progress)
         rows = []
-        for s in starts:
+        for s in range(0, len(zq), 128):
             q = zq[s : s + 128]
             rows.append(torch.stack([torch.from_numpy(al.align(q, ref).scores).float() for ref in refs], 1))
             bar.update(len(q))
         bar.close()
         return torch.cat(rows) if rows else torch.zeros(0, n)
 
-    def scores(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
-        return torch.log_softmax(self.ncc(zs, ts, zq, n) / self.temperature, dim=1)
-
-    def distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
-        return 1.0 - self.ncc(zs, ts, zq, n)
-
     def scores_and_distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int):
         """Both outputs from one rotation search."""
         ncc = self.ncc(zs, ts, zq, n)
         return torch.log_softmax(ncc / self.temperature, dim=1), 1.0 - ncc
+
+    def scores(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
+        return self.scores_and_distances(zs, ts, zq, n)[0]
+
+    def distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
+        return self.scores_and_distances(zs, ts, zq, n)[1]
