@@ -1,3 +1,4 @@
+import contextlib
 import json
 
 import numpy as np
@@ -107,10 +108,12 @@ def test_train_save_load_resume(tmp_path):
     model, _ = load_model(out)
     assert isinstance(model, ProtoNet) and not model.training
     ce = tmp_path / "ce.pt"
-    train(tiny_config("protonet-ce", episodes=2, init_from=str(out)), ce, progress=False)
+    train(tiny_config("protonet-ce", episodes=4, init_from=str(out)), ce, progress=False)  # steps after a validation
     ce_model, _ = load_model(ce, method="protonet-ce")
-    for k, v in model.encoder.state_dict().items():  # the encoder stayed frozen
+    last = load_checkpoint(tmp_path / "ce.pt.last")["state_dict"]  # the state after the last step
+    for k, v in model.encoder.state_dict().items():  # the encoder stayed frozen, BatchNorm statistics included
         torch.testing.assert_close(ce_model.encoder.state_dict()[k], v)
+        torch.testing.assert_close(last["encoder." + k], v)
     with pytest.raises(CryoshotError, match="'protonet' model"):
         load_checkpoint(out, method="protonet-ce")
     bad = load_checkpoint(out)
@@ -199,3 +202,20 @@ def test_finetune_pretraining_trains_a_base_classifier_and_its_loss_falls(tmp_pa
     star = write_toy_set(tmp_path / "data", [0, 1, 2], per_class=6)
     assert main(["evaluate", str(star), "--model", str(out), "--method", "finetune", "--way", "3", "--shot", "2",
                  "--query", "3", "--episodes", "2"]) == 0  # fmt: skip
+
+
+def test_validation_on_pool_embeddings_equals_embedding_each_episode():
+    from cryoshot.data.synthetic import PoolConfig, VolumePool
+    from cryoshot.train.loop import _episode_loss, build_model, validate
+
+    cfg = tiny_config("protonet", val_episodes=5)
+    pool = VolumePool(PoolConfig(n_procedural=4, bundled=[], items_per_class=5, box_px=16, pixel_size_A=10.0),
+                      progress=False)  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    direct = []
+    for e in range(cfg.val_episodes):
+        x, ts, tq = pool.episode(cfg.way, cfg.shot, cfg.query, np.random.default_rng([cfg.seed, 7, e]), augment=False)
+        with torch.no_grad():
+            direct.append(_episode_loss(model, x, ts, tq, cfg.way, "protonet", contextlib.nullcontext)[1])
+    assert validate(model, pool, cfg, torch.device("cpu"), contextlib.nullcontext) == pytest.approx(np.mean(direct))

@@ -81,20 +81,23 @@ class VolumePool:
     def n_classes(self) -> int:
         return self.volumes.shape[0]
 
+    def episode_indices(
+        self, way: int, shot: int, query: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The classes (way,) and, per class, the items (way, shot + query) of one episode; supports first."""
+        classes = rng.choice(self.n_classes, size=way, replace=False)
+        m = self.volumes.shape[1]
+        items = np.stack([rng.choice(m, size=shot + query, replace=False) for _ in classes])
+        return classes, items
+
     def episode(
         self, way: int, shot: int, query: int, rng: np.random.Generator, augment: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One episode: volumes (way*(shot+query), D, D, D) float32 ordered support then query,
         with support targets (way*shot,) and query targets (way*query,)."""
-        classes = rng.choice(self.n_classes, size=way, replace=False)
-        m = self.volumes.shape[1]
-        sup, qry = [], []
-        for c in classes:
-            items = rng.choice(m, size=shot + query, replace=False)
-            v = self.volumes[c, items].float()
-            sup.append(v[:shot])
-            qry.append(v[shot:])
-        x = torch.cat(sup + qry)
+        classes, items = self.episode_indices(way, shot, query, rng)
+        v = self.volumes[torch.as_tensor(classes)[:, None], torch.as_tensor(items)].float()  # (way, shot+query, ...)
+        x = torch.cat([v[:, :shot].flatten(0, 1), v[:, shot:].flatten(0, 1)])
         if augment:
             x = wedge_preserving_rotation(x, rng)
         ts = torch.arange(way).repeat_interleave(shot)

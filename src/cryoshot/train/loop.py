@@ -127,15 +127,33 @@ def fill_base_statistics(model, cfg: TrainConfig, device, progress: bool = True)
 
 
 @torch.no_grad()
-def validate(model, pool: VolumePool, cfg: TrainConfig, device, autocast) -> float:
+def validate(model, pool: VolumePool, cfg: TrainConfig, device, autocast, chunk: int = 128) -> float:
+    """Mean accuracy of ``cfg.val_episodes`` seeded episodes on the held-out pool.
+
+    The pool is embedded once (eval mode, so an embedding does not depend on its batch) and the
+    episodes index into the embeddings: each volume is embedded once, not once per episode.
+    """
     model.eval()
+    c, m = pool.volumes.shape[:2]
+    flat = pool.volumes.reshape(c * m, *pool.volumes.shape[2:])
+    parts = []
+    for i in range(0, len(flat), chunk):
+        with autocast():
+            parts.append(model.embed(flat[i : i + chunk].float().to(device)).float())
+    z = torch.cat(parts).reshape(c, m, -1)
+    ts = torch.arange(cfg.way, device=device).repeat_interleave(cfg.shot)
+    tq = torch.arange(cfg.way, device=device).repeat_interleave(cfg.query)
+    dist = "d*" if cfg.method == "protonet-ce" else "d"
     accs = []
     for e in range(cfg.val_episodes):
-        rng = np.random.default_rng([cfg.seed, 7, e])
-        x, ts, tq = pool.episode(cfg.way, cfg.shot, cfg.query, rng, augment=False)
-        _, acc = _episode_loss(model, x.to(device), ts.to(device), tq.to(device), cfg.way, cfg.method, autocast)
-        accs.append(acc)
+        classes, items = pool.episode_indices(cfg.way, cfg.shot, cfg.query, np.random.default_rng([cfg.seed, 7, e]))
+        ze = z[torch.as_tensor(classes)[:, None], torch.as_tensor(items)]  # (way, shot + query, D)
+        zs, zq = ze[:, : cfg.shot].reshape(-1, z.shape[-1]), ze[:, cfg.shot :].reshape(-1, z.shape[-1])
+        logits = -model.distances(zs, ts, zq, cfg.way, dist)
+        accs.append((logits.argmax(1) == tq).float().mean().item())
     model.train()
+    if cfg.method == "protonet-ce":
+        model.encoder.eval()
     return float(np.mean(accs))
 
 
