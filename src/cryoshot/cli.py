@@ -343,6 +343,24 @@ def train_cmd(
     )
 
 
+def parse_tilt_range(text: str) -> tuple[float, float] | None:
+    """'-60,60' -> (-60.0, 60.0); 'none' -> None (no missing wedge)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise CryoshotError(f"--tilt-range must be MIN,MAX in degrees (e.g. -60,60) or none, got '{text}'") from None
+    if not -90 <= lo < hi <= 90:
+        raise CryoshotError(f"--tilt-range needs -90 <= MIN < MAX <= 90 degrees, got '{text}'")
+    return (lo, hi)
+
+
+TiltRange = Annotated[
+    str, typer.Option("--tilt-range", help="Template only: tilt range MIN,MAX (degrees) of the missing wedge; 'none'.")
+]
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     data: Annotated[Path, typer.Argument(help="Labelled subtomogram set (STAR); every class is treated as novel.")],
@@ -359,6 +377,7 @@ def evaluate_cmd(
     ] = None,
     label_column: Annotated[str, typer.Option("--label-column", help="Column with labels.")] = "rlnClassNumber",
     angpix: Annotated[float | None, typer.Option("--angpix", help="Voxel size (Å), overriding headers.")] = None,
+    tilt_range: TiltRange = "-60,60",
     seed: Seed = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Also print one JSON object as the last line.")] = False,
 ) -> None:
@@ -375,6 +394,7 @@ def evaluate_cmd(
     from cryoshot.utils.threads import configure_threads
 
     configure_threads()
+    tr = parse_tilt_range(tilt_range)
     if episodes < 1:
         raise CryoshotError(f"--episodes must be at least 1, got {episodes}")
     if method not in NEEDS_MODEL:
@@ -385,7 +405,7 @@ def evaluate_cmd(
     from cryoshot.data.episodes import EpisodeSampler
 
     EpisodeSampler(ds.labels, way, shot, query, seed)  # validates before the costly embedding
-    m = make_method(method, net, distance, seed=seed)
+    m = make_method(method, net, distance, seed=seed, tilt_range=tr)
     z = m.embed(ds.volumes, ds.voxel_size_A)
     name = method if distance is None else f"{method}[{distance}]"
     res = evaluate_episodes(m, z, ds.labels, name=name, way=way, shot=shot, query=query, episodes=episodes, seed=seed)
@@ -414,6 +434,13 @@ def classify_cmd(
     label_column: Annotated[str, typer.Option("--label-column", help="Support label column.")] = "rlnClassNumber",
     angpix: Annotated[float | None, typer.Option("--angpix", help="Voxel size (Å), overriding headers.")] = None,
     no_unknown: Annotated[bool, typer.Option("--no-unknown", help="Always assign a support class.")] = False,
+    unknown_quantile: Annotated[
+        float, typer.Option("--unknown-quantile", help="Quantile of the leave-one-out support distances.")
+    ] = 0.95,
+    unknown_margin: Annotated[
+        float, typer.Option("--unknown-margin", help="Threshold = quantile x margin; larger rejects fewer.")
+    ] = 1.5,
+    tilt_range: TiltRange = "-60,60",
     force: Force = False,
 ) -> None:
     """Few labelled examples + unlabelled subtomograms -> predicted class, probability, or 'unknown'."""
@@ -424,7 +451,8 @@ def classify_cmd(
     configure_threads()
     out = classify_sets(
         support, query, output, model_path=resolve_model(model), method=method, shot=shot,
-        label_column=label_column, angpix=angpix, unknown=not no_unknown, force=force,
+        label_column=label_column, angpix=angpix, unknown=not no_unknown, quantile=unknown_quantile,
+        margin=unknown_margin, tilt_range=parse_tilt_range(tilt_range), force=force,
     )  # fmt: skip
     counts = out["cryoshotPredictedClass"].value_counts()
     thr = out.attrs.get("threshold")
@@ -462,16 +490,7 @@ def average_cmd(
     from cryoshot.utils.threads import configure_threads
 
     configure_threads()
-    if tilt_range.strip().lower() == "none":
-        tr = None
-    else:
-        try:
-            lo, hi = (float(v) for v in tilt_range.split(","))
-        except ValueError:
-            raise CryoshotError(
-                f"--tilt-range must be MIN,MAX in degrees (e.g. -60,60) or none, got '{tilt_range}'"
-            ) from None
-        tr = (lo, hi)
+    tr = parse_tilt_range(tilt_range)
     cfg = AverageConfig(
         align=AlignConfig(angular_step_deg=angular_step, refine_levels=refine_levels, lowpass_A=lowpass,
                           max_shift_A=max_shift, tilt_range_deg=tr),

@@ -161,3 +161,14 @@ def test_template_method_through_evaluate_json_and_classify(tmp_path, capsys):
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
     known = pred["cryoshotPredictedClass"].astype(str) != "unknown"
     assert np.median(pred["cryoshotProbability"][known]) > 0.9
+    # the wedge model is an option of evaluate/classify too; bad ranges are named
+    from cryoshot.fewshot.methods import make_method
+
+    assert make_method("template", None, tilt_range=None).config.tilt_range_deg is None
+    assert make_method("template", None, tilt_range=(-45.0, 50.0)).config.tilt_range_deg == (-45.0, 50.0)
+    rc = main(["evaluate", str(star), "--method", "template", "--way", "3", "--shot", "2", "--query", "3",
+               "--episodes", "2", "--tilt-range", "none", "--json"])  # fmt: skip
+    assert rc == 0 and json.loads(capsys.readouterr().out.strip().splitlines()[-1])["accuracy_mean"] > 0.8
+    rc = main(["classify", "--support", str(sup), "--query", str(qry), "--method", "template", "-o",
+               str(tmp_path / "p3.star"), "--tilt-range", "60,-60"])  # fmt: skip
+    assert rc == 2 and "MIN < MAX" in capsys.readouterr().err and not (tmp_path / "p3.star").exists()

@@ -163,6 +163,14 @@ def test_classify_round_trip_and_unknown(tmp_path, capsys):
     rc = main(["classify", "--support", str(sup), "--query", str(qry), "--model", str(model), "-o",
                str(tmp_path / "p2.star"), "--shot", "6"])  # fmt: skip
     assert rc == 2 and "has 5 examples" in capsys.readouterr().err
+    # a looser threshold rejects no more than the default; a quantile outside (0, 1] is an error
+    loose = tmp_path / "loose.star"
+    rc = main(["classify", "--support", str(sup), "--query", str(qry), "--model", str(model), "-o", str(loose),
+               "--unknown-margin", "100"])  # fmt: skip
+    assert rc == 0 and (read_star_table(loose)["cryoshotPredictedClass"].astype(str) == "unknown").sum() == 0
+    rc = main(["classify", "--support", str(sup), "--query", str(qry), "--model", str(model), "-o",
+               str(tmp_path / "p3.star"), "--unknown-quantile", "0"])  # fmt: skip
+    assert rc == 2 and "quantile" in capsys.readouterr().err
 
 
 def test_embedding_resamples_other_box_sizes():

@@ -34,6 +34,7 @@ def classify_sets(
     unknown: bool = True,
     quantile: float = 0.95,
     margin: float = 1.5,
+    tilt_range: tuple[float, float] | None = (-60.0, 60.0),
     force: bool = False,
     progress: bool = True,
 ) -> pd.DataFrame:
@@ -49,6 +50,12 @@ def classify_sets(
     shot
         Require at least this many support examples per class (error naming the
         class otherwise); all support examples are used.
+    quantile, margin
+        The unknown threshold is ``quantile`` of the leave-one-out support distances
+        times ``margin`` (see ``cryoshot.fewshot.openset``); larger values reject less.
+    tilt_range
+        Template matching only: the tilt range (degrees) whose missing wedge the
+        particles carry; None for no wedge.
     """
     from cryoshot.fewshot.methods import NEEDS_MODEL
     from cryoshot.train.loop import load_model
@@ -57,7 +64,9 @@ def classify_sets(
     if method not in NEEDS_MODEL:
         make_method(method, None)  # raises the unknown-method error before any loading
     model = load_model(model_path)[0] if NEEDS_MODEL[method] else None
-    m = make_method(method, model)
+    if not 0.0 < quantile <= 1.0 or margin <= 0:
+        raise CryoshotError(f"the unknown quantile must be in (0, 1] and the margin > 0, got {quantile}, {margin}")
+    m = make_method(method, model, tilt_range=tilt_range)
     if hasattr(m, "progress"):
         m.progress = progress
     sup = load_subtomogram_set(support_star, label_column=label_column, angpix=angpix, progress=progress)

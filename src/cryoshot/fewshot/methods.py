@@ -58,15 +58,24 @@ METHOD_NAMES = ("protonet", "protonet-ce", "finetune", "template", "fscc", "base
 NEEDS_MODEL = {name: name != "template" for name in METHOD_NAMES}
 
 
-def make_method(name: str, model: ProtoNet | None, distance: str | None = None, seed: int = 0):
+def make_method(
+    name: str,
+    model: ProtoNet | None,
+    distance: str | None = None,
+    seed: int = 0,
+    tilt_range: tuple[float, float] | None = (-60.0, 60.0),
+):
     """Build a method by name on a trained model (``distance`` overrides ProtoNet-CE's d+d*).
 
-    ``template`` needs no model (pass None).
+    ``template`` needs no model (pass None); ``tilt_range`` (degrees, None: no missing wedge) is
+    its missing-wedge model and is ignored by the learned methods.
     """
     if name == "template":
-        from cryoshot.fewshot.template import TemplateMethod
+        from dataclasses import replace
 
-        return TemplateMethod()
+        from cryoshot.fewshot.template import DEFAULT_TEMPLATE_CONFIG, TemplateMethod
+
+        return TemplateMethod(config=replace(DEFAULT_TEMPLATE_CONFIG, tilt_range_deg=tilt_range))
     if name not in NEEDS_MODEL:
         raise CryoshotError(f"unknown method '{name}'; choose one of {', '.join(METHOD_NAMES)}")
     if model is None:
