@@ -74,41 +74,41 @@ def accuracy_table(models: dict[str, str], snrs, episodes: int, per_class: int, 
     return data
 
 
-def open_set(methods: dict, data, snrs, episodes: int):
+def open_set(methods: dict, data, snrs, episodes: int, shots=(5,)):
     """Open-set: 4 classes in the support, queries from those 4 and from 4 absent classes.
 
     ``methods`` maps a row label to a method object (shared interface); every method sees the same episodes.
+    The threshold is ``classify``'s (leave-one-out for K >= 2, the between-class rule for K = 1).
     """
-    from cryoshot.fewshot.openset import loo_threshold
+    from cryoshot.fewshot.openset import support_threshold
 
-    print("\n## Open set: queries of absent classes (5-shot, 4 known + 4 absent classes)\n")
-    print("| method | SNR | AUROC (min distance) | absent -> unknown | known -> unknown | known accuracy |")
-    print("|---|---|---|---|---|---|")
-    for label, m in methods.items():
-        for s in snrs:
-            vols, labels = data[s][0], data[s][1]
-            z = m.embed(vols, 10.0, progress=False)
-            aucs, unk_abs, unk_known, acc = [], [], [], []
-            for e in range(episodes):
-                rng = np.random.default_rng([5, e])
-                classes = rng.permutation(8)
-                known, absent = classes[:4], classes[4:]
-                sup = np.concatenate([rng.choice(np.nonzero(labels == c)[0], 5, replace=False) for c in known])
-                rest = np.setdiff1d(np.arange(len(labels)), sup)
-                qk = rng.choice(rest[np.isin(labels[rest], known)], 40, replace=False)
-                qa = rng.choice(rest[np.isin(labels[rest], absent)], 40, replace=False)
-                ts = torch.as_tensor(np.searchsorted(np.sort(known), labels[sup]))
-                with torch.no_grad():
-                    sc, d = scores_and_distances(m, z[sup], ts, z[np.concatenate([qk, qa])], 4)
-                    dk, da = d[:40], d[40:]
-                    thr = loo_threshold(m, z[sup], ts, 4)
-                aucs.append(auroc(da.min(1).values.numpy(), dk.min(1).values.numpy()))
-                unk_abs.append(float((da.min(1).values > thr).float().mean()))
-                unk_known.append(float((dk.min(1).values > thr).float().mean()))
-                pred = np.sort(known)[sc[:40].argmax(1).numpy()]
-                acc.append(float((pred == labels[qk]).mean()))
-            print(f"| {label} | {s} | {np.mean(aucs):.3f} | {np.mean(unk_abs):.3f} | {np.mean(unk_known):.3f} | "
-                  f"{np.mean(acc):.3f} |", flush=True)  # fmt: skip
+    print("\n## Open set: queries of absent classes (4 known + 4 absent classes)\n")
+    print("| method | K | SNR | AUROC (min distance) | absent -> unknown | known -> unknown | known accuracy |")
+    print("|---|---|---|---|---|---|---|")
+    for (label, m), shot, s in ((lm, k, s) for lm in methods.items() for k in shots for s in snrs):
+        vols, labels = data[s][0], data[s][1]
+        z = m.embed(vols, 10.0, progress=False)
+        aucs, unk_abs, unk_known, acc = [], [], [], []
+        for e in range(episodes):
+            rng = np.random.default_rng([5, e])
+            classes = rng.permutation(8)
+            known, absent = classes[:4], classes[4:]
+            sup = np.concatenate([rng.choice(np.nonzero(labels == c)[0], shot, replace=False) for c in known])
+            rest = np.setdiff1d(np.arange(len(labels)), sup)
+            qk = rng.choice(rest[np.isin(labels[rest], known)], 40, replace=False)
+            qa = rng.choice(rest[np.isin(labels[rest], absent)], 40, replace=False)
+            ts = torch.as_tensor(np.searchsorted(np.sort(known), labels[sup]))
+            with torch.no_grad():
+                sc, d = scores_and_distances(m, z[sup], ts, z[np.concatenate([qk, qa])], 4)
+                dk, da = d[:40], d[40:]
+                thr = support_threshold(m, z[sup], ts, 4)
+            aucs.append(auroc(da.min(1).values.numpy(), dk.min(1).values.numpy()))
+            unk_abs.append(float((da.min(1).values > thr).float().mean()))
+            unk_known.append(float((dk.min(1).values > thr).float().mean()))
+            pred = np.sort(known)[sc[:40].argmax(1).numpy()]
+            acc.append(float((pred == labels[qk]).mean()))
+        print(f"| {label} | {shot} | {s} | {np.mean(aucs):.3f} | {np.mean(unk_abs):.3f} | {np.mean(unk_known):.3f} | "
+              f"{np.mean(acc):.3f} |", flush=True)  # fmt: skip
 
 
 def speed(model_path: str, n: int = 2000):
@@ -175,6 +175,7 @@ def main():
     ap.add_argument("--only-speed", action="store_true")
     ap.add_argument("--only-open-set", action="store_true")
     ap.add_argument("--open-set-fscc", nargs="*", default=[], help="LABEL=PATH fscc models for the open-set table")
+    ap.add_argument("--open-set-shots", type=int, nargs="+", default=[5, 1], help="K of the open-set episodes")
     ap.add_argument("--template", action="store_true", help="add the template-matching row (same episodes)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -200,7 +201,7 @@ def main():
         for item in args.open_set_fscc:
             label, path = item.split("=", 1)
             methods[f"FSCC ({label})"] = make_method("fscc", load_model(path, method="fscc")[0])
-        open_set(methods, data, snrs, 50)
+        open_set(methods, data, snrs, 50, shots=args.open_set_shots)
     if args.only_open_set:
         return
     if not args.skip_speed:

@@ -458,7 +458,7 @@ def classify_cmd(
     thr = out.attrs.get("threshold")
     typer.echo(f"classified {len(out)} subtomograms with {method} -> {output}")
     typer.echo("  " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
-    typer.echo(f"  unknown threshold: {'none (K = 1)' if thr is None else f'{thr:.3g}'}")
+    typer.echo(f"  unknown threshold: {'none' if thr is None else f'{thr:.3g}'}")
 
 
 @app.command("average")

@@ -227,3 +227,43 @@ def test_validation_on_pool_embeddings_equals_embedding_each_episode():
         with torch.no_grad():
             direct.append(_episode_loss(model, x, ts, tq, cfg.way, "protonet", contextlib.nullcontext)[1])
     assert validate(model, pool, cfg, torch.device("cpu"), contextlib.nullcontext) == pytest.approx(np.mean(direct))
+
+
+class _Euclid:
+    """A stand-in method: squared Euclidean distance to class means."""
+
+    def distances(self, zs, ts, zq, n):
+        protos = torch.stack([zs[ts == c].mean(0) for c in range(n)])
+        return torch.cdist(zq, protos).pow(2)
+
+
+def test_unknown_threshold_rules():
+    from cryoshot.fewshot.openset import ONE_SHOT_SCALE, loo_threshold, support_threshold
+
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 20.0]])
+    ts1 = torch.arange(3)
+    # K = 1: the nearest other class is at 10, 10, sqrt(500) -> squared 100, 100, 500; median 100
+    assert support_threshold(_Euclid(), centres, ts1, 3, margin=2.0) == pytest.approx(ONE_SHOT_SCALE * 2.0 * 100)
+    assert support_threshold(_Euclid(), centres[:1], ts1[:1], 1) is None  # one class, one example: no scale
+    rng = torch.Generator().manual_seed(0)
+    zs = centres.repeat_interleave(3, 0) + torch.randn(9, 2, generator=rng)
+    ts = torch.arange(3).repeat_interleave(3)
+    assert support_threshold(_Euclid(), zs, ts, 3) == loo_threshold(_Euclid(), zs, ts, 3) is not None
+
+
+def test_classify_one_shot_has_an_unknown_threshold(tmp_path, capsys):
+    model = tiny_checkpoint(tmp_path / "tiny.pt")
+    sup = write_toy_set(tmp_path / "sup", [0, 1, 4], per_class=1, seed=1)
+    qry = write_toy_set(tmp_path / "qry", [0, 1, 4, 3], per_class=6, seed=2)
+    out = tmp_path / "pred.star"
+    rc = main(["classify", "--support", str(sup), "--query", str(qry), "--model", str(model), "-o", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    assert "unknown threshold: none" not in capsys.readouterr().out
+    pred, truth = read_star_table(out), read_star_table(qry)
+    pc, known = pred["cryoshotPredictedClass"].astype(str), truth["rlnClassNumber"] != 4
+    # (an untrained tiny model: its 1-shot embedding is weak, so only the ordering is asserted)
+    assert (pc[~known] == "unknown").mean() > 0.8 and (pc[~known] == "unknown").mean() > (pc[known] == "unknown").mean()
+    rc = main(["classify", "--support", str(sup), "--query", str(qry), "--model", str(model), "-o",
+               str(tmp_path / "all.star"), "--no-unknown"])  # fmt: skip
+    forced = read_star_table(tmp_path / "all.star")["cryoshotPredictedClass"].astype(str)
+    assert rc == 0 and (pc[pc != "unknown"] == forced[pc != "unknown"]).all()  # the threshold only relabels

@@ -12,7 +12,7 @@ import torch
 
 from cryoshot.errors import CryoshotError
 from cryoshot.fewshot.methods import make_method, scores_and_distances
-from cryoshot.fewshot.openset import loo_threshold
+from cryoshot.fewshot.openset import support_threshold
 from cryoshot.io.particles import load_subtomogram_set
 from cryoshot.io.star import write_star
 from cryoshot.train.checkpoint import file_sha256
@@ -99,7 +99,7 @@ def classify_sets(
         parts = [scores_and_distances(m, zs, ts, zq[s : s + chunk], n) for s in range(0, len(zq), chunk)]
         probs = torch.cat([p for p, _ in parts]).exp().numpy()
         dist = torch.cat([d for _, d in parts])
-        thr = loo_threshold(m, zs, ts, n, quantile, margin) if unknown else None
+        thr = support_threshold(m, zs, ts, n, quantile, margin) if unknown else None
     seconds = time.perf_counter() - t0
     best = probs.argmax(1)
     min_d = dist.min(1).values.numpy()
