@@ -267,3 +267,20 @@ def test_classify_one_shot_has_an_unknown_threshold(tmp_path, capsys):
                str(tmp_path / "all.star"), "--no-unknown"])  # fmt: skip
     forced = read_star_table(tmp_path / "all.star")["cryoshotPredictedClass"].astype(str)
     assert rc == 0 and (pc[pc != "unknown"] == forced[pc != "unknown"]).all()  # the threshold only relabels
+
+
+def test_bf16_inference_matches_fp32_and_precision_is_checked(monkeypatch):
+    from cryoshot.evaluate.fewshot import use_bf16
+
+    torch.manual_seed(0)
+    model = ProtoNet(encoder_config("cryoshot-tiny", input_box=BOX), adapter=False).eval()
+    vols = np.stack([toy_shape(k % 4, np.random.default_rng(k)) for k in range(12)])
+    a = embed_volumes(model, vols, 10.0, progress=False, precision="fp32")
+    b = embed_volumes(model, vols, 10.0, progress=False, precision="bf16")
+    assert b.dtype == torch.float32 and torch.nn.functional.cosine_similarity(a, b).min() > 0.99
+    assert not use_bf16(torch.device("cuda"), "auto") and use_bf16(torch.device("cpu"), "bf16")
+    monkeypatch.setenv("CRYOSHOT_PRECISION", "fp32")
+    assert not use_bf16(torch.device("cpu"))
+    monkeypatch.setenv("CRYOSHOT_PRECISION", "half")
+    with pytest.raises(CryoshotError, match="CRYOSHOT_PRECISION"):
+        use_bf16(torch.device("cpu"))
