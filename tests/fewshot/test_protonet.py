@@ -229,6 +229,27 @@ def test_validation_on_pool_embeddings_equals_embedding_each_episode():
     assert validate(model, pool, cfg, torch.device("cpu"), contextlib.nullcontext) == pytest.approx(np.mean(direct))
 
 
+def test_protonet_ce_embedding_cache_gives_the_episode_embeddings():
+    """The frozen-encoder cache, indexed by an episode's plan, equals embedding that episode's rotated volumes."""
+    from cryoshot.data.synthetic import PoolConfig, VolumePool
+    from cryoshot.train.loop import build_model, embed_pool_rotations
+
+    cfg = tiny_config("protonet-ce")
+    pool = VolumePool(PoolConfig(n_procedural=4, bundled=[], items_per_class=5, box_px=16, pixel_size_A=10.0),
+                      progress=False)  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    cache = embed_pool_rotations(model, pool, torch.device("cpu"), contextlib.nullcontext, chunk=7, progress=False)
+    assert cache.shape == (4, 4, 5, model.encoder.dim)
+    for e in range(3):
+        cls, its, flips = pool.episode_plan(cfg.way, cfg.shot, cfg.query, np.random.default_rng([1, e]))
+        x, ts, tq = pool.episode(cfg.way, cfg.shot, cfg.query, np.random.default_rng([1, e]))
+        assert len(set(flips.tolist())) > 1  # the episode really mixes rotations
+        with torch.no_grad():
+            direct = model.embed(x)
+        torch.testing.assert_close(cache[flips, cls, its], direct, rtol=1e-4, atol=1e-5)
+
+
 class _Euclid:
     """A stand-in method: squared Euclidean distance to class means."""
 

@@ -90,16 +90,29 @@ class VolumePool:
         items = np.stack([rng.choice(m, size=shot + query, replace=False) for _ in classes])
         return classes, items
 
+    def episode_plan(
+        self, way: int, shot: int, query: int, rng: np.random.Generator, augment: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Which pool items, in which rotation, make one episode (support then query order).
+
+        Returns class indices (n,), item indices (n,) and the wedge-preserving rotation of
+        each (n,) as an index into ``FLIPS`` (all 0 without ``augment``), n = way*(shot+query).
+        ``episode`` and the embedding cache of ProtoNet-CE training both follow this plan,
+        so they see the same episodes for the same ``rng``.
+        """
+        classes, items = self.episode_indices(way, shot, query, rng)
+        cls = np.concatenate([np.repeat(classes, shot), np.repeat(classes, query)])
+        its = np.concatenate([items[:, :shot].ravel(), items[:, shot:].ravel()])
+        flips = rng.integers(len(FLIPS), size=len(cls)) if augment else np.zeros(len(cls), dtype=np.int64)
+        return cls, its, flips
+
     def episode(
         self, way: int, shot: int, query: int, rng: np.random.Generator, augment: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One episode: volumes (way*(shot+query), D, D, D) float32 ordered support then query,
         with support targets (way*shot,) and query targets (way*query,)."""
-        classes, items = self.episode_indices(way, shot, query, rng)
-        v = self.volumes[torch.as_tensor(classes)[:, None], torch.as_tensor(items)].float()  # (way, shot+query, ...)
-        x = torch.cat([v[:, :shot].flatten(0, 1), v[:, shot:].flatten(0, 1)])
-        if augment:
-            x = wedge_preserving_rotation(x, rng)
+        cls, its, flips = self.episode_plan(way, shot, query, rng, augment)
+        x = apply_flips(self.volumes[torch.as_tensor(cls), torch.as_tensor(its)].float(), flips)
         ts = torch.arange(way).repeat_interleave(shot)
         tq = torch.arange(way).repeat_interleave(query)
         return x, ts, tq
@@ -119,15 +132,19 @@ class VolumePool:
         return x, torch.as_tensor(classes).repeat_interleave(per_class)
 
 
-_FLIPS = [(), (-1, -2), (-1, -3), (-2, -3)]  # identity, 180 deg about z, y, x
+FLIPS = [(), (-1, -2), (-1, -3), (-2, -3)]  # identity, 180 deg about z, y, x
+
+
+def apply_flips(x: torch.Tensor, flips: np.ndarray) -> torch.Tensor:
+    """Rotate each (D, D, D) volume of x (B, D, D, D) by the wedge-preserving rotation FLIPS[flips[i]]."""
+    out = x.clone()
+    for k, dims in enumerate(FLIPS):
+        sel = np.nonzero(flips == k)[0]
+        if len(sel) and dims:
+            out[sel] = torch.flip(x[sel], dims=dims)
+    return out
 
 
 def wedge_preserving_rotation(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     """Apply to each (D, D, D) volume of x one of the four wedge-preserving 180-degree rotations."""
-    choice = rng.integers(len(_FLIPS), size=len(x))
-    out = x.clone()
-    for k, dims in enumerate(_FLIPS):
-        sel = np.nonzero(choice == k)[0]
-        if len(sel) and dims:
-            out[sel] = torch.flip(x[sel], dims=dims)
-    return out
+    return apply_flips(x, rng.integers(len(FLIPS), size=len(x)))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cryoshot.data.synthetic import VALIDATION_OFFSET, PoolConfig, VolumePool
+from cryoshot.data.synthetic import FLIPS, VALIDATION_OFFSET, PoolConfig, VolumePool, apply_flips
 from cryoshot.errors import CryoshotError
 from cryoshot.fewshot.fscc import BaseStatistics, supcon_loss
 from cryoshot.fewshot.protonet import ProtoNet
@@ -87,9 +87,11 @@ def build_model(cfg: TrainConfig) -> ProtoNet:
     return ProtoNet(enc, adapter=cfg.method == "protonet-ce", n_base_classes=n_base, base_stats_items=stats)
 
 
-def _episode_loss(model, x, ts, tq, way, method, autocast):
-    with autocast():
-        z = model.embed(x)
+def _episode_loss(model, x, ts, tq, way, method, autocast, z=None):
+    """Episode loss and accuracy; ``z`` (n, dim) replaces embedding ``x`` when given (frozen encoder)."""
+    if z is None:
+        with autocast():
+            z = model.embed(x)
     zs, zq = z[: len(ts)], z[len(ts) :]
     dist = "d*" if method == "protonet-ce" else "d"  # ProtoNet-CE trains the adapter on d* (paper 3.2.4)
     logits = -model.distances(zs, ts, zq, way, dist)
@@ -124,6 +126,32 @@ def fill_base_statistics(model, cfg: TrainConfig, device, progress: bool = True)
     stats = BaseStatistics.from_features(feats.view(c, m, -1))
     model.base_mean.copy_(stats.means.to(device))
     model.base_centred.copy_(stats.centred.to(device))
+
+
+@torch.no_grad()
+def embed_pool_rotations(model, pool: VolumePool, device, autocast, chunk: int = 128, progress: bool = True):
+    """Embeddings (len(FLIPS), classes, items, dim) of every pool item under every wedge-preserving rotation.
+
+    For ProtoNet-CE, whose encoder is frozen and in eval mode: an episode then indexes into this
+    cache instead of running the encoder, and sees exactly the embeddings it would have computed.
+    """
+    model.eval()
+    c, m = pool.volumes.shape[:2]
+    flat = pool.volumes.reshape(c * m, *pool.volumes.shape[2:])
+    out = []
+    bar = tqdm(total=len(FLIPS) * len(flat), desc="embedding training pool (frozen encoder)", unit="vol",
+               disable=not progress)  # fmt: skip
+    for k in range(len(FLIPS)):
+        parts = []
+        for i in range(0, len(flat), chunk):
+            x = flat[i : i + chunk].float()
+            x = apply_flips(x, np.full(len(x), k))
+            with autocast():
+                parts.append(model.embed(x.to(device)).float())
+            bar.update(len(x))
+        out.append(torch.cat(parts).reshape(c, m, -1))
+    bar.close()
+    return torch.stack(out)
 
 
 @torch.no_grad()
@@ -219,7 +247,11 @@ def train(
         }  # fmt: skip
 
     model.train()
+    cache = None
     if cfg.method == "protonet-ce":
+        model.encoder.eval()
+        cache = embed_pool_rotations(model, train_pool, device, autocast, progress=progress)
+        model.train()
         model.encoder.eval()
     t0 = time.perf_counter() - elapsed0
     bar = tqdm(total=cfg.episodes, initial=start_ep, desc=f"training {cfg.method}", unit="ep", disable=not progress)
@@ -234,6 +266,12 @@ def train(
             x, y = train_pool.batch(n_cls, min(cfg.batch_items, train_pool.volumes.shape[1]), rng)
             lam = cfg.supcon_weight if cfg.method == "fscc" else 0.0
             loss, acc = _supervised_loss(model, x.to(device), y.to(device), autocast, lam, cfg.supcon_temperature)
+        elif cache is not None:  # frozen encoder: the episode's embeddings from the cache
+            cls, its, flips = train_pool.episode_plan(cfg.way, cfg.shot, cfg.query, rng)
+            z = cache[torch.as_tensor(flips), torch.as_tensor(cls), torch.as_tensor(its)]
+            ts = torch.arange(cfg.way, device=device).repeat_interleave(cfg.shot)
+            tq = torch.arange(cfg.way, device=device).repeat_interleave(cfg.query)
+            loss, acc = _episode_loss(model, None, ts, tq, cfg.way, cfg.method, autocast, z=z)
         else:
             x, ts, tq = train_pool.episode(cfg.way, cfg.shot, cfg.query, rng)
             loss, acc = _episode_loss(model, x.to(device), ts.to(device), tq.to(device), cfg.way, cfg.method, autocast)
