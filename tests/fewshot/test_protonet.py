@@ -114,6 +114,9 @@ def test_train_save_load_resume(tmp_path):
     for k, v in model.encoder.state_dict().items():  # the encoder stayed frozen, BatchNorm statistics included
         torch.testing.assert_close(ce_model.encoder.state_dict()[k], v)
         torch.testing.assert_close(last["encoder." + k], v)
+    with pytest.raises(CryoshotError, match="pass --encoder cryoshot-tiny"):
+        train(tiny_config("protonet-ce", episodes=2, init_from=str(out), encoder="cryoshot-small"), tmp_path / "x.pt",
+              progress=False)  # fmt: skip
     with pytest.raises(CryoshotError, match="'protonet' model"):
         load_checkpoint(out, method="protonet-ce")
     bad = load_checkpoint(out)

@@ -213,6 +213,10 @@ def train(
         if not cfg.init_from:
             raise CryoshotError("protonet-ce trains on a frozen ProtoNet encoder: pass --init-from PROTONET.pt")
         base = load_checkpoint(cfg.init_from, method=("protonet", "protonet-ce"))
+        base_encoder = base["config"]["encoder"]
+        if base_encoder != cfg.encoder:
+            raise CryoshotError(f"{cfg.init_from} holds a '{base_encoder}' encoder, but this run builds "
+                                f"'{cfg.encoder}'; pass --encoder {base_encoder}")  # fmt: skip
         enc_state = {k[len("encoder.") :]: v for k, v in base["state_dict"].items() if k.startswith("encoder.")}
         model.encoder.load_state_dict(enc_state)
         for p in model.encoder.parameters():
