@@ -129,23 +129,28 @@ def fill_base_statistics(model, cfg: TrainConfig, device, progress: bool = True)
 
 
 @torch.no_grad()
-def embed_pool_rotations(model, pool: VolumePool, device, autocast, chunk: int = 128, progress: bool = True):
-    """Embeddings (len(FLIPS), classes, items, dim) of every pool item under every wedge-preserving rotation.
+def embed_pool_rotations(
+    model, pool: VolumePool, device, autocast, rotations=range(len(FLIPS)), chunk: int = 128, progress: bool = True
+) -> torch.Tensor:
+    """Embeddings (len(rotations), classes, items, dim) of every pool item under each wedge-preserving rotation.
 
-    For ProtoNet-CE, whose encoder is frozen and in eval mode: an episode then indexes into this
-    cache instead of running the encoder, and sees exactly the embeddings it would have computed.
+    ``rotations`` index ``FLIPS`` (0 is the identity). The model is in eval mode, so an embedding
+    does not depend on its batch: episodes can index into these embeddings instead of running the
+    encoder (validation; ProtoNet-CE training, whose encoder is frozen) and see exactly the
+    embeddings they would have computed.
     """
     model.eval()
     c, m = pool.volumes.shape[:2]
     flat = pool.volumes.reshape(c * m, *pool.volumes.shape[2:])
     out = []
-    bar = tqdm(total=len(FLIPS) * len(flat), desc="embedding training pool (frozen encoder)", unit="vol",
+    bar = tqdm(total=len(rotations) * len(flat), desc="embedding training pool (frozen encoder)", unit="vol",
                disable=not progress)  # fmt: skip
-    for k in range(len(FLIPS)):
+    for k in rotations:
         parts = []
         for i in range(0, len(flat), chunk):
             x = flat[i : i + chunk].float()
-            x = apply_flips(x, np.full(len(x), k))
+            if FLIPS[k]:
+                x = apply_flips(x, np.full(len(x), k))
             with autocast():
                 parts.append(model.embed(x.to(device)).float())
             bar.update(len(x))
@@ -161,14 +166,7 @@ def validate(model, pool: VolumePool, cfg: TrainConfig, device, autocast, chunk:
     The pool is embedded once (eval mode, so an embedding does not depend on its batch) and the
     episodes index into the embeddings: each volume is embedded once, not once per episode.
     """
-    model.eval()
-    c, m = pool.volumes.shape[:2]
-    flat = pool.volumes.reshape(c * m, *pool.volumes.shape[2:])
-    parts = []
-    for i in range(0, len(flat), chunk):
-        with autocast():
-            parts.append(model.embed(flat[i : i + chunk].float().to(device)).float())
-    z = torch.cat(parts).reshape(c, m, -1)
+    z = embed_pool_rotations(model, pool, device, autocast, rotations=[0], chunk=chunk, progress=False)[0]
     ts = torch.arange(cfg.way, device=device).repeat_interleave(cfg.shot)
     tq = torch.arange(cfg.way, device=device).repeat_interleave(cfg.query)
     dist = "d*" if cfg.method == "protonet-ce" else "d"
@@ -250,12 +248,11 @@ def train(
             "episode": ep, "best_episode": best_ep, "best_val_accuracy": best_acc, "history": history, "seconds": seconds,
         }  # fmt: skip
 
-    model.train()
     cache = None
-    if cfg.method == "protonet-ce":
-        model.encoder.eval()
+    if cfg.method == "protonet-ce":  # frozen encoder: embed the pool once, episodes index into it
         cache = embed_pool_rotations(model, train_pool, device, autocast, progress=progress)
-        model.train()
+    model.train()
+    if cfg.method == "protonet-ce":
         model.encoder.eval()
     t0 = time.perf_counter() - elapsed0
     bar = tqdm(total=cfg.episodes, initial=start_ep, desc=f"training {cfg.method}", unit="ep", disable=not progress)
