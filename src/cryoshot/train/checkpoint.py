@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ FORMAT = "cryoshot-checkpoint-1"
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Write ``payload`` plus format, version and argv atomically (replacing ``path``)."""
-    data = {"format": FORMAT, "version": __version__, "argv": list(sys.argv), **payload}
+    data = {"format": FORMAT, "version": __version__, "argv": [str(a) for a in sys.argv], **payload}
     for key in ("state_dict", "config", "method", "seed"):
         if key not in data:
             raise ValueError(f"checkpoint payload lacks '{key}'")
@@ -44,10 +45,20 @@ def load_checkpoint(path: str | os.PathLike, method: str | tuple[str, ...] | Non
     path = Path(path)
     if not path.is_file():
         raise CryoshotError(f"model file {path} does not exist")
+    if path.is_dir():
+        raise CryoshotError(f"model file {path} is a folder, not a file; give the .pt file inside it")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: tensors and plain data only; a pickle that would build arbitrary objects
+        # (and so run code) is refused by torch's restricted unpickler before anything runs.
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CryoshotError(
+            f"refusing to load {path}: it is not a plain cryoshot checkpoint (it holds Python objects "
+            "other than tensors and plain data, which could run code); use a model written by cryoshot"
+        ) from exc
     except Exception as exc:  # torch raises several types for corrupt files
-        raise CryoshotError(f"cannot read model file {path}: {exc}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CryoshotError(f"cannot read model file {path}: {first}") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CryoshotError(f"{path} is not a cryoshot checkpoint")
     major = str(data.get("version", "0")).split(".")[0]

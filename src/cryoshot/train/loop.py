@@ -316,8 +316,15 @@ def train(
 def load_model(path: str | os.PathLike, method: str | tuple[str, ...] | None = None) -> tuple[ProtoNet, dict]:
     """Rebuild a trained ProtoNet / ProtoNet-CE from its checkpoint alone; returns (model in eval mode, checkpoint)."""
     ck = load_checkpoint(path, method=method)
-    cfg = TrainConfig.from_dict(ck["config"])
-    model = build_model(cfg)
-    model.load_state_dict(ck["state_dict"])
+    try:
+        cfg = TrainConfig.from_dict(ck["config"])
+        model = build_model(cfg)
+        model.load_state_dict(ck["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CryoshotError(
+            f"{path} is a cryoshot checkpoint whose configuration or weights this version cannot rebuild "
+            f"({first}); retrain it with this version"
+        ) from exc
     model.eval()
     return model, ck
