@@ -9,7 +9,28 @@ from typing import Annotated
 import typer
 
 from cryoshot import __version__
+from cryoshot.cli_types import SEED_MAX, choice, positive_list, real
 from cryoshot.errors import CryoshotError
+
+METHODS_HELP = "protonet, protonet-ce, finetune, baseline, baseline++, fscc or template"
+
+
+def _method_choice(text: str) -> str:
+    from cryoshot.fewshot.methods import METHOD_NAMES
+
+    return choice(METHOD_NAMES)(text)
+
+
+def _check_preview(preview: Path | None, force: bool) -> None:
+    """A preview path is checked before any work, not after the output was written."""
+    if preview is None:
+        return
+    from cryoshot.utils.files import check_output_free
+
+    if preview.suffix.lower() != ".png":
+        raise CryoshotError(f"--preview must name a .png file, got {preview}")
+    check_output_free(preview, force)
+
 
 app = typer.Typer(
     name="cryoshot",
@@ -33,7 +54,19 @@ Structures = Annotated[
 ]
 Out = Annotated[Path, typer.Option("--outdir", "-o", help="Output folder (must not exist unless --force).")]
 Force = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
-Seed = Annotated[int, typer.Option("--seed", help="Random seed; item i depends only on (seed, i).")]
+Seed = Annotated[
+    int, typer.Option("--seed", min=0, max=SEED_MAX, help="Random seed; item i depends only on (seed, i).")
+]
+Angpix = Annotated[float, typer.Option("--angpix", parser=real(0, 1000, lo_open=True), help="Pixel size (Å).")]
+AngpixOverride = Annotated[
+    float | None,
+    typer.Option("--angpix", parser=real(0, 1000, lo_open=True), help="Pixel size (Å), overriding the headers."),
+]
+Snr = Annotated[float, typer.Option("--snr", parser=real(0, lo_open=True), help="Target SNR, var(signal)/var(noise).")]
+DefocusMin = Annotated[
+    float, typer.Option("--defocus-min", parser=real(0, 100), help="Lowest defocus (µm, underfocus > 0).")
+]
+DefocusMax = Annotated[float, typer.Option("--defocus-max", parser=real(0, 100), help="Highest defocus (µm).")]
 Preview = Annotated[Path | None, typer.Option("--preview", help="Write a PNG montage of what was made.")]
 Invert = Annotated[bool, typer.Option("--invert", help="Protein dark (raw-data contrast) instead of bright.")]
 SaveClean = Annotated[bool, typer.Option("--save-clean", help="Also write the noise-free data (_clean).")]
@@ -57,6 +90,9 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the full traceback of an internal error (also CRYOSHOT_DEBUG=1).")
+    ] = False,
 ) -> None:
     """cryoshot command line."""
 
@@ -76,34 +112,50 @@ def structures_cmd() -> None:
 def simulate_subtomograms(
     structures: Structures,
     outdir: Out,
-    per_class: Annotated[int, typer.Option("--per-class", help="Subtomograms per structure.")] = 20,
-    box: Annotated[int, typer.Option("--box", help="Box size (voxels).")] = 40,
-    angpix: Annotated[float, typer.Option("--angpix", help="Voxel size (Å).")] = 10.0,
-    snr: Annotated[float, typer.Option("--snr", help="Target SNR (see --snr-convention).")] = 0.05,
+    per_class: Annotated[int, typer.Option("--per-class", min=1, max=10**7, help="Subtomograms per structure.")] = 20,
+    box: Annotated[int, typer.Option("--box", min=8, max=100_000, help="Box size (voxels).")] = 40,
+    angpix: Angpix = 10.0,
+    snr: Snr = 0.05,
     snr_convention: Annotated[
         str,
         typer.Option(
             "--snr-convention",
+            parser=choice(("box", "projection")),
             help="box: var(signal)/var(noise) over the box (papers); projection: per tilt image.",
         ),
     ] = "box",
-    tilt_min: Annotated[float, typer.Option("--tilt-min", help="Lowest tilt (degrees).")] = -60.0,
-    tilt_max: Annotated[float, typer.Option("--tilt-max", help="Highest tilt (degrees).")] = 60.0,
-    tilt_step: Annotated[float, typer.Option("--tilt-step", help="Tilt increment (degrees).")] = 3.0,
-    dose: Annotated[float, typer.Option("--dose", help="Total exposure of the tilt series (e/Å²).")] = 120.0,
-    defocus_min: Annotated[float, typer.Option("--defocus-min", help="Lowest defocus (µm, underfocus > 0).")] = 2.0,
-    defocus_max: Annotated[float, typer.Option("--defocus-max", help="Highest defocus (µm).")] = 5.0,
-    voltage: Annotated[float, typer.Option("--voltage", help="Acceleration voltage (kV).")] = 300.0,
-    cs: Annotated[float, typer.Option("--cs", help="Spherical aberration (mm).")] = 2.7,
+    tilt_min: Annotated[float, typer.Option("--tilt-min", parser=real(-90, 90), help="Lowest tilt (degrees).")] = -60.0,
+    tilt_max: Annotated[float, typer.Option("--tilt-max", parser=real(-90, 90), help="Highest tilt (degrees).")] = 60.0,
+    tilt_step: Annotated[
+        float, typer.Option("--tilt-step", parser=real(0, 180, lo_open=True), help="Tilt increment (degrees).")
+    ] = 3.0,
+    dose: Annotated[
+        float,
+        typer.Option("--dose", parser=real(0, 10_000, lo_open=True), help="Total exposure of the tilt series (e/Å²)."),
+    ] = 120.0,
+    defocus_min: DefocusMin = 2.0,
+    defocus_max: DefocusMax = 5.0,
+    voltage: Annotated[
+        float, typer.Option("--voltage", parser=real(1, 3000), help="Acceleration voltage (kV).")
+    ] = 300.0,
+    cs: Annotated[float, typer.Option("--cs", parser=real(0, 100), help="Spherical aberration (mm).")] = 2.7,
     amplitude_contrast: Annotated[
-        float, typer.Option("--amplitude-contrast", help="Amplitude contrast fraction.")
+        float,
+        typer.Option("--amplitude-contrast", parser=real(0, 1, hi_open=True), help="Amplitude contrast fraction."),
     ] = 0.07,
-    max_shift: Annotated[float, typer.Option("--max-shift", help="Largest random shift (voxels).")] = 2.0,
+    max_shift: Annotated[
+        float, typer.Option("--max-shift", parser=real(0), help="Largest random shift (voxels; less than box/4).")
+    ] = 2.0,
     no_ctf: Annotated[bool, typer.Option("--no-ctf", help="Leave out the CTF.")] = False,
     no_wedge: Annotated[bool, typer.Option("--no-wedge", help="Leave out the missing wedge.")] = False,
     no_dose: Annotated[bool, typer.Option("--no-dose", help="Leave out dose weighting.")] = False,
     method: Annotated[
-        str, typer.Option("--method", help="fast (Fourier transfer function) or tiltseries (WBP, slow).")
+        str,
+        typer.Option(
+            "--method",
+            parser=choice(("fast", "tiltseries")),
+            help="fast (Fourier transfer function) or tiltseries (WBP, slow).",
+        ),
     ] = "fast",
     invert: Invert = False,
     save_clean: SaveClean = False,
@@ -116,8 +168,6 @@ def simulate_subtomograms(
     from cryoshot.simulate.structures import load_structures
     from cryoshot.simulate.subtomograms import SubtomogramConfig, SubtomogramSimulator
 
-    if per_class < 1:
-        raise CryoshotError(f"--per-class must be at least 1, got {per_class}")
     cfg = SubtomogramConfig(
         box_px=box, pixel_size_A=angpix, snr=snr, snr_convention=snr_convention, tilt_min_deg=tilt_min,
         tilt_max_deg=tilt_max, tilt_step_deg=tilt_step, dose_e_per_A2=dose, defocus_min_um=defocus_min,
@@ -126,6 +176,7 @@ def simulate_subtomograms(
         invert=invert, method=method, seed=seed,
     )  # fmt: skip
     cfg.validate()
+    _check_preview(preview, force)
     structs = load_structures(_split(structures), angpix, box, seed=0)
     sim = SubtomogramSimulator(structs, cfg)
     n = per_class * len(structs)
@@ -147,22 +198,27 @@ def simulate_subtomograms(
 def simulate_micrographs(
     structures: Structures,
     outdir: Out,
-    n_micrographs: Annotated[int, typer.Option("--micrographs", "-n", help="Number of micrographs.")] = 2,
-    size: Annotated[int, typer.Option("--size", help="Micrograph size (pixels, square).")] = 1024,
-    angpix: Annotated[float, typer.Option("--angpix", help="Pixel size (Å).")] = 5.0,
+    n_micrographs: Annotated[
+        int, typer.Option("--micrographs", "-n", min=1, max=10**6, help="Number of micrographs.")
+    ] = 2,
+    size: Annotated[int, typer.Option("--size", min=32, max=10**7, help="Micrograph size (pixels, square).")] = 1024,
+    angpix: Angpix = 5.0,
     particle_box: Annotated[
-        int, typer.Option("--particle-box", help="Box for each particle's projection (pixels).")
+        int, typer.Option("--particle-box", min=8, max=4096, help="Box for each particle's projection (pixels).")
     ] = 64,
     particles: Annotated[
-        int, typer.Option("--particles", help="Particles per micrograph (fewer if they do not fit).")
+        int, typer.Option("--particles", min=0, max=10**7, help="Particles per micrograph (fewer if they do not fit).")
     ] = 100,
-    snr: Annotated[float, typer.Option("--snr", help="SNR over the particle pixels.")] = 0.1,
-    defocus_min: Annotated[float, typer.Option("--defocus-min", help="Lowest defocus (µm).")] = 1.0,
-    defocus_max: Annotated[float, typer.Option("--defocus-max", help="Highest defocus (µm).")] = 3.0,
+    snr: Snr = 0.1,
+    defocus_min: DefocusMin = 1.0,
+    defocus_max: DefocusMax = 3.0,
     ice_gradient: Annotated[
-        float, typer.Option("--ice-gradient", help="Slow background, in noise standard deviations.")
+        float,
+        typer.Option("--ice-gradient", parser=real(0, 1000), help="Slow background, in noise standard deviations."),
     ] = 0.5,
-    ice_blobs: Annotated[int, typer.Option("--ice-blobs", help="Ice contaminants per micrograph.")] = 0,
+    ice_blobs: Annotated[
+        int, typer.Option("--ice-blobs", min=0, max=10_000, help="Ice contaminants per micrograph.")
+    ] = 0,
     carbon_edge: Annotated[bool, typer.Option("--carbon-edge", help="Add a carbon edge.")] = False,
     invert: Invert = False,
     save_clean: SaveClean = False,
@@ -175,14 +231,13 @@ def simulate_micrographs(
     from cryoshot.simulate.micrographs import MicrographConfig, MicrographSimulator
     from cryoshot.simulate.structures import load_structures
 
-    if n_micrographs < 1:
-        raise CryoshotError("--micrographs must be at least 1")
     cfg = MicrographConfig(
         size_px=size, pixel_size_A=angpix, particle_box_px=particle_box, n_particles=particles, snr=snr,
         defocus_min_um=defocus_min, defocus_max_um=defocus_max, ice_gradient=ice_gradient,
         n_ice_blobs=ice_blobs, carbon_edge=carbon_edge, invert=invert, seed=seed,
     )  # fmt: skip
     cfg.validate()
+    _check_preview(preview, force)
     structs = load_structures(_split(structures), angpix, particle_box, seed=0)
     sim = MicrographSimulator(structs, cfg)
     df = write_micrographs(sim, n_micrographs, outdir, force=force, save_clean=save_clean)
@@ -199,15 +254,17 @@ def simulate_micrographs(
 def simulate_projections(
     structures: Structures,
     outdir: Out,
-    views: Annotated[int, typer.Option("--views", help="Orientation classes per structure.")] = 4,
-    per_class: Annotated[int, typer.Option("--per-class", help="Images per orientation class.")] = 20,
-    box: Annotated[int, typer.Option("--box", help="Image size (pixels).")] = 64,
-    angpix: Annotated[float, typer.Option("--angpix", help="Pixel size (Å).")] = 5.0,
-    snr: Annotated[float, typer.Option("--snr", help="SNR, var(signal)/var(noise) over the image.")] = 0.1,
-    jitter: Annotated[float, typer.Option("--jitter", help="Largest deviation from the class view (degrees).")] = 5.0,
+    views: Annotated[int, typer.Option("--views", min=1, max=100_000, help="Orientation classes per structure.")] = 4,
+    per_class: Annotated[int, typer.Option("--per-class", min=1, max=10**7, help="Images per orientation class.")] = 20,
+    box: Annotated[int, typer.Option("--box", min=8, max=100_000, help="Image size (pixels).")] = 64,
+    angpix: Angpix = 5.0,
+    snr: Snr = 0.1,
+    jitter: Annotated[
+        float, typer.Option("--jitter", parser=real(0, 180), help="Largest deviation from the class view (degrees).")
+    ] = 5.0,
     inplane_rotation: Annotated[bool, typer.Option("--inplane-rotation", help="Random in-plane rotation.")] = False,
-    defocus_min: Annotated[float, typer.Option("--defocus-min", help="Lowest defocus (µm).")] = 1.0,
-    defocus_max: Annotated[float, typer.Option("--defocus-max", help="Highest defocus (µm).")] = 3.0,
+    defocus_min: DefocusMin = 1.0,
+    defocus_max: DefocusMax = 3.0,
     invert: Invert = False,
     save_clean: SaveClean = False,
     preview: Preview = None,
@@ -219,14 +276,13 @@ def simulate_projections(
     from cryoshot.simulate.projections import ProjectionConfig, ProjectionSimulator
     from cryoshot.simulate.structures import load_structures
 
-    if per_class < 1:
-        raise CryoshotError(f"--per-class must be at least 1, got {per_class}")
     cfg = ProjectionConfig(
         box_px=box, pixel_size_A=angpix, n_views=views, snr=snr, view_jitter_deg=jitter,
         inplane_rotation=inplane_rotation, defocus_min_um=defocus_min, defocus_max_um=defocus_max,
         invert=invert, seed=seed,
     )  # fmt: skip
     cfg.validate()
+    _check_preview(preview, force)
     structs = load_structures(_split(structures), angpix, box, seed=0)
     sim = ProjectionSimulator(structs, cfg)
     n = sim.n_classes * per_class
@@ -244,7 +300,7 @@ def simulate_projections(
 def extract_cmd(
     coordinates: Annotated[Path, typer.Argument(help="STAR file with particle coordinates.")],
     outdir: Out,
-    box: Annotated[int, typer.Option("--box", help="Box size (pixels).")],
+    box: Annotated[int, typer.Option("--box", min=2, max=100_000, help="Box size (pixels).")],
     tomogram: Annotated[
         Path | None,
         typer.Option(
@@ -254,9 +310,14 @@ def extract_cmd(
         ),
     ] = None,
     two_d: Annotated[bool, typer.Option("--2d", help="Cut 2D boxes from micrographs instead of subtomograms.")] = False,
-    angpix: Annotated[float | None, typer.Option("--angpix", help="Pixel size (Å), overriding the header.")] = None,
+    angpix: AngpixOverride = None,
     edge: Annotated[
-        str, typer.Option("--edge", help="pad (fill with the box mean) or skip particles near the edge.")
+        str,
+        typer.Option(
+            "--edge",
+            parser=choice(("pad", "skip")),
+            help="pad (fill with the box mean) or skip particles near the edge.",
+        ),
     ] = "pad",
     invert: Annotated[bool, typer.Option("--invert", help="Multiply the boxes by -1.")] = False,
     force: Force = False,
@@ -279,41 +340,66 @@ def train_cmd(
     method: Annotated[
         str,
         typer.Argument(
+            parser=choice(("protonet", "protonet-ce", "finetune", "fscc")),
             help="protonet, protonet-ce (episodic); finetune (cross-entropy over base classes) or fscc "
             "(cross-entropy + λ supervised contrastive, then base-class statistics) on class-balanced batches "
-            "of --batch-classes x --batch-items (default 32 x 4 = 128, the FSCC paper's batch); validation is WAY-way SHOT-shot episodes."
+            "of --batch-classes x --batch-items (default 32 x 4 = 128, the FSCC paper's batch); validation is WAY-way SHOT-shot episodes.",
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (best on validation).")],
     encoder: Annotated[
-        str, typer.Option("--encoder", help="cryoshot-small, protonet3d-paper or conv6-paper (FSCC).")
+        str,
+        typer.Option(
+            "--encoder",
+            parser=choice(("cryoshot-small", "protonet3d-paper", "conv6-paper")),
+            help="cryoshot-small, protonet3d-paper or conv6-paper (FSCC).",
+        ),
     ] = "cryoshot-small",
-    way: Annotated[int, typer.Option("--way", help="Classes per episode (N).")] = 5,
-    shot: Annotated[int, typer.Option("--shot", help="Support examples per class (K).")] = 5,
-    query: Annotated[int, typer.Option("--query", help="Queries per class.")] = 15,
-    episodes: Annotated[int, typer.Option("--episodes", help="Most training episodes.")] = 2000,
-    time_budget: Annotated[float | None, typer.Option("--time-budget", help="Stop after this many seconds.")] = None,
-    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate (paper: 1e-4).")] = 1e-4,
-    procedural: Annotated[int, typer.Option("--procedural", help="Procedural training classes.")] = 200,
-    items_per_class: Annotated[int, typer.Option("--items-per-class", help="Pool items per class.")] = 24,
+    way: Annotated[int, typer.Option("--way", min=2, max=1000, help="Classes per episode (N).")] = 5,
+    shot: Annotated[int, typer.Option("--shot", min=1, max=1000, help="Support examples per class (K).")] = 5,
+    query: Annotated[int, typer.Option("--query", min=1, max=1000, help="Queries per class.")] = 15,
+    episodes: Annotated[int, typer.Option("--episodes", min=1, max=10**9, help="Most training episodes.")] = 2000,
+    time_budget: Annotated[
+        float | None, typer.Option("--time-budget", parser=real(0, lo_open=True), help="Stop after this many seconds.")
+    ] = None,
+    lr: Annotated[
+        float, typer.Option("--lr", parser=real(0, 10, lo_open=True), help="Adam learning rate (paper: 1e-4).")
+    ] = 1e-4,
+    procedural: Annotated[
+        int, typer.Option("--procedural", min=0, max=1_000_000, help="Procedural training classes.")
+    ] = 200,
+    items_per_class: Annotated[
+        int, typer.Option("--items-per-class", min=2, max=100_000, help="Pool items per class.")
+    ] = 24,
     snrs: Annotated[
-        str, typer.Option("--snrs", help="Comma-separated SNR levels mixed in training.")
+        str,
+        typer.Option("--snrs", parser=positive_list, help="Comma-separated SNR levels mixed in training."),
     ] = "0.1,0.05,0.03",
-    val_every: Annotated[int, typer.Option("--val-every", help="Validate every N episodes.")] = 100,
+    val_every: Annotated[int, typer.Option("--val-every", min=1, max=10**9, help="Validate every N episodes.")] = 100,
     init_from: Annotated[
         Path | None, typer.Option("--init-from", help="protonet-ce: trained ProtoNet to freeze.")
     ] = None,
-    supcon_weight: Annotated[float, typer.Option("--supcon-weight", help="fscc: λ (paper: 0.05).")] = 0.05,
-    supcon_temperature: Annotated[float, typer.Option("--supcon-temperature", help="fscc: τ (paper: 0.07).")] = 0.07,
+    supcon_weight: Annotated[
+        float, typer.Option("--supcon-weight", parser=real(0, 1000), help="fscc: λ (paper: 0.05).")
+    ] = 0.05,
+    supcon_temperature: Annotated[
+        float, typer.Option("--supcon-temperature", parser=real(0, 100, lo_open=True), help="fscc: τ (paper: 0.07).")
+    ] = 0.07,
     stats_items: Annotated[
-        int, typer.Option("--stats-items", help="fscc: fresh items per base class for the base statistics.")
+        int,
+        typer.Option(
+            "--stats-items", min=2, max=100_000, help="fscc: fresh items per base class for the base statistics."
+        ),
     ] = 48,
     batch_classes: Annotated[
-        int, typer.Option("--batch-classes", help="fscc/finetune: classes per class-balanced batch.")
+        int,
+        typer.Option("--batch-classes", min=2, max=100_000, help="fscc/finetune: classes per class-balanced batch."),
     ] = 32,
-    batch_items: Annotated[int, typer.Option("--batch-items", help="fscc/finetune: items per class in a batch.")] = 4,
+    batch_items: Annotated[
+        int, typer.Option("--batch-items", min=1, max=100_000, help="fscc/finetune: items per class in a batch.")
+    ] = 4,
     bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast on CPU.")] = False,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from OUTPUT.last.")] = False,
     force: Force = False,
     seed: Seed = 0,
@@ -322,12 +408,7 @@ def train_cmd(
     from cryoshot.data.synthetic import PoolConfig
     from cryoshot.train.loop import TrainConfig, train
 
-    try:
-        snr_list = [float(v) for v in snrs.split(",") if v.strip()]
-    except ValueError as exc:
-        raise CryoshotError(f"--snrs must be comma-separated numbers, got '{snrs}'") from exc
-    if not snr_list or min(snr_list) <= 0:
-        raise CryoshotError("--snrs must list positive SNR values")
+    snr_list = [float(v) for v in snrs.split(",") if v.strip()]
     cfg = TrainConfig(
         method=method, encoder=encoder, way=way, shot=shot, query=query, episodes=episodes,
         time_budget_s=time_budget, lr=lr, bf16=bf16, val_every=val_every,
@@ -364,19 +445,20 @@ TiltRange = Annotated[
 @app.command("evaluate")
 def evaluate_cmd(
     data: Annotated[Path, typer.Argument(help="Labelled subtomogram set (STAR); every class is treated as novel.")],
-    way: Annotated[int, typer.Option("--way", help="Classes per episode (N).")] = 5,
-    shot: Annotated[int, typer.Option("--shot", help="Support examples per class (K).")] = 5,
-    query: Annotated[int, typer.Option("--query", help="Queries per class.")] = 15,
-    episodes: Annotated[int, typer.Option("--episodes", help="Number of seeded episodes.")] = 100,
-    method: Annotated[
-        str, typer.Option("--method", help="protonet, protonet-ce, finetune or template.")
-    ] = "protonet-ce",
+    way: Annotated[int, typer.Option("--way", min=2, max=1000, help="Classes per episode (N).")] = 5,
+    shot: Annotated[int, typer.Option("--shot", min=1, max=1000, help="Support examples per class (K).")] = 5,
+    query: Annotated[int, typer.Option("--query", min=1, max=100_000, help="Queries per class.")] = 15,
+    episodes: Annotated[int, typer.Option("--episodes", min=1, max=10**7, help="Number of seeded episodes.")] = 100,
+    method: Annotated[str, typer.Option("--method", parser=_method_choice, help=METHODS_HELP + ".")] = "protonet-ce",
     model: Annotated[str, typer.Option("--model", help="'default' (shipped) or a checkpoint path.")] = "default",
     distance: Annotated[
-        str | None, typer.Option("--distance", help="Override the distance: d, d* or d+d* (ablation).")
+        str | None,
+        typer.Option(
+            "--distance", parser=choice(("d", "d*", "d+d*")), help="Override the distance: d, d* or d+d* (ablation)."
+        ),
     ] = None,
     label_column: Annotated[str, typer.Option("--label-column", help="Column with labels.")] = "rlnClassNumber",
-    angpix: Annotated[float | None, typer.Option("--angpix", help="Voxel size (Å), overriding headers.")] = None,
+    angpix: AngpixOverride = None,
     tilt_range: TiltRange = "-60,60",
     seed: Seed = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Also print one JSON object as the last line.")] = False,
@@ -395,8 +477,6 @@ def evaluate_cmd(
 
     configure_threads()
     tr = parse_tilt_range(tilt_range)
-    if episodes < 1:
-        raise CryoshotError(f"--episodes must be at least 1, got {episodes}")
     if method not in NEEDS_MODEL:
         make_method(method, None)  # the unknown-method error
     model_path = resolve_model(model) if NEEDS_MODEL[method] else None
@@ -427,18 +507,28 @@ def classify_cmd(
     query: Annotated[Path, typer.Option("--query", help="Query set to classify (STAR).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Predictions STAR file.")],
     model: Annotated[str, typer.Option("--model", help="'default' (shipped) or a checkpoint path.")] = "default",
-    method: Annotated[
-        str, typer.Option("--method", help="protonet, protonet-ce, finetune or template.")
-    ] = "protonet-ce",
-    shot: Annotated[int | None, typer.Option("--shot", help="Require at least K support examples per class.")] = None,
+    method: Annotated[str, typer.Option("--method", parser=_method_choice, help=METHODS_HELP + ".")] = "protonet-ce",
+    shot: Annotated[
+        int | None, typer.Option("--shot", min=1, max=100_000, help="Require at least K support examples per class.")
+    ] = None,
     label_column: Annotated[str, typer.Option("--label-column", help="Support label column.")] = "rlnClassNumber",
-    angpix: Annotated[float | None, typer.Option("--angpix", help="Voxel size (Å), overriding headers.")] = None,
+    angpix: AngpixOverride = None,
     no_unknown: Annotated[bool, typer.Option("--no-unknown", help="Always assign a support class.")] = False,
     unknown_quantile: Annotated[
-        float, typer.Option("--unknown-quantile", help="Quantile of the leave-one-out support distances.")
+        float,
+        typer.Option(
+            "--unknown-quantile",
+            parser=real(0, 1, lo_open=True),
+            help="Quantile of the leave-one-out support distances.",
+        ),
     ] = 0.95,
     unknown_margin: Annotated[
-        float, typer.Option("--unknown-margin", help="Threshold = quantile x margin; larger rejects fewer.")
+        float,
+        typer.Option(
+            "--unknown-margin",
+            parser=real(0, 1e6, lo_open=True),
+            help="Threshold = quantile x margin; larger rejects fewer.",
+        ),
     ] = 1.5,
     tilt_range: TiltRange = "-60,60",
     force: Force = False,
@@ -471,15 +561,26 @@ def average_cmd(
     reference: Annotated[
         Path | None, typer.Option("--reference", help="Initial reference MRC (default: reference-free).")
     ] = None,
-    angular_step: Annotated[float, typer.Option("--angular-step", help="Global search step (degrees).")] = 30.0,
-    refine_levels: Annotated[int, typer.Option("--refine-levels", help="Local searches, each halving it.")] = 2,
-    lowpass: Annotated[float, typer.Option("--lowpass", help="Alignment low-pass resolution (Å).")] = 30.0,
-    max_shift: Annotated[float, typer.Option("--max-shift", help="Largest shift searched (Å).")] = 30.0,
+    angular_step: Annotated[
+        float, typer.Option("--angular-step", parser=real(1, 180), help="Global search step (degrees).")
+    ] = 30.0,
+    refine_levels: Annotated[
+        int, typer.Option("--refine-levels", min=0, max=10, help="Local searches, each halving it.")
+    ] = 2,
+    lowpass: Annotated[
+        float,
+        typer.Option("--lowpass", parser=real(0, 10_000, lo_open=True), help="Alignment low-pass resolution (Å)."),
+    ] = 30.0,
+    max_shift: Annotated[
+        float, typer.Option("--max-shift", parser=real(0, 100_000), help="Largest shift searched (Å).")
+    ] = 30.0,
     tilt_range: Annotated[
         str, typer.Option("--tilt-range", help="Tilt range MIN,MAX in degrees (missing wedge); 'none': no wedge.")
     ] = "-60,60",
-    iterations: Annotated[int, typer.Option("--iterations", help="Align-average rounds per half set.")] = 3,
-    angpix: Annotated[float | None, typer.Option("--angpix", help="Voxel size (Å), overriding headers.")] = None,
+    iterations: Annotated[
+        int, typer.Option("--iterations", min=1, max=100, help="Align-average rounds per half set.")
+    ] = 3,
+    angpix: AngpixOverride = None,
     seed: Seed = 0,
     force: Force = False,
 ) -> None:
@@ -515,20 +616,117 @@ def demo_cmd(
     run_demo(outdir, force=force)
 
 
+def _safe_streams() -> None:
+    """Never fail on a terminal that cannot show Å, µ or λ: unencodable characters become '?'."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="replace")
+            except (ValueError, OSError):  # pragma: no cover - detached or closed stream
+                pass
+
+
+def _value_of(option: str, argv: list[str]) -> str | None:
+    """The text the user gave for ``option`` (``--opt V`` or ``--opt=V``), for error messages."""
+    for k, a in enumerate(argv):
+        if a == option and k + 1 < len(argv):
+            return argv[k + 1]
+        if a.startswith(option + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def _usage_message(exc: Exception, argv: list[str]) -> str:
+    msg = " ".join(exc.format_message().split()).rstrip(".")  # one line
+    param = getattr(exc, "param", None)
+    opts = [o for o in (getattr(param, "opts", None) or []) if o.startswith("-")]
+    if opts and "got" not in msg:
+        value = next((v for v in (_value_of(o, argv) for o in opts) if v is not None), None)
+        if value is not None:
+            msg = f"{msg.rstrip('.')} (got '{value}')"
+    ctx = getattr(exc, "ctx", None)
+    where = f"'{ctx.command_path} --help'" if ctx is not None else "'cryoshot --help'"
+    return f"{msg}; see {where}"
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that temporary outputs are removed on the way out."""
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the CLI, turning user errors into one-line messages (exit status 2)."""
+    """Entry point: run the CLI; a user error is one line on stderr (``cryoshot: error: ...``, status 2).
+
+    An internal error (a bug) is one line too (``cryoshot: internal error: ...``, status 1) that asks
+    for a report; ``--debug`` (or ``CRYOSHOT_DEBUG=1``) shows its traceback.
+    """
+    import errno
+    import os
+    import signal
+    import traceback
+
+    from typer import Abort
+
     try:
-        app(args=argv, prog_name="cryoshot", standalone_mode=True)
-    except SystemExit as exc:
-        code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
-    except CryoshotError as exc:
-        typer.echo(f"cryoshot: error: {exc}", err=True)
+        from typer._click.exceptions import ClickException
+    except ImportError:  # typer releases that use the click package
+        from click.exceptions import ClickException
+
+    _safe_streams()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("CRYOSHOT_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]  # accepted anywhere on the line
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        code = app(args=argv, prog_name="cryoshot", standalone_mode=False)
+        return code if isinstance(code, int) else 0
+    except ClickException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help was asked for
+            typer.echo(exc.ctx.get_help() if exc.ctx is not None else "", err=False)
+            return 0
+        typer.echo(f"cryoshot: error: {_usage_message(exc, argv)}", err=True)
         return 2
-    except KeyboardInterrupt:
-        typer.echo("cryoshot: interrupted; no partial output was left behind", err=True)
-        return 130
-    return 0
+    except CryoshotError as exc:
+        typer.echo(f"cryoshot: error: {' '.join(str(exc).split())}", err=True)
+        return 2
+    except (KeyboardInterrupt, Abort) as exc:
+        what = "terminated" if isinstance(exc, _Terminated) else "interrupted"
+        typer.echo(f"cryoshot: {what}; no partial output was left behind", err=True)
+        return 143 if isinstance(exc, _Terminated) else 130
+    except MemoryError:
+        typer.echo("cryoshot: error: out of memory; use fewer or smaller inputs (or a machine with more memory)",
+                   err=True)  # fmt: skip
+        return 2
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            typer.echo("cryoshot: error: the disk is full; free space or write elsewhere", err=True)
+            return 2
+        if exc.errno == errno.EPIPE:
+            return 1
+        if debug:
+            traceback.print_exc()
+        typer.echo(f"cryoshot: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
+        return 2
+    except Exception as exc:  # a bug: say so in one line, traceback on request
+        if debug:
+            traceback.print_exc()
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        typer.echo(
+            f"cryoshot: internal error: {type(exc).__name__}: {first} (a bug in cryoshot, not in your input; "
+            "rerun with --debug for the traceback and report it)",
+            err=True,
+        )
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,7 +27,7 @@ from cryoshot.simulate.datasets import write_subtomograms
 from cryoshot.simulate.splits import NOVEL_STRUCTURES
 from cryoshot.simulate.structures import load_structures
 from cryoshot.simulate.subtomograms import SubtomogramConfig, SubtomogramSimulator
-from cryoshot.utils.files import atomic_dir
+from cryoshot.utils.files import atomic_dir, atomic_file
 from cryoshot.utils.threads import configure_threads
 
 DEMO_SNR = 0.05
@@ -66,9 +66,8 @@ def _figure(path, cm, names, means, acc):
             if j == 0:
                 a.set_ylabel("XY" if row == 0 else "XZ", fontsize=7)
     fig.text(0.7, 0.95, "mean of each predicted set (central slices)", ha="center", fontsize=9)
-    with atomic_dir(Path(path).parent / ".fig", force=True) as tmp:
-        fig.savefig(tmp / "f.png", dpi=110, bbox_inches="tight")
-        os.replace(tmp / "f.png", path)
+    with atomic_file(path, force=True) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -130,7 +130,7 @@ def test_average_cli_outputs_and_errors(tmp_path, capsys):
     table = read_star_table(out / "particles_aligned.star")
     assert {"rlnAngleRot", "rlnOriginZAngst", "rlnRandomSubset", "rlnClassNumber"} <= set(table.columns)
     assert main(args) == 2 and "--force" in capsys.readouterr().err  # never overwrite silently
-    for bad, msg in ((["--angular-step", "0"], "angular step"), (["--tilt-range", "x"], "tilt-range")):
+    for bad, msg in ((["--angular-step", "0"], "--angular-step"), (["--tilt-range", "x"], "tilt-range")):
         assert main(args[:3] + [str(tmp_path / "bad")] + bad) == 2
         assert msg in capsys.readouterr().err and not (tmp_path / "bad").exists()
     few = write_toy_set(tmp_path / "few", [1, 4], per_class=3)

@@ -12,6 +12,7 @@ where it stopped (``resume=True``).
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,6 +28,7 @@ from cryoshot.fewshot.fscc import BaseStatistics, supcon_loss
 from cryoshot.fewshot.protonet import ProtoNet
 from cryoshot.models.encoders3d import encoder_config
 from cryoshot.train.checkpoint import load_checkpoint, save_checkpoint
+from cryoshot.utils.files import check_output_free, output_lock
 from cryoshot.utils.threads import configure_threads
 
 METHODS = ("protonet", "protonet-ce", "finetune", "fscc")
@@ -61,6 +63,40 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
 
+    def validate(self) -> None:
+        """Raise a CryoshotError naming the first setting out of range (before any work starts)."""
+        checks = [
+            (self.method in METHODS, f"method must be one of {', '.join(METHODS)}, got '{self.method}'"),
+            (self.way >= 2, f"way must be at least 2 (a 1-way episode has nothing to tell apart), got {self.way}"),
+            (self.shot >= 1, f"shot must be at least 1, got {self.shot}"),
+            (self.query >= 1, f"query must be at least 1, got {self.query}"),
+            (self.episodes >= 1, f"episodes must be at least 1, got {self.episodes}"),
+            (self.time_budget_s is None or self.time_budget_s > 0, f"time budget must be > 0 s, got {self.time_budget_s}"),
+            (math.isfinite(self.lr) and self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
+            (self.val_every >= 1, f"val_every must be at least 1, got {self.val_every}"),
+            (self.val_episodes >= 1, f"val_episodes must be at least 1, got {self.val_episodes}"),
+            (self.pool.n_procedural >= 0, f"procedural classes must be >= 0, got {self.pool.n_procedural}"),
+            (len(self.pool.structure_specs()) >= 2, "the training pool needs at least 2 classes (--procedural)"),
+            (bool(self.pool.snrs) and all(math.isfinite(v) and v > 0 for v in self.pool.snrs),
+             f"training SNRs must be positive numbers, got {self.pool.snrs}"),
+            (self.supcon_weight >= 0, f"supcon weight must be >= 0, got {self.supcon_weight}"),
+            (self.supcon_temperature > 0, f"supcon temperature must be > 0, got {self.supcon_temperature}"),
+            (self.method != "fscc" or self.stats_items_per_class >= 2,
+             f"stats items per class must be at least 2 (a covariance needs two), got {self.stats_items_per_class}"),
+            (self.batch_classes >= 2, f"batch classes must be at least 2, got {self.batch_classes}"),
+            (self.batch_items >= 1, f"batch items must be at least 1, got {self.batch_items}"),
+        ]  # fmt: skip
+        for ok, msg in checks:
+            if not ok:
+                raise CryoshotError(msg)
+        if self.way > len(self.pool.structure_specs()):
+            raise CryoshotError(f"--way {self.way} exceeds the {len(self.pool.structure_specs())} training classes")
+        need = self.shot + self.query
+        if self.pool.items_per_class < need or self.val_items_per_class < need:
+            raise CryoshotError(f"pools need at least shot + query = {need} items per class (--items-per-class)")
+        if self.way > self.val_classes:
+            raise CryoshotError(f"--way {self.way} exceeds the {self.val_classes} validation classes")
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["betas"] = list(self.betas)
@@ -75,9 +111,36 @@ class TrainConfig:
 
 
 def pick_device(name: str) -> torch.device:
+    """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``; a clear error when it is not there."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise CryoshotError(f"--device {name}: no CUDA GPU is available here; use --device cpu or auto")
+        if ":" in name and int(name[5:]) >= torch.cuda.device_count():
+            raise CryoshotError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return torch.device(name)
+    raise CryoshotError(f"--device must be auto, cpu, cuda or cuda:N, got '{name}'")
+
+
+# Settings that may change when a killed run is resumed; any other difference is refused.
+RESUMABLE_CHANGES = ("episodes", "time_budget_s", "device", "val_every")
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Names (dotted) and values of settings that differ between two config dicts."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{k}.")
+        elif a != b and (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple))) and list(a) == list(b):
+            continue
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} in the checkpoint, {b!r} now")
+    return out
 
 
 def build_model(cfg: TrainConfig) -> ProtoNet:
@@ -192,18 +255,19 @@ def train(
     -------
     dict with ``best_val_accuracy``, ``episodes``, ``seconds``, ``history``.
     """
-    if cfg.method not in METHODS:
-        raise CryoshotError(f"method must be one of {METHODS}, got '{cfg.method}'")
-    need = cfg.shot + cfg.query
-    if cfg.pool.items_per_class < need or cfg.val_items_per_class < need:
-        raise CryoshotError(f"pools need at least shot + query = {need} items per class")
-    if cfg.way > cfg.val_classes:
-        raise CryoshotError(f"--way {cfg.way} exceeds the {cfg.val_classes} validation classes")
-    configure_threads()
+    cfg.validate()
     out_path = Path(out_path)
-    last_path = out_path.with_name(out_path.name + ".last")
-    if out_path.exists() and not resume and not force:  # with force, replaced at the first save, not before
+    if out_path.exists() and not out_path.is_dir() and not resume and not force:
+        # with force, replaced at the first save, not before
         raise CryoshotError(f"{out_path} exists; pass --resume to continue it or --force to start over")
+    check_output_free(out_path, force=True)  # a folder given as the model file, a missing parent folder
+    with output_lock(out_path):  # one run per model file
+        return _train(cfg, out_path, resume=resume, progress=progress)
+
+
+def _train(cfg: TrainConfig, out_path: Path, *, resume: bool, progress: bool) -> dict:
+    configure_threads()
+    last_path = out_path.with_name(out_path.name + ".last")
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
@@ -226,6 +290,10 @@ def train(
     best_state = None
     if resume and last_path.exists():
         ck = load_checkpoint(last_path, method=cfg.method)
+        diffs = [d for d in config_differences(ck["config"], cfg.to_dict()) if d.split(":")[0] not in RESUMABLE_CHANGES]
+        if diffs:
+            raise CryoshotError(f"--resume with settings that differ from the run in {last_path}: {'; '.join(diffs)}. "
+                                "Resume with the original settings, or start over with --force")  # fmt: skip
         model.load_state_dict(ck["state_dict"])
         opt.load_state_dict(ck["optimizer"])
         start_ep, best_acc, history = ck["episode"], ck["best_val_accuracy"], ck["history"]
