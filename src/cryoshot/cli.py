@@ -424,6 +424,25 @@ def train_cmd(
     )
 
 
+def _json_safe(obj):
+    """Plain JSON values: numpy scalars unwrapped, NaN/inf as null (strict JSON has no NaN)."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    return str(obj)
+
+
 def parse_tilt_range(text: str) -> tuple[float, float] | None:
     """'-60,60' -> (-60.0, 60.0); 'none' -> None (no missing wedge)."""
     if text.strip().lower() == "none":
@@ -466,8 +485,6 @@ def evaluate_cmd(
     """N-way K-shot episodes on labelled data -> accuracy (mean ± 95% CI), macro precision, per class."""
     import json
 
-    import numpy as np
-
     from cryoshot.evaluate.fewshot import evaluate_episodes
     from cryoshot.fewshot.methods import NEEDS_MODEL, make_method
     from cryoshot.io.particles import load_subtomogram_set
@@ -498,7 +515,7 @@ def evaluate_cmd(
     for c, a in res["per_class_accuracy"].items():
         typer.echo(f"    {c:<12} {'n/a' if a is None else f'{a:.3f}'}")
     if as_json:
-        typer.echo(json.dumps(res, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)))
+        typer.echo(json.dumps(_json_safe(res), allow_nan=False))
 
 
 @app.command("classify")
@@ -547,6 +564,8 @@ def classify_cmd(
     counts = out["cryoshotPredictedClass"].value_counts()
     thr = out.attrs.get("threshold")
     typer.echo(f"classified {len(out)} subtomograms with {method} -> {output}")
+    typer.echo(f"  voxel sizes: support {out.attrs['voxel_size_support_A']:.3g} Å, "
+               f"query {out.attrs['voxel_size_query_A']:.3g} Å")  # fmt: skip
     typer.echo("  " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
     typer.echo(f"  unknown threshold: {'none' if thr is None else f'{thr:.3g}'}")
 

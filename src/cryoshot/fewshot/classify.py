@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch
 from cryoshot.errors import CryoshotError
 from cryoshot.fewshot.methods import make_method, scores_and_distances
 from cryoshot.fewshot.openset import support_threshold
-from cryoshot.io.particles import load_subtomogram_set
+from cryoshot.io.particles import load_subtomogram_set, rebase_image_names
 from cryoshot.io.star import write_star
 from cryoshot.train.checkpoint import file_sha256
 from cryoshot.utils.files import check_output_free
@@ -81,6 +82,10 @@ def classify_sets(
     if len(classes) < 2 and not unknown:
         raise CryoshotError("the support set has a single class; add classes or keep unknown detection on")
     t0 = time.perf_counter()
+    if abs(sup.voxel_size_A - qry.voxel_size_A) > 1e-3 * sup.voxel_size_A:
+        print(f"cryoshot: warning: the support ({sup.voxel_size_A:.3g} Å) and query ({qry.voxel_size_A:.3g} Å) voxel "
+              "sizes differ; both are resampled to the model's grid, but if a header is wrong every query may look "
+              "'unknown': check them, or set one size with --angpix", file=sys.stderr)  # fmt: skip
     if sup.volumes.shape[1:] != qry.volumes.shape[1:] or abs(sup.voxel_size_A - qry.voxel_size_A) > 1e-3:
         if not NEEDS_MODEL[method]:
             raise CryoshotError(
@@ -107,6 +112,8 @@ def classify_sets(
     if thr is not None:
         pred[min_d > thr] = UNKNOWN
     out = qry.table.copy()
+    # image paths relative to the output STAR's folder, so the output is the next verb's input
+    out["rlnImageName"] = rebase_image_names(out["rlnImageName"], qry.star_path.parent, Path(output).parent)
     out["cryoshotPredictedClass"] = pred
     out["cryoshotProbability"] = probs.max(1)
     for j, c in enumerate(classes):
@@ -114,5 +121,6 @@ def classify_sets(
     out["cryoshotMinDistance"] = min_d
     out["cryoshotModel"] = f"{Path(model_path).name}:{file_sha256(model_path)[:12]}" if model is not None else method
     write_star(output, out, force=force)
-    out.attrs.update({"threshold": thr, "seconds_compute": seconds, "classes": list(map(str, classes))})
+    out.attrs.update({"threshold": thr, "seconds_compute": seconds, "classes": list(map(str, classes)),
+                      "voxel_size_support_A": sup.voxel_size_A, "voxel_size_query_A": qry.voxel_size_A})  # fmt: skip
     return out

@@ -246,9 +246,15 @@ def expand_specs(specs: list[str]) -> list[str]:
         spec = spec.strip()
         if spec == "bundled":
             out.extend(bundled_structure_names())
-        elif spec.startswith("procedural:") and "-" in spec:
-            a, b = spec.split(":", 1)[1].split("-", 1)
-            out.extend(f"procedural:{i}" for i in range(int(a), int(b)))
+        elif spec.startswith("procedural:") and "-" in spec.split(":", 1)[1].lstrip("-"):
+            text = spec.split(":", 1)[1]
+            try:
+                a, b = (int(v) for v in text.split("-", 1))
+            except ValueError:
+                raise CryoshotError(f"bad procedural range '{spec}': use procedural:A-B with integers 0 <= A < B") from None
+            if not 0 <= a < b or b - a > 1_000_000:
+                raise CryoshotError(f"bad procedural range '{spec}': need 0 <= A < B and at most 1,000,000 structures")
+            out.extend(f"procedural:{i}" for i in range(a, b))
         elif spec:
             out.append(spec)
     return out
@@ -261,6 +267,8 @@ def _load_structure_cached(spec: str, pixel_size_A: float, box: int, seed: int) 
             idx = int(spec.split(":", 1)[1])
         except ValueError as exc:
             raise CryoshotError(f"bad procedural structure '{spec}': use procedural:K or procedural:A-B") from exc
+        if idx < 0:
+            raise CryoshotError(f"bad procedural structure '{spec}': K must be a whole number >= 0")
         return procedural_structure(idx, pixel_size_A, box, seed=seed)
     low = spec.lower()
     if low in bundled_structure_names():
