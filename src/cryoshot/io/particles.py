@@ -8,6 +8,7 @@ are known (``rlnClassNumber`` by default; integer or string labels).
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,29 +18,73 @@ from tqdm.auto import tqdm
 
 from cryoshot.errors import CryoshotError
 from cryoshot.io.geometry import CENTERED_COLS, PIXEL_COLS, centered_A_to_pixels
-from cryoshot.io.mrc import read_mrc
+from cryoshot.io.mrc import read_mrc, read_mrc_slice
 from cryoshot.io.star import read_star_table, require_columns
 
 DEFAULT_LABEL_COLUMN = "rlnClassNumber"
 
 
 def split_image_name(name: str) -> tuple[int | None, str]:
-    """Split RELION's ``"000012@stack.mrcs"`` into (11, "stack.mrcs"); plain paths give (None, path)."""
+    """Split RELION's ``"000012@stack.mrcs"`` into (11, "stack.mrcs"); plain paths give (None, path).
+
+    Parameters
+    ----------
+    name
+        An ``rlnImageName`` value: ``path`` or ``index@path`` with a 1-based index.
+
+    Returns
+    -------
+    index : int or None
+        0-based position in the stack, None for a plain path.
+    path : str
+        The path part, unchanged.
+
+    Raises
+    ------
+    CryoshotError
+        An empty name or path, a NUL character, or an index that is not a whole
+        number from 1 to 2**63 - 1 (``0``, ``-3``, ``abc``, ``1e300``, an empty one).
+    """
+    if name is None or (isinstance(name, float) and name != name):  # pandas reads an empty entry as NaN
+        raise CryoshotError("an rlnImageName is empty; every particle needs an image name")
     name = str(name)
-    if "@" in name:
-        idx, path = name.split("@", 1)
-        try:
-            return int(idx) - 1, path
-        except ValueError as exc:
-            raise CryoshotError(f"bad rlnImageName '{name}': the part before '@' must be an integer") from exc
-    return None, name
+    if "\0" in name:
+        raise CryoshotError(f"bad rlnImageName {name!r}: it contains a NUL character")
+    if "@" not in name:
+        if not name.strip():
+            raise CryoshotError(f"bad rlnImageName {name!r}: it is empty; every particle needs an image name")
+        return None, name
+    idx, path = name.split("@", 1)
+    if not path.strip():
+        raise CryoshotError(f"bad rlnImageName {name!r}: no file after '@'; it should look like 000012@stack.mrcs")
+    # plain ASCII digits only: int() would also take '+5', ' 5', '1_000' and other scripts' digits
+    if not (idx.isascii() and idx.isdigit()):
+        what = "empty" if not idx else f"'{idx}'"
+        raise CryoshotError(
+            f"bad rlnImageName {name!r}: the index before '@' is {what}; "
+            "it must be a whole number from 1 (RELION counts images from 1), as in 000012@stack.mrcs"
+        )
+    digits = idx.lstrip("0") or "0"  # RELION pads with zeros; a long run of digits is never parsed
+    if len(digits) > 19 or int(digits) > np.iinfo(np.int64).max:
+        raise CryoshotError(f"bad rlnImageName {name!r}: the index {idx} is too large for any stack")
+    i = int(digits)
+    if i < 1:
+        raise CryoshotError(
+            f"bad rlnImageName {name!r}: the index is {idx}, but RELION counts images from 1; "
+            "use 000001@ for the first image"
+        )
+    return i - 1, path
 
 
 def resolve_image_path(name: str, star_dir: Path) -> tuple[int | None, Path]:
-    """Resolve an ``rlnImageName`` relative to the STAR file's folder."""
+    """Resolve an ``rlnImageName`` relative to the STAR file's folder.
+
+    Returns the 0-based stack index (None for a plain path) and the path, joined
+    to ``star_dir`` unless absolute; raises as :func:`split_image_name`.
+    """
     idx, rel = split_image_name(name)
     p = Path(rel)
-    return idx, (p if p.is_absolute() else star_dir / p)
+    return idx, (p if p.is_absolute() else Path(star_dir) / p)
 
 
 def relative_image_name(path: str | os.PathLike, star_dir: str | os.PathLike, index: int | None = None) -> str:
@@ -56,10 +101,43 @@ def labels_from_table(df: pd.DataFrame, column: str, path: str | os.PathLike) ->
         raise CryoshotError(f"label column {column} in {path} has {int(col.isna().sum())} empty entries")
     if pd.api.types.is_numeric_dtype(col):
         vals = col.to_numpy()
-        if np.all(np.equal(np.mod(vals, 1), 0)):
+        if pd.api.types.is_integer_dtype(col):
             return vals.astype(np.int64)
-        return vals
+        if not np.all(np.isfinite(vals)):
+            raise CryoshotError(f"label column {column} in {path} holds non-finite values (inf); fix the labels")
+        whole = np.equal(np.mod(vals, 1), 0)
+        if np.all(whole) and np.all(np.abs(vals) < 2**53):  # exactly representable whole numbers
+            return vals.astype(np.int64)
+        return col.astype(str).to_numpy()  # other numbers are names, kept exactly as written
     return col.astype(str).to_numpy()
+
+
+def drop_duplicate_images(
+    df: pd.DataFrame, path: str | os.PathLike, labels: np.ndarray | None = None
+) -> tuple[pd.DataFrame, np.ndarray | None, int]:
+    """Keep the first row of each ``rlnImageName``; warn on stderr how many repeats were dropped.
+
+    A repeated image would otherwise count twice (in both half sets of an average, or as its own
+    neighbour in a leave-one-out threshold). The same image under two labels is an error.
+
+    Returns
+    -------
+    (table, labels, number of rows dropped)
+    """
+    names = df["rlnImageName"].astype(str)
+    dup = names.duplicated(keep="first").to_numpy()
+    if not dup.any():
+        return df, labels, 0
+    if labels is not None:
+        per_name = pd.DataFrame({"n": names, "l": labels.astype(str)}).groupby("n")["l"].nunique()
+        if (per_name > 1).any():
+            bad = per_name[per_name > 1].index[0]
+            raise CryoshotError(f"{path} lists image {bad} more than once with different labels; fix the labels")
+    n = int(dup.sum())
+    print(f"cryoshot: warning: {n} row(s) of {path} repeat an earlier rlnImageName; each image is used once "
+          f"({len(df) - n} of {len(df)} rows kept)", file=sys.stderr)  # fmt: skip
+    keep = ~dup
+    return df[keep].reset_index(drop=True), (labels[keep] if labels is not None else None), n
 
 
 def coordinates_px(
@@ -105,6 +183,8 @@ class SubtomogramSet:
     table : DataFrame
         The STAR table, unchanged, so outputs can keep every input column.
     star_path : Path
+    n_duplicates : int
+        Rows dropped because they repeated an earlier ``rlnImageName``.
     """
 
     volumes: np.ndarray
@@ -112,6 +192,7 @@ class SubtomogramSet:
     voxel_size_A: float
     table: pd.DataFrame
     star_path: Path
+    n_duplicates: int = 0
 
     @property
     def box(self) -> int:
@@ -151,6 +232,7 @@ def load_subtomogram_set(
     if len(df) == 0:
         raise CryoshotError(f"{star_path} lists no particles")
     labels = labels_from_table(df, label_column, star_path) if label_column else None
+    df, labels, n_duplicates = drop_duplicate_images(df, star_path, labels)
     star_dir = star_path.parent
     vols: np.ndarray | None = None  # filled in place: one allocation, no stacking copy
     sizes: set[float] = set()
@@ -158,8 +240,8 @@ def load_subtomogram_set(
     names = df["rlnImageName"].tolist()
     for k, name in enumerate(tqdm(names, desc="reading subtomograms", disable=not progress, leave=False)):
         idx, p = resolve_image_path(name, star_dir)
-        m = read_mrc(p, ndim=3)
-        vol = m.data[idx] if idx is not None else m.data
+        m = read_mrc_slice(p, idx, ndim=3) if idx is not None else read_mrc(p, ndim=3)
+        vol = m.data
         if vol.ndim != 3:
             raise CryoshotError(f"{p} is not a 3D subtomogram (shape {vol.shape})")
         if first_shape is None:
@@ -184,4 +266,24 @@ def load_subtomogram_set(
                 f"mixed voxel sizes in {star_path}: {sorted(sizes)} Å; resample them to one, or pass --angpix"
             )
         angpix = sizes.pop()
-    return SubtomogramSet(volumes=vols, labels=labels, voxel_size_A=float(angpix), table=df, star_path=star_path)
+    return SubtomogramSet(volumes=vols, labels=labels, voxel_size_A=float(angpix), table=df, star_path=star_path,
+                          n_duplicates=n_duplicates)  # fmt: skip
+
+
+def rebase_image_names(
+    names: pd.Series | list[str], from_dir: str | os.PathLike, to_dir: str | os.PathLike
+) -> list[str]:
+    """``rlnImageName`` values relative to ``from_dir`` rewritten relative to ``to_dir``.
+
+    Absolute paths stay absolute; ``index@`` stack prefixes are kept as written.
+    """
+    from_dir, to_dir = Path(os.path.abspath(from_dir)), Path(os.path.abspath(to_dir))
+    out = []
+    for name in list(names):
+        name = str(name)
+        prefix, rel = (name.split("@", 1)[0] + "@", name.split("@", 1)[1]) if "@" in name else ("", name)
+        p = Path(rel)
+        if not p.is_absolute():
+            p = Path(os.path.relpath(from_dir / p, to_dir))
+        out.append(f"{prefix}{p.as_posix()}")
+    return out

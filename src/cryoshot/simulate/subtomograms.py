@@ -77,6 +77,15 @@ class SubtomogramConfig:
             raise CryoshotError(f"pixel size must be positive, got {self.pixel_size_A} Å")
         if self.tilt_step_deg <= 0 or self.tilt_min_deg > self.tilt_max_deg:
             raise CryoshotError("tilt range must have min <= max and a positive step")
+        if not -90 <= self.tilt_min_deg <= self.tilt_max_deg <= 90:
+            raise CryoshotError(f"tilts must lie within -90..90 degrees, got {self.tilt_min_deg}..{self.tilt_max_deg}")
+        if self.dose_e_per_A2 <= 0:
+            raise CryoshotError(f"the total dose must be positive, got {self.dose_e_per_A2} e/Å²")
+        if not 0 <= self.max_shift_px <= self.box_px / 4:
+            raise CryoshotError(
+                f"the largest shift must be within 0..box/4 = {self.box_px / 4:g} voxels (so the particle stays "
+                f"in its box), got {self.max_shift_px}"
+            )
 
     @property
     def scheme(self) -> TiltScheme:
