@@ -133,3 +133,27 @@ def test_installed_command(tmp_path):
         timeout=120,
     )
     assert r.returncode == 2 and "'--snr'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_help_works_on_an_ascii_terminal():
+    import os
+
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "LC_ALL": "C", "LANG": "C"}
+    for verb in (["train", "--help"], ["simulate", "subtomograms", "--help"], ["--help"]):
+        r = subprocess.run([sys.executable, "-m", "cryoshot.cli", *verb], capture_output=True, text=True, env=env,
+                           timeout=120)  # fmt: skip
+        assert r.returncode == 0 and "Traceback" not in r.stderr and "Usage" in r.stdout, r.stderr
+
+
+def test_internal_error_is_one_line_and_debug_shows_the_traceback(monkeypatch, capsys):
+    import cryoshot.simulate.structures as structures
+
+    def boom():
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(structures, "bundled_structure_names", boom)
+    assert main(["structures"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("cryoshot: internal error: ZeroDivisionError: a bug") and "Traceback" not in err
+    assert main(["structures", "--debug"]) == 1
+    assert "Traceback" in capsys.readouterr().err

@@ -508,7 +508,10 @@ def evaluate_cmd(
     res = evaluate_episodes(m, z, ds.labels, name=name, way=way, shot=shot, query=query, episodes=episodes, seed=seed)
     res["model"] = str(model_path) if model_path is not None else None
     res["n_subtomograms"] = len(ds)
-    typer.echo(f"{name}: {way}-way {shot}-shot, {query} queries, {episodes} episodes on {len(ds)} subtomograms")
+    res["voxel_size_A"] = ds.voxel_size_A
+    res["duplicates_dropped"] = ds.n_duplicates
+    typer.echo(f"{name}: {way}-way {shot}-shot, {query} queries, {episodes} episodes on {len(ds)} subtomograms "
+               f"({ds.box}^3 at {ds.voxel_size_A:.3g} Å)")  # fmt: skip
     typer.echo(f"  accuracy         {res['accuracy_mean']:.4f} ± {res['accuracy_ci95']:.4f} (95% CI)")
     typer.echo(f"  macro precision  {res['macro_precision']:.4f}")
     typer.echo("  per class:")
