@@ -221,8 +221,7 @@ def _cases() -> list[tuple[str, str, str]]:
             out += [(name, "model", k) for k in MODEL_KINDS]
         if v.has_output:
             out += [(name, "output", k) for k in ("exists", "missing-parent")]
-            if v.output_is_folder:
-                out.append((name, "output", "user-folder-force"))
+            out.append((name, "output", "user-folder-force" if v.output_is_folder else "folder-as-file-force"))
         if v.preview:
             out.append((name, "preview", "missing-folder"))
     out += [("extract", "tomogram", k) for k in ("missing", "garbage", "2d")]
@@ -278,6 +277,10 @@ def test_bad_input_gives_one_clear_line_and_leaves_nothing(inputs, tmp_path, cap
         elif detail == "missing-parent":
             missing = outdir / "nosuch" / out.name
             argv = [str(missing) if a == str(out) else a for a in argv]
+        elif detail == "folder-as-file-force":  # a folder where the output is a file (e.g. classify -o DIR)
+            out.mkdir()
+            (out / "important.txt").write_text("precious")
+            argv = argv + ["--force"]
         else:  # a folder with a user's files, with --force
             out.mkdir()
             (out / "important.txt").write_text("precious")
@@ -303,7 +306,7 @@ def test_bad_input_gives_one_clear_line_and_leaves_nothing(inputs, tmp_path, cap
     assert len(errors) == 1 and errors[0].startswith("cryoshot: error:"), err
     after = {p.relative_to(outdir).as_posix() for p in outdir.rglob("*")}
     assert after == before, f"left behind: {sorted(after - before)}"
-    if kind == "output" and detail == "user-folder-force":
+    if kind == "output" and detail.endswith("-force"):
         assert (out / "important.txt").read_text() == "precious"
 
 
