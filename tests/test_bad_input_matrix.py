@@ -63,21 +63,65 @@ VERBS: dict[str, Verb] = {
     "structures": Verb(lambda i, o: ["structures"], options=[("--nosuch", "1")], has_output=False),
     "simulate subtomograms": Verb(
         lambda i, o: ["simulate", "subtomograms", "-s", "1bxn", "--box", "16", "--per-class", "1", "-o", str(o)],
-        options=[("--seed", "-1"), ("--angpix", "0"), ("--angpix", "nan"), ("--snr", "-1"), ("--box", "abc"),
-                 ("--dose", "-5"), ("--tilt-min", "-95"), ("--max-shift", "1000"), ("--per-class", "0"),
-                 ("--box", "100000"), ("-s", "procedural:-1"), ("-s", "nosuch"), ("--method", "x")],  # fmt: skip
+        options=[
+            ("--seed", "-1"),
+            ("--angpix", "0"),
+            ("--angpix", "nan"),
+            ("--snr", "-1"),
+            ("--box", "abc"),
+            ("--dose", "-5"),
+            ("--tilt-min", "-95"),
+            ("--max-shift", "1000"),
+            ("--per-class", "0"),
+            ("--box", "100000"),
+            ("-s", "procedural:-1"),
+            ("-s", "nosuch"),
+            ("--method", "x"),
+        ],  # fmt: skip
         preview=True,
     ),
     "simulate micrographs": Verb(
-        lambda i, o: ["simulate", "micrographs", "-s", "1bxn", "--size", "128", "--particle-box", "32",
-                      "--particles", "2", "-n", "1", "-o", str(o)],  # fmt: skip
-        options=[("--seed", "-1"), ("--angpix", "-2"), ("--size", "1000000"), ("--particle-box", "4096"),
-                 ("--defocus-min", "nan"), ("--micrographs", "0")],  # fmt: skip
+        lambda i, o: [
+            "simulate",
+            "micrographs",
+            "-s",
+            "1bxn",
+            "--size",
+            "128",
+            "--particle-box",
+            "32",
+            "--particles",
+            "2",
+            "-n",
+            "1",
+            "-o",
+            str(o),
+        ],  # fmt: skip
+        options=[
+            ("--seed", "-1"),
+            ("--angpix", "-2"),
+            ("--size", "1000000"),
+            ("--particle-box", "4096"),
+            ("--defocus-min", "nan"),
+            ("--micrographs", "0"),
+        ],  # fmt: skip
         preview=True,
     ),
     "simulate projections": Verb(
-        lambda i, o: ["simulate", "projections", "-s", "1bxn", "--box", "32", "--per-class", "1", "--views", "2",
-                      "-o", str(o)],  # fmt: skip
+        lambda i, o: [
+            "simulate",
+            "projections",
+            "-s",
+            "1bxn",
+            "--box",
+            "32",
+            "--per-class",
+            "1",
+            "--views",
+            "2",
+            "-o",
+            str(o),
+        ],  # fmt: skip
         options=[("--seed", "-1"), ("--views", "0"), ("--jitter", "-1"), ("--snr", "nan")],
         preview=True,
     ),
@@ -88,38 +132,106 @@ VERBS: dict[str, Verb] = {
         options=[("--box", "0"), ("--box", "100000"), ("--angpix", "0"), ("--edge", "x")],
     ),
     "train": Verb(
-        lambda i, o: ["train", "protonet-ce", "--encoder", "cryoshot-small", "--init-from", str(i.model),
-                      "--procedural", "4", "--episodes", "2", "-o", str(o)],  # fmt: skip
+        lambda i, o: [
+            "train",
+            "protonet-ce",
+            "--encoder",
+            "cryoshot-small",
+            "--init-from",
+            str(i.model),
+            "--procedural",
+            "4",
+            "--episodes",
+            "2",
+            "-o",
+            str(o),
+        ],  # fmt: skip
         model_option="--init-from",
-        options=[("--seed", "-1"), ("--shot", "0"), ("--shot", "-2"), ("--way", "1"), ("--way", "0"),
-                 ("--query", "-1"), ("--episodes", "0"), ("--episodes", "99999999999999999999"), ("--lr", "-1"),
-                 ("--lr", "nan"), ("--procedural", "-5"), ("--val-every", "0"), ("--supcon-temperature", "0"),
-                 ("--stats-items", "0"), ("--batch-classes", "0"), ("--device", "tpu"), ("--snrs", "0.1,x")],  # fmt: skip
+        options=[
+            ("--seed", "-1"),
+            ("--shot", "0"),
+            ("--shot", "-2"),
+            ("--way", "1"),
+            ("--way", "0"),
+            ("--query", "-1"),
+            ("--episodes", "0"),
+            ("--episodes", "99999999999999999999"),
+            ("--lr", "-1"),
+            ("--lr", "nan"),
+            ("--procedural", "-5"),
+            ("--val-every", "0"),
+            ("--supcon-temperature", "0"),
+            ("--stats-items", "0"),
+            ("--batch-classes", "0"),
+            ("--device", "tpu"),
+            ("--snrs", "0.1,x"),
+        ],  # fmt: skip
         output_is_folder=False,
     ),
     "evaluate": Verb(
-        lambda i, o: ["evaluate", str(i.set_star), "--model", str(i.model), "--way", "3", "--shot", "2",
-                      "--query", "2", "--episodes", "2"],  # fmt: skip
+        lambda i, o: [
+            "evaluate",
+            str(i.set_star),
+            "--model",
+            str(i.model),
+            "--way",
+            "3",
+            "--shot",
+            "2",
+            "--query",
+            "2",
+            "--episodes",
+            "2",
+        ],  # fmt: skip
         star_option=None,
         model_option="--model",
-        options=[("--seed", "-1"), ("--query", "0"), ("--way", "1"), ("--episodes", "0"), ("--method", "x"),
-                 ("--distance", "x"), ("--angpix", "0"), ("--tilt-range", "-100,60")],  # fmt: skip
+        options=[
+            ("--seed", "-1"),
+            ("--query", "0"),
+            ("--way", "1"),
+            ("--episodes", "0"),
+            ("--method", "x"),
+            ("--distance", "x"),
+            ("--angpix", "0"),
+            ("--tilt-range", "-100,60"),
+        ],  # fmt: skip
         has_output=False,
     ),
     "classify": Verb(
-        lambda i, o: ["classify", "--support", str(i.set_star), "--query", str(i.set_star), "--model", str(i.model),
-                      "-o", str(o)],  # fmt: skip
+        lambda i, o: [
+            "classify",
+            "--support",
+            str(i.set_star),
+            "--query",
+            str(i.set_star),
+            "--model",
+            str(i.model),
+            "-o",
+            str(o),
+        ],  # fmt: skip
         star_option="--query",
         model_option="--model",
-        options=[("--shot", "0"), ("--unknown-quantile", "0"), ("--unknown-margin", "nan"), ("--method", "x"),
-                 ("--angpix", "-1"), ("--tilt-range", "a,b")],  # fmt: skip
+        options=[
+            ("--shot", "0"),
+            ("--unknown-quantile", "0"),
+            ("--unknown-margin", "nan"),
+            ("--method", "x"),
+            ("--angpix", "-1"),
+            ("--tilt-range", "a,b"),
+        ],  # fmt: skip
         output_is_folder=False,
     ),
     "average": Verb(
         lambda i, o: ["average", str(i.set_star), "-o", str(o), "--angular-step", "90", "--iterations", "1"],
         star_option=None,
-        options=[("--seed", "-1"), ("--angular-step", "0"), ("--iterations", "0"), ("--lowpass", "nan"),
-                 ("--tilt-range", "-60,100"), ("--class-column", "nosuch")],  # fmt: skip
+        options=[
+            ("--seed", "-1"),
+            ("--angular-step", "0"),
+            ("--iterations", "0"),
+            ("--lowpass", "nan"),
+            ("--tilt-range", "-60,100"),
+            ("--class-column", "nosuch"),
+        ],  # fmt: skip
     ),
     "demo": Verb(lambda i, o: ["demo", "-o", str(o)], options=[("--outdir", "")]),
 }
@@ -225,6 +337,7 @@ def _cases() -> list[tuple[str, str, str]]:
         if v.preview:
             out.append((name, "preview", "missing-folder"))
     out += [("extract", "tomogram", k) for k in ("missing", "garbage", "2d")]
+    out += [("extract", "coords", k) for k in ("abc-coordinate", "micrographs-without-2d")]
     return out
 
 
@@ -295,6 +408,20 @@ def test_bad_input_gives_one_clear_line_and_leaves_nothing(inputs, tmp_path, cap
         elif detail == "2d":
             write_mrc(tomo, np.zeros((40, 40), np.float32), 10.0)
         argv = _replace_arg(argv, "--tomogram", str(tomo), words)
+    elif kind == "coords":
+        table = read_star_table(inputs.coords_star)
+        if detail == "abc-coordinate":
+            table["rlnCoordinateX"] = table["rlnCoordinateX"].astype(object)
+            table.loc[1, "rlnCoordinateX"] = "abc"
+        else:
+            table = table.drop(columns=["rlnTomoName"]).assign(rlnMicrographName="tomo.mrc")
+        bad = tmp_path / "bad" / "coords.star"
+        bad.parent.mkdir()
+        shutil.copy(inputs.tomo, bad.parent / "tomo.mrc")
+        write_star(bad, table)
+        argv = _replace_arg(argv, None, str(bad), words)
+        if detail != "abc-coordinate":
+            argv = argv[: argv.index("--tomogram")] + argv[argv.index("--tomogram") + 2 :]
     before = {p.relative_to(outdir).as_posix() for p in outdir.rglob("*")}
     capsys.readouterr()
     rc = main(argv)
@@ -306,6 +433,8 @@ def test_bad_input_gives_one_clear_line_and_leaves_nothing(inputs, tmp_path, cap
     assert len(errors) == 1 and errors[0].startswith("cryoshot: error:"), err
     after = {p.relative_to(outdir).as_posix() for p in outdir.rglob("*")}
     assert after == before, f"left behind: {sorted(after - before)}"
+    if kind == "coords" and detail == "micrographs-without-2d":
+        assert "--2d" in errors[0]
     if kind == "output" and detail.endswith("-force"):
         assert (out / "important.txt").read_text() == "precious"
 

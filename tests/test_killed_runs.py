@@ -33,12 +33,13 @@ def data(tmp_path_factory):
     return {"star": star, "model": model, "tomo": tomo, "coords": root / "coords.star"}
 
 
-def _argv(verb: str, d, out: Path) -> list[str]:
+def _argv(verb: str, d, out: Path, slow: bool = True) -> list[str]:
+    """Arguments of a run long enough to be killed mid-way (``slow``; template matching for classify)."""
     return {
         "simulate": ["simulate", "subtomograms", "-s", "1bxn", "--box", "24", "--per-class", "5000", "-o", str(out)],
         "extract": ["extract", str(d["coords"]), "--box", "16", "--tomogram", str(d["tomo"]), "-o", str(out)],
         "classify": ["classify", "--support", str(d["star"]), "--query", str(d["star"]), "--model", str(d["model"]),
-                     "-o", str(out)],
+                     "-o", str(out), *(["--method", "template"] if slow else [])],
         "average": ["average", str(d["star"]), "-o", str(out), "--angular-step", "20", "--iterations", "3"],
     }[verb]  # fmt: skip
 
@@ -62,7 +63,7 @@ def test_killed_run_leaves_no_output(tmp_path, data, verb):
 
 def test_two_classify_writers_one_wins_whole(tmp_path, data):
     out = tmp_path / "pred.star"
-    procs = [subprocess.Popen([*CLI, *_argv("classify", data, out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    procs = [subprocess.Popen([*CLI, *_argv("classify", data, out, slow=False)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]  # fmt: skip
     res = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
     assert sorted(c for c, _ in res) == [0, 2], res

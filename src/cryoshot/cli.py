@@ -70,6 +70,10 @@ DefocusMax = Annotated[float, typer.Option("--defocus-max", parser=real(0, 100),
 Preview = Annotated[Path | None, typer.Option("--preview", help="Write a PNG montage of what was made.")]
 Invert = Annotated[bool, typer.Option("--invert", help="Protein dark (raw-data contrast) instead of bright.")]
 SaveClean = Annotated[bool, typer.Option("--save-clean", help="Also write the noise-free data (_clean).")]
+ForceSize = Annotated[
+    bool,
+    typer.Option("--force-size", help="Run even when the estimated memory or disk exceeds what is available."),
+]
 
 
 def _split(values: list[str]) -> list[str]:
@@ -162,10 +166,11 @@ def simulate_subtomograms(
     preview: Preview = None,
     seed: Seed = 0,
     force: Force = False,
+    force_size: ForceSize = False,
 ) -> None:
     """Simulate a labelled subtomogram set (one MRC per subtomogram plus particles.star)."""
-    from cryoshot.simulate.datasets import write_subtomograms
-    from cryoshot.simulate.structures import load_structures
+    from cryoshot.simulate.datasets import check_structures_fit, write_subtomograms
+    from cryoshot.simulate.structures import expand_specs, load_structures
     from cryoshot.simulate.subtomograms import SubtomogramConfig, SubtomogramSimulator
 
     cfg = SubtomogramConfig(
@@ -177,10 +182,12 @@ def simulate_subtomograms(
     )  # fmt: skip
     cfg.validate()
     _check_preview(preview, force)
-    structs = load_structures(_split(structures), angpix, box, seed=0)
+    specs = _split(structures)
+    check_structures_fit(len(expand_specs(specs)), box, outdir, force_size=force_size)
+    structs = load_structures(specs, angpix, box, seed=0)
     sim = SubtomogramSimulator(structs, cfg)
     n = per_class * len(structs)
-    write_subtomograms(sim, n, outdir, force=force, save_clean=save_clean)
+    write_subtomograms(sim, n, outdir, force=force, save_clean=save_clean, force_size=force_size)
     typer.echo(
         f"wrote {n} subtomograms of {len(structs)} structures ({box}^3 at {angpix} Å, SNR {snr}) "
         f"to {outdir}/particles.star"
@@ -225,11 +232,12 @@ def simulate_micrographs(
     preview: Preview = None,
     seed: Seed = 0,
     force: Force = False,
+    force_size: ForceSize = False,
 ) -> None:
     """Simulate micrographs with a ground-truth coordinate STAR file."""
-    from cryoshot.simulate.datasets import write_micrographs
+    from cryoshot.simulate.datasets import check_structures_fit, write_micrographs
     from cryoshot.simulate.micrographs import MicrographConfig, MicrographSimulator
-    from cryoshot.simulate.structures import load_structures
+    from cryoshot.simulate.structures import expand_specs, load_structures
 
     cfg = MicrographConfig(
         size_px=size, pixel_size_A=angpix, particle_box_px=particle_box, n_particles=particles, snr=snr,
@@ -238,9 +246,11 @@ def simulate_micrographs(
     )  # fmt: skip
     cfg.validate()
     _check_preview(preview, force)
-    structs = load_structures(_split(structures), angpix, particle_box, seed=0)
+    specs = _split(structures)
+    check_structures_fit(len(expand_specs(specs)), particle_box, outdir, projector=True, force_size=force_size)
+    structs = load_structures(specs, angpix, particle_box, seed=0)
     sim = MicrographSimulator(structs, cfg)
-    df = write_micrographs(sim, n_micrographs, outdir, force=force, save_clean=save_clean)
+    df = write_micrographs(sim, n_micrographs, outdir, force=force, save_clean=save_clean, force_size=force_size)
     typer.echo(f"wrote {n_micrographs} micrographs with {len(df)} particles to {outdir}/coordinates.star")
     if preview is not None:
         from cryoshot.plotting import micrograph_preview
@@ -270,11 +280,12 @@ def simulate_projections(
     preview: Preview = None,
     seed: Seed = 0,
     force: Force = False,
+    force_size: ForceSize = False,
 ) -> None:
     """Simulate 2D particle images in orientation classes (an .mrcs stack plus particles.star)."""
-    from cryoshot.simulate.datasets import write_projections
+    from cryoshot.simulate.datasets import check_structures_fit, write_projections
     from cryoshot.simulate.projections import ProjectionConfig, ProjectionSimulator
-    from cryoshot.simulate.structures import load_structures
+    from cryoshot.simulate.structures import expand_specs, load_structures
 
     cfg = ProjectionConfig(
         box_px=box, pixel_size_A=angpix, n_views=views, snr=snr, view_jitter_deg=jitter,
@@ -283,10 +294,12 @@ def simulate_projections(
     )  # fmt: skip
     cfg.validate()
     _check_preview(preview, force)
-    structs = load_structures(_split(structures), angpix, box, seed=0)
+    specs = _split(structures)
+    check_structures_fit(len(expand_specs(specs)), box, outdir, projector=True, force_size=force_size)
+    structs = load_structures(specs, angpix, box, seed=0)
     sim = ProjectionSimulator(structs, cfg)
     n = sim.n_classes * per_class
-    write_projections(sim, n, outdir, force=force, save_clean=save_clean)
+    write_projections(sim, n, outdir, force=force, save_clean=save_clean, force_size=force_size)
     typer.echo(f"wrote {n} images in {sim.n_classes} orientation classes to {outdir}/particles.star")
     if preview is not None:
         from cryoshot.plotting import image_montage
@@ -321,13 +334,14 @@ def extract_cmd(
     ] = "pad",
     invert: Annotated[bool, typer.Option("--invert", help="Multiply the boxes by -1.")] = False,
     force: Force = False,
+    force_size: ForceSize = False,
 ) -> None:
     """Cut subtomograms (or 2D boxes) at STAR coordinates into a subtomogram (particle) set."""
     from cryoshot.io.extract import extract_particles
 
     rep = extract_particles(
         coordinates, outdir, box, source=tomogram, dim=2 if two_d else 3, angpix=angpix, edge=edge,
-        invert=invert, force=force,
+        invert=invert, force=force, force_size=force_size,
     )  # fmt: skip
     typer.echo(
         f"extracted {len(rep.table)} particles to {outdir}/particles.star "
@@ -605,6 +619,7 @@ def average_cmd(
     angpix: AngpixOverride = None,
     seed: Seed = 0,
     force: Force = False,
+    force_size: ForceSize = False,
 ) -> None:
     """Gold-standard per-class subtomogram averages with missing-wedge compensation and FSC resolution."""
     from cryoshot.align.average import AverageConfig
@@ -620,7 +635,10 @@ def average_cmd(
         iterations=iterations, seed=seed,
     )  # fmt: skip
     col = None if class_column.lower() == "none" else class_column
-    summary = average_set(data, outdir, class_column=col, reference=reference, config=cfg, angpix=angpix, force=force)
+    summary = average_set(
+        data, outdir, class_column=col, reference=reference, config=cfg, angpix=angpix, force=force,
+        force_size=force_size,
+    )  # fmt: skip
     typer.echo(f"averaged {sum(n for _, n, _ in summary.rows)} particles in {len(summary.rows)} classes -> {outdir}")
     typer.echo("  class         particles   resolution (FSC 0.143, half maps)")
     for c, n, res in summary.rows:

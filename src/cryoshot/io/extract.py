@@ -3,7 +3,9 @@
 Coordinates come from a STAR file in RELION's conventions (``rlnCoordinateX/Y/Z``
 in pixels, or RELION 5 centred coordinates in Å). The box is centred on the
 rounded coordinate: voxel ``box // 2`` of the output is the particle centre.
-Tomograms are memory-mapped, so only the boxes are read.
+Tomograms are memory-mapped, so only the boxes are read; subtomograms are written
+as they are cut, 2D boxes gathered into one stack. Memory and disk are estimated
+before any work (:func:`extraction_estimate`).
 """
 
 from __future__ import annotations
@@ -21,8 +23,19 @@ from cryoshot.io.mrc import read_mrc, write_mrc
 from cryoshot.io.particles import coordinates_px
 from cryoshot.io.star import read_star_table, write_star
 from cryoshot.utils.files import atomic_dir
+from cryoshot.utils.resources import (
+    FILE_OVERHEAD_BYTES,
+    PROCESS_OVERHEAD_BYTES,
+    STAR_ROW_BYTES,
+    TABLE_ROW_BYTES,
+    Estimate,
+    check_fits,
+)
 
 EDGE_MODES = ("pad", "skip")
+_BOX_TMP_BYTES = 24  # per box voxel while one box is cut, inverted and written (copies, header statistics)
+_ROWS_PER_S = 2500.0  # rows located and cut per second (pandas per row)
+_BYTES_PER_S = 2e8  # box bytes read and written per second
 
 
 @dataclass
@@ -68,7 +81,13 @@ def _source_for(row: pd.Series, star_dir: Path, override: Path | None, column: s
     if override is not None:
         return override
     if column not in row.index:
-        raise CryoshotError(f"the STAR file has no {column} column; pass the tomogram or micrograph explicitly")
+        other = "rlnMicrographName" if column == "rlnTomoName" else "rlnTomoName"
+        hint = (" (it names micrographs: for 2D boxes pass --2d)" if other == "rlnMicrographName"
+                else " (it names tomograms: leave out --2d for subtomograms)") if other in row.index else ""  # fmt: skip
+        raise CryoshotError(
+            f"the STAR file has no {column} column{hint}; or pass the {'tomogram' if column == 'rlnTomoName' else 'micrograph'} "
+            "explicitly with --tomogram / --micrograph"
+        )
     name = str(row[column])
     for cand in (Path(name), star_dir / name, star_dir / f"{name}.mrc"):
         if cand.is_file():
@@ -88,6 +107,7 @@ def extract_particles(
     invert: bool = False,
     force: bool = False,
     progress: bool = True,
+    force_size: bool = False,
 ) -> ExtractReport:
     """Extract boxes at the coordinates of ``star_path`` into a subtomogram (or particle) set.
 
@@ -111,6 +131,15 @@ def extract_particles(
         leaves the data.
     invert
         Multiply by -1 (e.g. to make protein bright).
+    force_size
+        Run even when the estimated memory or disk (:func:`extraction_estimate`)
+        exceeds what is available.
+
+    Raises
+    ------
+    CryoshotError
+        Bad options or input; a run that cannot fit in memory or on disk (without
+        ``force_size``). Nothing is written then.
     """
     if box < 4:
         raise CryoshotError(f"box must be at least 4 pixels, got {box}")
@@ -122,41 +151,80 @@ def extract_particles(
     df = read_star_table(star_path)
     if len(df) == 0:
         raise CryoshotError(f"{star_path} lists no particles")
+    est = extraction_estimate(len(df), box, dim, n_columns=len(df.columns))
+    check_fits(
+        est.memory_bytes, est.disk_bytes, outdir, force_size,
+        f"extracting {len(df)} boxes of {box}^{dim}", seconds=est.seconds,
+        hint="extract fewer particles (split the STAR file) or use a smaller --box",
+    )  # fmt: skip
     column = "rlnTomoName" if dim == 3 else "rlnMicrographName"
     override = Path(source) if source is not None else None
     cache: dict[Path, tuple[np.ndarray, float]] = {}
-    boxes, keep = [], []
+
+    def boxes():
+        """(row index, box, padded) of every particle kept, in table order."""
+        for i, (_, row) in enumerate(tqdm(df.iterrows(), total=len(df), desc="extracting", disable=not progress)):
+            src = _source_for(row, star_path.parent, override, column)
+            if src not in cache:
+                m = read_mrc(src, mmap=True, ndim=dim, check_finite=False)
+                vs = angpix or m.voxel_size_A
+                if vs is None:
+                    raise CryoshotError(f"{src} has no pixel size in its header; pass --angpix")
+                cache[src] = (m.data, vs)
+            data, vs = cache[src]
+            xyz = coordinates_px(df.iloc[[i]], star_path, angpix=vs, shape_xyz=data.shape[::-1], ndim=dim)[0]
+            lo = np.round(xyz) - box // 2
+            inside = bool(np.all(lo >= 0) and np.all(lo + box <= np.array(data.shape[::-1])))
+            if not inside and edge == "skip":
+                continue
+            out, padded = cut_box(data, xyz, box)
+            yield i, (-out if invert else out), padded
+
+    keep: list[int] = []
     n_padded = 0
-    for i, (_, row) in enumerate(tqdm(df.iterrows(), total=len(df), desc="extracting", disable=not progress)):
-        src = _source_for(row, star_path.parent, override, column)
-        if src not in cache:
-            m = read_mrc(src, mmap=True, ndim=dim, check_finite=False)
-            vs = angpix or m.voxel_size_A
-            if vs is None:
-                raise CryoshotError(f"{src} has no pixel size in its header; pass --angpix")
-            cache[src] = (m.data, vs)
-        data, vs = cache[src]
-        xyz = coordinates_px(df.iloc[[i]], star_path, angpix=vs, shape_xyz=data.shape[::-1], ndim=dim)[0]
-        lo = np.round(xyz) - box // 2
-        inside = bool(np.all(lo >= 0) and np.all(lo + box <= np.array(data.shape[::-1])))
-        if not inside and edge == "skip":
-            continue
-        out, padded = cut_box(data, xyz, box)
-        n_padded += int(padded)
-        boxes.append(-out if invert else out)
-        keep.append(i)
-    if not boxes:
-        raise CryoshotError(f"no particle of {star_path} lies fully inside its data; use --edge pad or a smaller box")
-    table = df.iloc[keep].reset_index(drop=True).copy()
-    pixel = next(iter(cache.values()))[1]
     with atomic_dir(outdir, force=force) as tmp:
-        if dim == 3:
-            names = [f"subtomo_{k:06d}.mrc" for k in range(len(boxes))]
-            for name, b in zip(names, boxes, strict=True):
-                write_mrc(tmp / name, b, pixel)
+        if dim == 3:  # written as cut: memory holds one box
+            for i, b, padded in boxes():
+                pixel = next(iter(cache.values()))[1]  # the first source's, for every box (as a set needs one)
+                write_mrc(tmp / f"subtomo_{len(keep):06d}.mrc", b, pixel)
+                keep.append(i)
+                n_padded += int(padded)
+            names = [f"subtomo_{k:06d}.mrc" for k in range(len(keep))]
         else:
-            write_mrc(tmp / "particles.mrcs", np.stack(boxes), pixel, stack=True)
-            names = [f"{k + 1:06d}@particles.mrcs" for k in range(len(boxes))]
+            stack = np.empty((len(df), box, box), np.float32)  # filled in place: no stacking copy
+            for i, b, padded in boxes():
+                stack[len(keep)] = b
+                keep.append(i)
+                n_padded += int(padded)
+            if keep:
+                write_mrc(tmp / "particles.mrcs", stack[: len(keep)], next(iter(cache.values()))[1], stack=True)
+            names = [f"{k + 1:06d}@particles.mrcs" for k in range(len(keep))]
+        if not keep:
+            raise CryoshotError(
+                f"no particle of {star_path} lies fully inside its data; use --edge pad or a smaller box"
+            )
+        table = df.iloc[keep].reset_index(drop=True).copy()
         table["rlnImageName"] = names
         write_star(tmp / "particles.star", table)
     return ExtractReport(table=table, n_skipped=len(df) - len(keep), n_padded=n_padded)
+
+
+def extraction_estimate(n_particles: int, box: int, dim: int = 3, *, n_columns: int = 10) -> Estimate:
+    """Memory, disk and time :func:`extract_particles` needs for ``n_particles`` boxes of ``box``^``dim``.
+
+    Subtomograms are written one by one (memory: one box); 2D boxes are held in one
+    stack until written, plus a stack-sized temporary for the MRC header statistics.
+    The sources are memory-mapped, so reading them costs page cache, not memory.
+    """
+    n_particles = max(int(n_particles), 0)
+    box_bytes = 4.0 * float(box) ** dim
+    if dim == 3:
+        mem = box_bytes / 4 * _BOX_TMP_BYTES
+        disk = n_particles * (box_bytes + FILE_OVERHEAD_BYTES)
+    else:
+        mem = 2 * n_particles * box_bytes
+        disk = n_particles * box_bytes + FILE_OVERHEAD_BYTES
+    rows = n_particles * (TABLE_ROW_BYTES + 16 * n_columns)
+    disk += n_particles * (STAR_ROW_BYTES + 16 * n_columns)
+    seconds = n_particles * (1 / _ROWS_PER_S + box_bytes / _BYTES_PER_S)
+    return Estimate(int(mem + rows + PROCESS_OVERHEAD_BYTES), int(disk), seconds)

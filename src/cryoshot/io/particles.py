@@ -156,15 +156,25 @@ def coordinates_px(
     """
     pix = list(PIXEL_COLS[:ndim])
     cen = list(CENTERED_COLS[:ndim])
+
+    def numbers(cols: list[str]) -> np.ndarray:
+        vals = df[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(vals)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise CryoshotError(f"{path}: {cols[c]} of row {df.index[r] + 1} is '{df[cols[c]].iloc[r]}', not a "
+                                "finite number; fix or remove that row")  # fmt: skip
+        return vals
+
     if all(c in df.columns for c in pix):
-        return df[pix].to_numpy(dtype=float)
+        return numbers(pix)
     if all(c in df.columns for c in cen):
         if angpix is None or shape_xyz is None:
             raise CryoshotError(
                 f"{path} has RELION 5 centred coordinates (Å); give the pixel size (--angpix) "
                 "and the tomogram so they can be converted to pixels"
             )
-        return centered_A_to_pixels(df[cen].to_numpy(dtype=float), angpix, tuple(shape_xyz[:ndim]))
+        return centered_A_to_pixels(numbers(cen), angpix, tuple(shape_xyz[:ndim]))
     raise CryoshotError(f"{path} has no coordinates: it needs {', '.join(pix)} (pixels) or {', '.join(cen)} (Å)")
 
 

@@ -2,6 +2,12 @@
 
 Outputs are written into a temporary folder and moved into place only when
 complete; an existing output folder is replaced only with ``force``.
+
+Before any work each writer estimates the memory it will hold at once and the disk
+it will write (``*_estimate``) and refuses, through
+:func:`cryoshot.utils.resources.check_fits`, what cannot fit unless ``force_size``.
+:func:`check_structures_fit` does the same for loading the structures, which the
+caller does before a writer runs.
 """
 
 from __future__ import annotations
@@ -13,15 +19,165 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from cryoshot.errors import CryoshotError
 from cryoshot.io.geometry import matrix_to_euler
 from cryoshot.io.mrc import write_mrc
 from cryoshot.io.star import write_star
-from cryoshot.simulate.micrographs import MicrographSimulator
-from cryoshot.simulate.projections import ProjectionSimulator
-from cryoshot.simulate.subtomograms import SubtomogramSimulator
+from cryoshot.simulate.micrographs import MicrographConfig, MicrographSimulator
+from cryoshot.simulate.projections import ProjectionConfig, ProjectionSimulator
+from cryoshot.simulate.subtomograms import DEFOCUS_STEP_UM, SubtomogramConfig, SubtomogramSimulator
 from cryoshot.utils.files import atomic_dir
+from cryoshot.utils.resources import (
+    FILE_OVERHEAD_BYTES,
+    PROCESS_OVERHEAD_BYTES,
+    STAR_ROW_BYTES,
+    TABLE_ROW_BYTES,
+    Estimate,
+    available_memory_bytes,
+    check_fits,
+)
 
 STRUCTURE_COLUMN = "cryoshotStructureName"
+
+# Peak memory and speed measured on Linux (2 CPU cores, torch CPU, peak RSS over the
+# call), rounded up; the estimates are honest to within a factor of about 1.5.
+_STRUCTURE_BYTES = 12  # per voxel per structure kept: density, the simulator's float32 stack (and its copy)
+_STRUCTURE_TMP_BYTES = 16  # per voxel while one structure is rendered and resampled
+_PROJECTOR_BYTES = 300  # per voxel per structure: the Fourier projector's 2x padded spectra and their copies
+_SUBTOMO_BYTES = 40  # per voxel of each batch item (noise, rotation grid, spectra, outputs; fast path)
+_SUBTOMO_TF_BYTES = 2  # per voxel per cached transfer function (one per 0.05 µm of defocus)
+_SUBTOMO_GEOMETRY_BYTES = 12  # per voxel per tilt, once: the tilt profiles behind the transfer functions
+_SUBTOMO_TILT_BYTES = 40  # per voxel per tilt of the item being reconstructed (tilt-series path)
+_SUBTOMO_VOXELS_PER_S = 6e6  # item voxels (times tilts on the tilt-series path) per second
+_MIC_PIXEL_BYTES = 48  # per micrograph pixel: image layers, CTF grid, FFTs, the write's statistics
+_PARTICLE_PIXEL_BYTES = 40  # per pixel of each particle's projection (sampling grid, spectra)
+_MIC_PIXELS_PER_S = 5e6  # micrograph plus particle pixels per second
+_PLACEMENT_S_PER_SLOT = 1e-4  # placement when particles do not fit: its rounds of candidates
+_PROJ_PIXEL_BYTES = 64  # per pixel of each image of a batch (noise, phases, CTF, FFTs)
+_PROJ_S_PER_IMAGE = 5e-4  # per-image draws and table row
+_PROJ_PIXELS_PER_S = 2.5e6
+_HINT_SUBTOMO = "use a smaller --box, or fewer subtomograms (--per-class, fewer structures)"
+
+
+def check_structures_fit(
+    n_structures: int,
+    box: int,
+    outdir: str | os.PathLike | None = None,
+    *,
+    projector: bool = False,
+    force_size: bool = False,
+) -> Estimate:
+    """Refuse to load ``n_structures`` densities on a ``box``^3 grid when they cannot fit in memory.
+
+    Call it before :func:`cryoshot.simulate.structures.load_structures` (the writers below
+    count only what they allocate once the simulator exists).
+
+    Parameters
+    ----------
+    n_structures
+        Structures to load (after expanding ``procedural:A-B`` and ``bundled``).
+    box
+        Their box in voxels (the particle box for micrographs and projections).
+    outdir
+        Where the output will go (unused for memory; kept for the message's context).
+    projector
+        Also count the Fourier projector of the micrograph and projection simulators
+        (twice-padded spectra, about 300 bytes per density voxel).
+    force_size
+        Go on when it does not fit.
+
+    Returns
+    -------
+    Estimate
+
+    Raises
+    ------
+    CryoshotError
+        The densities (and projector) need more memory than is available, without ``force_size``.
+    """
+    if n_structures < 1 or box < 1:
+        return Estimate(0)
+    voxels = float(box) ** 3
+    per = _STRUCTURE_BYTES + (_PROJECTOR_BYTES if projector else 0)
+    est = Estimate(int(n_structures * voxels * per + voxels * _STRUCTURE_TMP_BYTES))
+    check_fits(
+        est.memory_bytes, 0, outdir, force_size, f"loading {n_structures} structure(s) on a {box}^3 grid",
+        hint="use a smaller box (--box or --particle-box) or fewer structures",
+    )  # fmt: skip
+    return est
+
+
+def subtomogram_estimate(
+    config: SubtomogramConfig, n_items: int, *, save_clean: bool = False, batch_size: int = 64
+) -> Estimate:
+    """Memory, disk and time :func:`write_subtomograms` needs once the simulator exists.
+
+    Subtomograms are simulated ``batch_size`` at a time and written as they come, so
+    memory holds one batch, the cached transfer functions (one per defocus step) and
+    the particle table, whatever ``n_items``.
+    """
+    n_items = max(int(n_items), 0)
+    voxels = float(config.box_px) ** 3
+    b = min(batch_size, n_items)
+    if config.method == "fast":
+        n_tilts = len(config.scheme.angles_deg()) if config.use_wedge else 1
+        n_defocus = int((config.defocus_max_um - config.defocus_min_um) / DEFOCUS_STEP_UM) + 2
+        tfs = min(n_defocus, n_items, 512) * voxels * _SUBTOMO_TF_BYTES  # 512: the transfer-function cache
+        mem = b * voxels * _SUBTOMO_BYTES + tfs + n_tilts * voxels * _SUBTOMO_GEOMETRY_BYTES
+        seconds = n_items * voxels / _SUBTOMO_VOXELS_PER_S
+    else:  # every item is projected at, and back-projected from, each tilt
+        n_tilts = len(config.scheme.angles_deg()) if config.use_wedge else int(np.pi * config.box_px) + 1
+        mem = b * voxels * 16 + n_tilts * voxels * _SUBTOMO_TILT_BYTES
+        seconds = n_items * n_tilts * voxels / _SUBTOMO_VOXELS_PER_S
+    n_files = n_items * (1 + int(save_clean))
+    disk = n_files * (4 * voxels + FILE_OVERHEAD_BYTES) + n_items * STAR_ROW_BYTES
+    return Estimate(int(mem + n_items * TABLE_ROW_BYTES + PROCESS_OVERHEAD_BYTES), int(disk), seconds)
+
+
+def micrograph_estimate(
+    config: MicrographConfig,
+    n_micrographs: int,
+    *,
+    save_clean: bool = False,
+    particles_per_micrograph: int | None = None,
+) -> Estimate:
+    """Memory, disk and time :func:`write_micrographs` needs once the simulator exists.
+
+    One micrograph (or, before it, its particles' projections) is held at a time; the
+    coordinate table grows with every particle. ``particles_per_micrograph`` is how many are
+    expected to fit (:attr:`MicrographSimulator.expected_particles`; default: all asked).
+    """
+    n_micrographs = max(int(n_micrographs), 0)
+    pixels = float(config.size_px) ** 2
+    box_pixels = float(config.particle_box_px) ** 2
+    n_part = config.n_particles if particles_per_micrograph is None else particles_per_micrograph
+    # the particles are projected before the micrograph's own layers are built: the larger phase counts
+    mem = max(pixels * _MIC_PIXEL_BYTES, pixels * 5 + n_part * box_pixels * _PARTICLE_PIXEL_BYTES)
+    rows = n_micrographs * n_part
+    disk = n_micrographs * (1 + int(save_clean)) * (4 * pixels + FILE_OVERHEAD_BYTES) + rows * STAR_ROW_BYTES
+    seconds = n_micrographs * (pixels + n_part * box_pixels) / _MIC_PIXELS_PER_S
+    if n_part < config.n_particles:  # placement runs all its rounds when the particles do not fit
+        seconds += n_micrographs * n_part * _PLACEMENT_S_PER_SLOT
+    return Estimate(int(mem + rows * TABLE_ROW_BYTES + PROCESS_OVERHEAD_BYTES), int(disk), seconds)
+
+
+def projection_estimate(
+    config: ProjectionConfig, n_images: int, *, save_clean: bool = False, batch_size: int = 256
+) -> Estimate:
+    """Memory, disk and time :func:`write_projections` needs once the simulator exists.
+
+    The whole stack (and its clean twin with ``save_clean``) stays in memory until it
+    is written, plus one stack-sized temporary while the MRC header statistics are
+    computed, so memory grows with ``n_images``.
+    """
+    n_images = max(int(n_images), 0)
+    pixels = float(config.box_px) ** 2
+    stack = n_images * pixels * 4
+    batch = min(batch_size, n_images) * pixels * _PROJ_PIXEL_BYTES
+    mem = (2 + int(save_clean)) * stack + batch + n_images * TABLE_ROW_BYTES
+    disk = (1 + int(save_clean)) * (stack + FILE_OVERHEAD_BYTES) + n_images * STAR_ROW_BYTES
+    seconds = n_images * (_PROJ_S_PER_IMAGE + pixels / _PROJ_PIXELS_PER_S)
+    return Estimate(int(mem + PROCESS_OVERHEAD_BYTES), int(disk), seconds)
 
 
 def write_subtomograms(
@@ -33,6 +189,7 @@ def write_subtomograms(
     save_clean: bool = False,
     batch_size: int = 64,
     progress: bool = True,
+    force_size: bool = False,
 ) -> pd.DataFrame:
     """Simulate ``n_items`` subtomograms into ``outdir`` as a subtomogram set.
 
@@ -40,12 +197,30 @@ def write_subtomograms(
     ``save_clean``) and ``particles.star`` with ``rlnImageName`` (relative),
     ``rlnClassNumber`` (1-based structure index), the structure name, the pose
     (``rlnAngleRot/Tilt/Psi``, ``rlnOriginX/Y/ZAngst``) and ``rlnDefocusU`` (Å).
+    ``batch_size`` shrinks when a batch would not fit in the available memory (the
+    items do not depend on it); ``force_size`` runs even when the estimate exceeds
+    the available memory or disk.
 
     Returns
     -------
     DataFrame, the particle table written.
+
+    Raises
+    ------
+    CryoshotError
+        The run cannot fit in memory or on disk (without ``force_size``); nothing is written.
     """
     c = sim.config
+    _check_count(n_items, "subtomograms")
+    est = subtomogram_estimate(c, n_items, save_clean=save_clean, batch_size=batch_size)
+    avail = available_memory_bytes()
+    while avail is not None and est.memory_bytes > avail and batch_size > 1:  # items do not depend on the batch
+        batch_size //= 2
+        est = subtomogram_estimate(c, n_items, save_clean=save_clean, batch_size=batch_size)
+    check_fits(
+        est.memory_bytes, est.disk_bytes, outdir, force_size,
+        f"simulating {n_items} subtomograms of {c.box_px}^3", seconds=est.seconds, hint=_HINT_SUBTOMO,
+    )  # fmt: skip
     rows = []
     with atomic_dir(outdir, force=force) as tmp:
         bar = tqdm(total=n_items, desc="simulating subtomograms", unit="vol", disable=not progress)
@@ -88,14 +263,28 @@ def write_micrographs(
     force: bool = False,
     save_clean: bool = False,
     progress: bool = True,
+    force_size: bool = False,
 ) -> pd.DataFrame:
     """Simulate micrographs into ``outdir``: ``mic_NNNN.mrc`` and ``coordinates.star``.
 
     The STAR table has ``rlnMicrographName`` (relative), ``rlnCoordinateX/Y``
     (pixels), ``rlnClassNumber`` (1-based), the structure name, the angles and
-    ``rlnDefocusU`` (Å).
+    ``rlnDefocusU`` (Å). ``force_size`` runs even when the estimate exceeds the
+    available memory or disk.
+
+    Raises
+    ------
+    CryoshotError
+        The run cannot fit in memory or on disk (without ``force_size``); nothing is written.
     """
     c = sim.config
+    _check_count(n_micrographs, "micrographs")
+    est = micrograph_estimate(c, n_micrographs, save_clean=save_clean, particles_per_micrograph=sim.expected_particles)
+    check_fits(
+        est.memory_bytes, est.disk_bytes, outdir, force_size,
+        f"simulating {n_micrographs} micrograph(s) of {c.size_px}^2 px", seconds=est.seconds,
+        hint="use a smaller --size, fewer --micrographs or fewer --particles",
+    )  # fmt: skip
     rows = []
     with atomic_dir(outdir, force=force) as tmp:
         for m in tqdm(range(n_micrographs), desc="simulating micrographs", unit="mic", disable=not progress):
@@ -133,18 +322,36 @@ def write_projections(
     save_clean: bool = False,
     batch_size: int = 256,
     progress: bool = True,
+    force_size: bool = False,
 ) -> pd.DataFrame:
     """Simulate projection images into ``outdir``: ``particles.mrcs`` and ``particles.star``.
 
     ``rlnImageName`` is ``NNNNNN@particles.mrcs``; ``rlnClassNumber`` is the
-    1-based orientation class (structure * n_views + view).
+    1-based orientation class (structure * n_views + view). The stack is held in
+    memory until written; ``force_size`` runs even when it does not seem to fit.
+
+    Raises
+    ------
+    CryoshotError
+        The run cannot fit in memory or on disk (without ``force_size``); nothing is written.
     """
     c = sim.config
-    chunks, cleans, rows = [], [], []
+    _check_count(n_images, "projection images")
+    est = projection_estimate(c, n_images, save_clean=save_clean, batch_size=batch_size)
+    check_fits(
+        est.memory_bytes, est.disk_bytes, outdir, force_size,
+        f"simulating {n_images} projection images of {c.box_px}^2 px", seconds=est.seconds,
+        hint="use fewer images (--per-class, --views) or a smaller --box",
+    )  # fmt: skip
+    d = c.box_px
+    images = np.empty((n_images, d, d), np.float32)  # filled in place: no concatenation copy
+    cleans = np.empty((n_images, d, d), np.float32) if save_clean else None
+    rows = []
     for start in tqdm(range(0, n_images, batch_size), desc="simulating projections", disable=not progress):
         b = sim.simulate(range(start, min(start + batch_size, n_images)))
-        chunks.append(b.images)
-        cleans.append(b.clean)
+        images[start : start + len(b.labels)] = b.images
+        if cleans is not None:
+            cleans[start : start + len(b.labels)] = b.clean
         eul = matrix_to_euler(b.matrices)
         for k in range(len(b.labels)):
             i = start + k
@@ -161,11 +368,16 @@ def write_projections(
             )
     df = pd.DataFrame(rows)
     with atomic_dir(outdir, force=force) as tmp:
-        write_mrc(tmp / "particles.mrcs", np.concatenate(chunks), c.pixel_size_A, stack=True)
-        if save_clean:
-            write_mrc(tmp / "particles_clean.mrcs", np.concatenate(cleans), c.pixel_size_A, stack=True)
+        write_mrc(tmp / "particles.mrcs", images, c.pixel_size_A, stack=True)
+        if cleans is not None:
+            write_mrc(tmp / "particles_clean.mrcs", cleans, c.pixel_size_A, stack=True)
         write_star(tmp / "particles.star", df)
     return df
+
+
+def _check_count(n: int, what: str) -> None:
+    if n < 1:
+        raise CryoshotError(f"nothing to simulate: the number of {what} must be at least 1, got {n}")
 
 
 def subtomogram_set_path(outdir: str | os.PathLike) -> Path:

@@ -56,10 +56,21 @@ class MicrographConfig:
     def validate(self) -> None:
         check_snr(self.snr)
         check_imaging(self.defocus_min_um, self.defocus_max_um, self.amplitude_contrast)
+        if self.particle_box_px < 8:
+            raise CryoshotError(f"particle box must be at least 8 pixels, got {self.particle_box_px}")
         if self.size_px < 2 * self.particle_box_px:
-            raise CryoshotError(f"micrograph of {self.size_px} px is too small for {self.particle_box_px} px particles")
+            raise CryoshotError(
+                f"a micrograph of {self.size_px} px is too small for {self.particle_box_px} px particle boxes: "
+                f"use --size {2 * self.particle_box_px} or more, or a smaller --particle-box"
+            )
+        if self.pixel_size_A <= 0:
+            raise CryoshotError(f"pixel size must be positive, got {self.pixel_size_A} Å")
         if self.n_particles < 0:
             raise CryoshotError("number of particles must be >= 0")
+        if self.n_ice_blobs < 0:
+            raise CryoshotError("number of ice blobs must be >= 0")
+        if self.min_distance_px is not None and self.min_distance_px < 0:
+            raise CryoshotError(f"minimum particle distance must be >= 0 px, got {self.min_distance_px}")
 
     @property
     def microscope(self) -> Microscope:
@@ -88,32 +99,71 @@ class Micrograph:
     defocus_um: float
 
 
-def poisson_disk(rng: np.random.Generator, n: int, size: int, margin: float, min_dist: float) -> np.ndarray:
-    """Up to ``n`` points (x, y) in ``[margin, size - margin)`` at least ``min_dist`` apart."""
-    pts: list[np.ndarray] = []
-    tree = None
-    for _ in range(50):
+PLACEMENT_ROUNDS = 50
+RSA_JAMMING = 0.55  # area fraction at which random sequential addition of discs stops
+
+
+def placement_capacity(size: int, margin: float, min_dist: float) -> int:
+    """Upper bound on how many points ``min_dist`` apart fit in ``[margin, size - margin)^2``.
+
+    Discs of radius ``min_dist / 2`` around the points are disjoint and lie in the
+    square grown by ``min_dist / 2`` on each side, so their total area bounds the count.
+    Returns a huge number when ``min_dist <= 0`` (no exclusion).
+    """
+    side = max(size - 2 * margin, 0.0)
+    if min_dist <= 0:
+        return np.iinfo(np.int64).max
+    return int(4.0 * (side + min_dist) ** 2 / (np.pi * min_dist**2)) + 1
+
+
+def _greedy_keep(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Which of ``n`` ordered candidates sequential greedy keeps, given conflicting pairs ``(i, j)``, i < j.
+
+    Candidate ``j`` is kept when no earlier kept candidate conflicts with it. Decided in
+    vectorised sweeps: each sweep settles every candidate whose earlier neighbours are all
+    settled (at least the first unsettled one), usually a handful of sweeps in all.
+    """
+    state = np.zeros(n, np.int8)  # 0 undecided, 1 kept, -1 dropped
+    i, j = pairs[:, 0], pairs[:, 1]
+    while True:
+        und = state == 0
+        if not und.any():
+            return state == 1
+        live = und[j]
+        i, j = i[live], j[live]  # pairs whose later end is still undecided
+        drop = np.zeros(n, bool)
+        drop[j[state[i] == 1]] = True
+        blocked = np.zeros(n, bool)
+        blocked[j[state[i] == 0]] = True
+        state[und & drop] = -1
+        state[und & ~drop & ~blocked] = 1
+
+
+def poisson_disk(
+    rng: np.random.Generator, n: int, size: int, margin: float, min_dist: float, rounds: int = PLACEMENT_ROUNDS
+) -> np.ndarray:
+    """Up to ``n`` points (x, y) in ``[margin, size - margin)`` at least ``min_dist`` apart.
+
+    Random sequential addition in bounded time: at most ``rounds`` batches of
+    ``4 * missing + 16`` uniform candidates, each accepted in draw order when it keeps
+    ``min_dist`` from every point accepted before it. ``n`` is first capped at
+    :func:`placement_capacity`, so a request that cannot fit costs no more than one
+    that fills the area; fewer than ``n`` points come back when they do not fit.
+    """
+    n = min(max(int(n), 0), placement_capacity(size, margin, min_dist))
+    pts = np.zeros((0, 2))
+    for _ in range(rounds):
         if len(pts) >= n:
             break
         cand = rng.uniform(margin, size - margin, size=(4 * (n - len(pts)) + 16, 2))
-        for p in cand:
-            if len(pts) >= n:
-                break
-            if tree is not None and tree.query_ball_point(p, min_dist, return_length=True) > 0:
-                continue
-            if pts and np.min(np.sum((np.asarray(pts[-64:]) - p) ** 2, axis=1)) < min_dist**2:
-                continue
-            pts.append(p)
-            if len(pts) % 64 == 0:
-                tree = cKDTree(np.asarray(pts))
-    out = np.asarray(pts).reshape(-1, 2)
-    # final exact check (the tree lags by up to 64 points)
-    keep = np.ones(len(out), bool)
-    t = cKDTree(out)
-    for i, j in sorted(t.query_pairs(min_dist)):
-        if keep[i] and keep[j]:
-            keep[j] = False
-    return out[keep]
+        if min_dist > 0:
+            if len(pts):  # drop candidates too close to a point already placed
+                dist, _ = cKDTree(pts).query(cand, distance_upper_bound=min_dist)
+                cand = cand[dist >= min_dist]
+            pairs = cKDTree(cand).query_pairs(min_dist, output_type="ndarray")
+            cand = cand[_greedy_keep(len(cand), pairs)]
+        pts = np.concatenate([pts, cand[: n - len(pts)]])
+    return pts
 
 
 def _smooth_field(rng: np.random.Generator, size: int, scale_px: float) -> np.ndarray:
@@ -134,10 +184,23 @@ class MicrographSimulator:
         self.structures = structures
         self.config = config
         self.projector = FourierProjector(np.stack([s.density for s in structures]))
-        d = config.particle_box_px
         # radius of each structure's footprint, from its projected support
         self.radius_px = np.array([self._footprint(s.density) for s in structures])
-        del d
+
+    @property
+    def min_distance_px(self) -> float:
+        """Smallest distance between particle centres (config value, else twice the largest footprint)."""
+        return self.config.min_distance_px or 2.0 * float(self.radius_px.max())
+
+    @property
+    def expected_particles(self) -> int:
+        """About how many particles one micrograph gets: all asked for, or as many as random placement fits.
+
+        Random sequential addition jams at about 55% of the area bound of :func:`placement_capacity`.
+        """
+        c = self.config
+        bound = placement_capacity(c.size_px, c.particle_box_px / 2, self.min_distance_px)
+        return min(c.n_particles, int(RSA_JAMMING * bound) + 1)
 
     @staticmethod
     def _footprint(dens: np.ndarray) -> float:
@@ -151,8 +214,7 @@ class MicrographSimulator:
         c = self.config
         rng = item_rng(c.seed, index, stream=_MIC_STREAM)
         d, size = c.particle_box_px, c.size_px
-        min_dist = c.min_distance_px or 2.0 * float(self.radius_px.max())
-        coords = poisson_disk(rng, c.n_particles, size, margin=d / 2, min_dist=min_dist)
+        coords = poisson_disk(rng, c.n_particles, size, margin=d / 2, min_dist=self.min_distance_px)
         n = len(coords)
         labels = rng.integers(len(self.structures), size=n)
         mats = Rotation.random(n, random_state=rng).as_matrix() if n else np.zeros((0, 3, 3))

@@ -25,6 +25,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def output_lock(path: str | os.PathLike) -> Iterator[None]:
             _held_locks[lock] -= 1
         return
     me = f"{os.getpid()} {socket.gethostname()}"
-    for _ in range(3):
+    for _ in range(50):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -107,6 +108,14 @@ def output_lock(path: str | os.PathLike) -> Iterator[None]:
                 pid = int(pid_s)
             except (OSError, ValueError):
                 pid, host = -1, ""
+            if pid <= 0:  # just created and not yet written, or unreadable: stale only when old
+                try:
+                    age = time.time() - lock.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                if age < 10:
+                    time.sleep(0.05)
+                    continue
             if pid > 0 and host == socket.gethostname() and _pid_alive(pid):
                 raise CryoshotError(
                     f"another cryoshot process (pid {pid}) is writing {path}; wait for it to finish "
@@ -126,7 +135,7 @@ def output_lock(path: str | os.PathLike) -> Iterator[None]:
         with os.fdopen(fd, "w") as f:
             f.write(me)
         break
-    else:  # pragma: no cover - three stale locks in a row
+    else:  # pragma: no cover - a lock that stays empty
         raise CryoshotError(f"cannot take the write lock {lock}; delete it if no cryoshot is running")
     _held_locks[lock] = 1
     try:
