@@ -60,6 +60,16 @@ def test_force_refuses_a_folder_without_manifest_and_the_current_folder(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["precious"]
 
 
+def test_nested_outputs_can_be_replaced_with_force(tmp_path):
+    out = tmp_path / "demo"
+    for _ in range(2):
+        with atomic_dir(out, force=True) as tmp:
+            _write(tmp, ["top.png"])
+            with atomic_dir(tmp / "inner") as inner:  # e.g. the demo's simulated set
+                _write(inner, ["a.mrc"])
+    assert (out / "inner" / "a.mrc").exists() and (out / "inner" / MANIFEST).exists()
+
+
 def test_empty_folder_may_be_filled(tmp_path):
     (tmp_path / "empty").mkdir()
     with atomic_dir(tmp_path / "empty", force=True) as tmp:

@@ -179,7 +179,7 @@ def written_by_cryoshot(folder: Path) -> tuple[bool, str | None]:
         rel = p.relative_to(folder).as_posix()
         if p.is_dir() and not p.is_symlink():
             continue
-        if rel != MANIFEST and rel not in listed:
+        if p.name != MANIFEST and rel not in listed:  # nested outputs carry their own manifest
             return False, rel
     return True, None
 
