@@ -157,3 +157,19 @@ def test_internal_error_is_one_line_and_debug_shows_the_traceback(monkeypatch, c
     assert err.startswith("cryoshot: internal error: ZeroDivisionError: a bug") and "Traceback" not in err
     assert main(["structures", "--debug"]) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_help_lists_every_method(capsys):
+    from cryoshot.fewshot.methods import METHOD_NAMES
+
+    for verb in ("evaluate", "classify"):
+        assert main([verb, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert all(m in text for m in METHOD_NAMES), text
+
+
+def test_average_suggests_the_column_classify_writes(tmp_path, capsys):
+    star = tmp_path / "p.star"
+    write_star(star, pd.DataFrame({"rlnImageName": ["a.mrc"], "cryoshotPredictedClass": ["1"]}))
+    assert main(["average", str(star), "-o", str(tmp_path / "avg")]) == 2
+    assert "--class-column cryoshotPredictedClass" in capsys.readouterr().err

@@ -103,6 +103,8 @@ def test_train_save_load_resume(tmp_path):
     assert {"state_dict", "config", "version", "seed", "argv", "method"} <= set(ck)
     with pytest.raises(CryoshotError, match="exists"):
         train(tiny_config("protonet", episodes=4), out, progress=False)
+    with pytest.raises(CryoshotError, match=r"lr: 0.001 in the checkpoint, 0.01 now"):  # other settings: refused
+        train(tiny_config("protonet", episodes=6, lr=1e-2), out, resume=True, progress=False)
     r2 = train(tiny_config("protonet", episodes=6), out, resume=True, progress=False)
     assert r2["episodes"] == 6 and [h["episode"] for h in r2["history"]] == [2, 4, 6]
     model, _ = load_model(out)
@@ -312,3 +314,20 @@ def test_bf16_inference_matches_fp32_and_precision_is_checked(monkeypatch):
     monkeypatch.setenv("CRYOSHOT_PRECISION", "half")
     with pytest.raises(CryoshotError, match="CRYOSHOT_PRECISION"):
         use_bf16(torch.device("cpu"))
+
+
+def test_classify_says_when_support_and_query_voxel_sizes_differ(tmp_path, capsys):
+    from cryoshot.io.mrc import read_mrc, write_mrc
+
+    model = tiny_checkpoint(tmp_path / "tiny.pt")
+    sup = write_toy_set(tmp_path / "sup", [0, 1], per_class=3, seed=1)
+    qry = write_toy_set(tmp_path / "qry", [0, 1], per_class=2, seed=2)
+    for f in (tmp_path / "qry").glob("*.mrc"):
+        data = read_mrc(f).data.copy()
+        f.unlink()
+        write_mrc(f, data, 12.5)
+    rc = main(["classify", "--support", str(sup), "--query", str(qry), "--model", str(model), "-o",
+               str(tmp_path / "p.star")])  # fmt: skip
+    cap = capsys.readouterr()
+    assert rc == 0 and "voxel sizes differ" in " ".join(cap.err.split())
+    assert "support 10 Å, query 12.5 Å" in cap.out
