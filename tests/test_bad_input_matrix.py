@@ -164,6 +164,7 @@ VERBS: dict[str, Verb] = {
             ("--stats-items", "0"),
             ("--batch-classes", "0"),
             ("--device", "tpu"),
+            ("--device", "cuda:7"),
             ("--snrs", "0.1,x"),
         ],  # fmt: skip
         output_is_folder=False,
