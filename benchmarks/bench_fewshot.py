@@ -20,15 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cryoshot.evaluate.fewshot import embed_volumes, evaluate_episodes
+from cryoshot.evaluate.fewshot import evaluate_episodes
 from cryoshot.evaluate.metrics import auroc
 from cryoshot.fewshot.methods import make_method, scores_and_distances
+from cryoshot.models.embedding import embed_volumes
+from cryoshot.models.loading import load_model
 from cryoshot.pretrained import resolve_model
 from cryoshot.simulate.datasets import write_subtomograms
 from cryoshot.simulate.splits import NOVEL_STRUCTURES
 from cryoshot.simulate.structures import load_structures
 from cryoshot.simulate.subtomograms import SubtomogramConfig, SubtomogramSimulator
-from cryoshot.train.loop import load_model
 
 BENCH_SEED = 777  # simulation seed of the benchmark data (never used in training)
 

@@ -22,15 +22,17 @@ import time
 
 import torch
 
-from cryoshot.evaluate.fewshot import embed_volumes, evaluate_episodes
+from cryoshot.evaluate.fewshot import evaluate_episodes
 from cryoshot.fewshot.fscc import FSCCMethod
 from cryoshot.fewshot.methods import make_method
-from cryoshot.fewshot.protonet import ProtoNet
+from cryoshot.models.embedding import embed_volumes
+from cryoshot.models.loading import load_model
+from cryoshot.models.protonet import ProtoNet
 from cryoshot.pretrained import resolve_model
 from cryoshot.simulate.splits import NOVEL_STRUCTURES
 from cryoshot.simulate.structures import load_structures
 from cryoshot.simulate.subtomograms import SubtomogramConfig, SubtomogramSimulator
-from cryoshot.train.loop import TrainConfig, fill_base_statistics, load_model
+from cryoshot.train.loop import TrainConfig, fill_base_statistics
 
 BENCH_SEED = 777
 

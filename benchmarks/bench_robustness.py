@@ -25,11 +25,11 @@ from scipy.spatial.transform import Rotation
 
 from cryoshot.evaluate.fewshot import evaluate_episodes
 from cryoshot.fewshot.methods import make_method
+from cryoshot.models.loading import load_model
 from cryoshot.pretrained import resolve_model
 from cryoshot.simulate.splits import NOVEL_STRUCTURES
 from cryoshot.simulate.structures import load_structures
 from cryoshot.simulate.subtomograms import SubtomogramConfig, SubtomogramSimulator
-from cryoshot.train.loop import load_model
 
 BENCH_SEED = 777  # as bench_fewshot: never used in training
 

@@ -24,11 +24,11 @@ from cryoshot.align.search import AlignConfig
 from cryoshot.evaluate.fewshot import evaluate_episodes
 from cryoshot.fewshot.methods import make_method
 from cryoshot.fewshot.template import TemplateMethod
+from cryoshot.models.loading import load_model
 from cryoshot.pretrained import resolve_model
 from cryoshot.simulate.splits import NOVEL_STRUCTURES, TRAIN_STRUCTURES
 from cryoshot.simulate.structures import load_structures
 from cryoshot.simulate.subtomograms import SubtomogramConfig, SubtomogramSimulator
-from cryoshot.train.loop import load_model
 
 TUNE_SEED = 4242  # simulation seed of the tuning data (training structures)
 BENCH_SEED = 777  # the accuracy benchmark's seed (novel structures), as in bench_fewshot.py

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from cryoshot.data.synthetic import VALIDATION_OFFSET, PoolConfig, VolumePool
-from cryoshot.train.loop import embed_pool_rotations, load_model
+from cryoshot.models.loading import load_model
+from cryoshot.train.loop import embed_pool_rotations
 
 
 def main() -> None:

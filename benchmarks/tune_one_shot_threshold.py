@@ -22,10 +22,10 @@ from cryoshot.data.synthetic import VALIDATION_OFFSET
 from cryoshot.evaluate.metrics import auroc
 from cryoshot.fewshot.methods import make_method, scores_and_distances
 from cryoshot.fewshot.openset import ONE_SHOT_SCALE, one_shot_threshold
+from cryoshot.models.loading import load_model
 from cryoshot.pretrained import resolve_model
 from cryoshot.simulate.structures import load_structures
 from cryoshot.simulate.subtomograms import SubtomogramConfig, SubtomogramSimulator
-from cryoshot.train.loop import load_model
 
 
 def main() -> None:

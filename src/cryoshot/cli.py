@@ -502,8 +502,8 @@ def evaluate_cmd(
     from cryoshot.evaluate.fewshot import evaluate_episodes
     from cryoshot.fewshot.methods import NEEDS_MODEL, make_method
     from cryoshot.io.particles import load_subtomogram_set
+    from cryoshot.models.loading import load_model
     from cryoshot.pretrained import resolve_model
-    from cryoshot.train.loop import load_model
     from cryoshot.utils.threads import configure_threads
 
     configure_threads()

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cryoshot.evaluate.fewshot import embed_volumes, evaluate_episodes
+from cryoshot.evaluate.fewshot import evaluate_episodes
 from cryoshot.fewshot.methods import make_method
+from cryoshot.models.embedding import embed_volumes
 from cryoshot.pretrained import resolve_model
 from cryoshot.simulate.datasets import write_subtomograms
 from cryoshot.simulate.splits import NOVEL_STRUCTURES
@@ -77,7 +78,7 @@ def run_demo(outdir: str | os.PathLike, *, force: bool = False, per_class: int =
     outdir = Path(outdir)
     t0 = time.perf_counter()
     model_path = resolve_model("default")
-    from cryoshot.train.loop import load_model
+    from cryoshot.models.loading import load_model
 
     model, ck = load_model(model_path)
     with atomic_dir(outdir, force=force) as tmp:

@@ -9,7 +9,7 @@ import torch
 from cryoshot.data.synthetic import PoolConfig
 from cryoshot.io.mrc import write_mrc
 from cryoshot.io.star import write_star
-from cryoshot.train.checkpoint import save_checkpoint
+from cryoshot.models.checkpoint import save_checkpoint
 from cryoshot.train.loop import TrainConfig, build_model
 
 BOX = 16

@@ -11,7 +11,8 @@ import torch
 from cryoshot.cli import main
 from cryoshot.errors import CryoshotError
 from cryoshot.fewshot.fscc import BaseStatistics, FSCCMethod, calibrate, sample_calibrated, supcon_loss, tukey
-from cryoshot.train.loop import load_model, train
+from cryoshot.models.loading import load_model
+from cryoshot.train.loop import train
 
 from .helpers import tiny_checkpoint, tiny_config, write_toy_set
 

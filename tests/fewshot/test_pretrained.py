@@ -3,12 +3,12 @@
 import numpy as np
 import torch
 
-from cryoshot.evaluate.fewshot import embed_volumes
 from cryoshot.fewshot.methods import make_method
+from cryoshot.models.checkpoint import load_checkpoint
+from cryoshot.models.embedding import embed_volumes
+from cryoshot.models.loading import load_model
 from cryoshot.pretrained import resolve_model
 from cryoshot.simulate.splits import NOVEL_STRUCTURES, TRAIN_STRUCTURES
-from cryoshot.train.checkpoint import load_checkpoint
-from cryoshot.train.loop import load_model
 
 
 def test_shipped_model_provenance_and_split():

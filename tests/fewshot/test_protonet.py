@@ -8,14 +8,16 @@ import torch
 from cryoshot.cli import main
 from cryoshot.data.episodes import EpisodeSampler
 from cryoshot.errors import CryoshotError
-from cryoshot.evaluate.fewshot import embed_volumes, evaluate_episodes
+from cryoshot.evaluate.fewshot import evaluate_episodes
 from cryoshot.fewshot.methods import make_method
-from cryoshot.fewshot.protonet import ProtoNet, prototypes
 from cryoshot.io.particles import load_subtomogram_set
 from cryoshot.io.star import read_star_table
+from cryoshot.models.checkpoint import load_checkpoint, save_checkpoint
+from cryoshot.models.embedding import embed_volumes
 from cryoshot.models.encoders3d import encoder_config
-from cryoshot.train.checkpoint import load_checkpoint, save_checkpoint
-from cryoshot.train.loop import build_model, load_model, train
+from cryoshot.models.loading import load_model
+from cryoshot.models.protonet import ProtoNet, prototypes
+from cryoshot.train.loop import build_model, train
 
 from .helpers import BOX, tiny_checkpoint, tiny_config, toy_shape, write_toy_set
 
@@ -300,7 +302,7 @@ def test_classify_one_shot_has_an_unknown_threshold(tmp_path, capsys):
 
 
 def test_bf16_inference_matches_fp32_and_precision_is_checked(monkeypatch):
-    from cryoshot.evaluate.fewshot import use_bf16
+    from cryoshot.models.embedding import use_bf16
 
     torch.manual_seed(0)
     model = ProtoNet(encoder_config("cryoshot-tiny", input_box=BOX), adapter=False).eval()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cryoshot.evaluate.fewshot import embed_volumes
+from cryoshot.models.embedding import embed_volumes
 
 
 @dataclass

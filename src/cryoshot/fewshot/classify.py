@@ -16,8 +16,8 @@ from cryoshot.fewshot.methods import make_method, scores_and_distances
 from cryoshot.fewshot.openset import support_threshold
 from cryoshot.io.particles import load_subtomogram_set, rebase_image_names
 from cryoshot.io.star import write_star
-from cryoshot.train.checkpoint import file_sha256
 from cryoshot.utils.files import check_output_free
+from cryoshot.utils.hashing import file_sha256
 
 UNKNOWN = "unknown"
 
@@ -59,7 +59,7 @@ def classify_sets(
         particles carry; None for no wedge.
     """
     from cryoshot.fewshot.methods import NEEDS_MODEL
-    from cryoshot.train.loop import load_model
+    from cryoshot.models.loading import load_model
 
     check_output_free(output, force)
     if method not in NEEDS_MODEL:

@@ -133,7 +133,7 @@ class FSCCMethod:
         self.stats = base_statistics(self.model)
 
     def embed(self, volumes, voxel_size_A: float, progress: bool = True) -> torch.Tensor:
-        from cryoshot.evaluate.fewshot import embed_volumes
+        from cryoshot.models.embedding import embed_volumes
 
         return embed_volumes(self.model, volumes, voxel_size_A, progress=progress)
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import torch
 
 from cryoshot.errors import CryoshotError
-from cryoshot.evaluate.fewshot import embed_volumes
 from cryoshot.fewshot.baselines import BaselineMethod
-from cryoshot.fewshot.protonet import ProtoNet
+from cryoshot.models.embedding import embed_volumes
+from cryoshot.models.protonet import ProtoNet
 
 
 @dataclass

@@ -25,14 +25,13 @@ from tqdm.auto import tqdm
 from cryoshot.data.synthetic import FLIPS, VALIDATION_OFFSET, PoolConfig, VolumePool, apply_flips
 from cryoshot.errors import CryoshotError
 from cryoshot.fewshot.fscc import BaseStatistics, supcon_loss
-from cryoshot.fewshot.protonet import ProtoNet
-from cryoshot.models.encoders3d import encoder_config
-from cryoshot.train.checkpoint import load_checkpoint, save_checkpoint
+from cryoshot.models.checkpoint import load_checkpoint, save_checkpoint
+from cryoshot.models.loading import SUPERVISED, build_model_from_config
+from cryoshot.models.protonet import ProtoNet
 from cryoshot.utils.files import check_output_free, output_lock
 from cryoshot.utils.threads import configure_threads
 
 METHODS = ("protonet", "protonet-ce", "finetune", "fscc")
-SUPERVISED = ("finetune", "fscc")
 
 
 @dataclass
@@ -144,10 +143,8 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def build_model(cfg: TrainConfig) -> ProtoNet:
-    enc = encoder_config(cfg.encoder, input_box=cfg.pool.box_px, voxel_size_A=cfg.pool.pixel_size_A)
-    n_base = len(cfg.pool.structure_specs()) if cfg.method in SUPERVISED else 0
-    stats = cfg.stats_items_per_class if cfg.method == "fscc" else 0
-    return ProtoNet(enc, adapter=cfg.method == "protonet-ce", n_base_classes=n_base, base_stats_items=stats)
+    """The untrained model a training run starts from."""
+    return build_model_from_config(cfg.to_dict())
 
 
 def _episode_loss(model, x, ts, tq, way, method, autocast, z=None):
@@ -177,7 +174,7 @@ def _supervised_loss(model, x, y, autocast, supcon_weight: float = 0.0, temperat
 @torch.no_grad()
 def fill_base_statistics(model, cfg: TrainConfig, device, progress: bool = True) -> None:
     """FSCC: embed ``stats_items_per_class`` fresh items of every base class; store mean and centred features."""
-    from cryoshot.evaluate.fewshot import embed_volumes
+    from cryoshot.models.embedding import embed_volumes
 
     pool = VolumePool(PoolConfig(**{**cfg.pool.to_dict(), "items_per_class": cfg.stats_items_per_class,
                                     "seed": cfg.pool.seed + 2000}), progress=progress)  # fmt: skip
@@ -379,20 +376,3 @@ def _train(cfg: TrainConfig, out_path: Path, *, resume: bool, progress: bool) ->
         fill_base_statistics(model, cfg, device, progress)
         save_checkpoint(out_path, {**payload(ep, seconds), "best_episode": best_ep, "state_dict": model.state_dict()})
     return {"best_val_accuracy": best_acc, "episodes": ep, "seconds": seconds, "history": history}
-
-
-def load_model(path: str | os.PathLike, method: str | tuple[str, ...] | None = None) -> tuple[ProtoNet, dict]:
-    """Rebuild a trained ProtoNet / ProtoNet-CE from its checkpoint alone; returns (model in eval mode, checkpoint)."""
-    ck = load_checkpoint(path, method=method)
-    try:
-        cfg = TrainConfig.from_dict(ck["config"])
-        model = build_model(cfg)
-        model.load_state_dict(ck["state_dict"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CryoshotError(
-            f"{path} is a cryoshot checkpoint whose configuration or weights this version cannot rebuild "
-            f"({first}); retrain it with this version"
-        ) from exc
-    model.eval()
-    return model, ck

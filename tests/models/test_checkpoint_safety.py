@@ -8,7 +8,7 @@ import torch
 
 from cryoshot.cli import main
 from cryoshot.errors import CryoshotError
-from cryoshot.train.checkpoint import FORMAT, load_checkpoint
+from cryoshot.models.checkpoint import FORMAT, load_checkpoint
 
 
 class _Payload:
@@ -62,7 +62,7 @@ def test_cli_never_runs_a_crafted_model(tmp_path, capsys, verb):
 
 
 def test_checkpoint_with_wrong_config_is_a_clear_error(tmp_path):
-    from cryoshot.train.loop import load_model
+    from cryoshot.models.loading import load_model
 
     bad = tmp_path / "bad.pt"
     torch.save({"format": FORMAT, "version": "0.1.0", "method": "protonet", "seed": 0,

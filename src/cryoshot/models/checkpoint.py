@@ -6,7 +6,6 @@ plus, for resuming, the optimiser state, step and RNG states. Writes are atomic.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import sys
@@ -72,12 +71,3 @@ def load_checkpoint(path: str | os.PathLike, method: str | tuple[str, ...] | Non
         if data["method"] not in allowed:
             raise CryoshotError(f"{path} holds a '{data['method']}' model, but {' or '.join(allowed)} is needed")
     return data
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file (recorded in outputs so they name the model that made them)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -1,0 +1,62 @@
+"""Embedding volumes with a model: resampling to its grid, batching, precision.
+
+Every method that uses a learned encoder embeds through :func:`embed_volumes`, so the
+resampling and the bf16 choice are made in one place.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cryoshot.data.transforms import to_model_grid
+from cryoshot.errors import CryoshotError
+from cryoshot.models.protonet import ProtoNet
+
+
+def use_bf16(device: torch.device, precision: str | None = None) -> bool:
+    """Whether inference runs under bfloat16 autocast.
+
+    ``precision`` is "fp32", "bf16" or "auto" (default: the ``CRYOSHOT_PRECISION``
+    environment variable, else "auto"). "auto" takes bf16 on a CPU with native bf16
+    instructions (AVX-512 BF16 / AMX), where it is faster, and fp32 elsewhere.
+    """
+    precision = (precision or os.environ.get("CRYOSHOT_PRECISION", "auto")).lower()
+    if precision not in ("auto", "fp32", "bf16"):
+        raise CryoshotError(f"precision must be auto, fp32 or bf16 (CRYOSHOT_PRECISION), got '{precision}'")
+    if precision == "auto":
+        if device.type != "cpu":
+            return False
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # an older or a non-oneDNN torch build
+            return False
+    return precision == "bf16"
+
+
+@torch.no_grad()
+def embed_volumes(
+    model: ProtoNet,
+    volumes: np.ndarray,
+    voxel_size_A: float,
+    batch_size: int = 32,
+    progress: bool = True,
+    precision: str | None = None,
+) -> torch.Tensor:
+    """Embed (N, D, D, D) volumes at ``voxel_size_A``; returns (N, dim) float32 on CPU.
+
+    Small batches keep the activations in cache; ``precision`` as in :func:`use_bf16`.
+    """
+    cfg = model.encoder.config
+    dev = next(model.parameters()).device
+    bf16 = use_bf16(dev, precision)
+    out = []
+    for s in tqdm(range(0, len(volumes), batch_size), desc="embedding", disable=not progress, leave=False):
+        x = torch.as_tensor(np.asarray(volumes[s : s + batch_size], dtype=np.float32))
+        x = to_model_grid(x, voxel_size_A, cfg.voxel_size_A, cfg.input_box)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            out.append(model.embed(x.to(dev)).float().cpu())
+    return torch.cat(out)
