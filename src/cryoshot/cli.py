@@ -11,14 +11,10 @@ import typer
 from cryoshot import __version__
 from cryoshot.cli_types import SEED_MAX, choice, positive_list, real
 from cryoshot.errors import CryoshotError
+from cryoshot.fewshot.methods import METHOD_NAMES, methods_help
 
-METHODS_HELP = "protonet, protonet-ce, finetune, baseline, baseline++, fscc or template"
-
-
-def _method_choice(text: str) -> str:
-    from cryoshot.fewshot.methods import METHOD_NAMES
-
-    return choice(METHOD_NAMES)(text)
+METHODS_HELP = methods_help()  # from the one registry of methods
+_method_choice = choice(METHOD_NAMES)
 
 
 def _check_preview(preview: Path | None, force: bool) -> None:
@@ -482,7 +478,7 @@ def evaluate_cmd(
     shot: Annotated[int, typer.Option("--shot", min=1, max=1000, help="Support examples per class (K).")] = 5,
     query: Annotated[int, typer.Option("--query", min=1, max=100_000, help="Queries per class.")] = 15,
     episodes: Annotated[int, typer.Option("--episodes", min=1, max=10**7, help="Number of seeded episodes.")] = 100,
-    method: Annotated[str, typer.Option("--method", parser=_method_choice, help=METHODS_HELP + ".")] = "protonet-ce",
+    method: Annotated[str, typer.Option("--method", parser=_method_choice, help=METHODS_HELP)] = "protonet-ce",
     model: Annotated[str, typer.Option("--model", help="'default' (shipped) or a checkpoint path.")] = "default",
     distance: Annotated[
         str | None,
@@ -500,7 +496,7 @@ def evaluate_cmd(
     import json
 
     from cryoshot.evaluate.fewshot import evaluate_episodes
-    from cryoshot.fewshot.methods import NEEDS_MODEL, make_method
+    from cryoshot.fewshot.methods import make_method, method_spec
     from cryoshot.io.particles import load_subtomogram_set
     from cryoshot.models.loading import load_model
     from cryoshot.pretrained import resolve_model
@@ -508,9 +504,7 @@ def evaluate_cmd(
 
     configure_threads()
     tr = parse_tilt_range(tilt_range)
-    if method not in NEEDS_MODEL:
-        make_method(method, None)  # the unknown-method error
-    model_path = resolve_model(model) if NEEDS_MODEL[method] else None
+    model_path = resolve_model(model) if method_spec(method).needs_model else None
     net = load_model(model_path)[0] if model_path is not None else None
     ds = load_subtomogram_set(data, label_column=label_column, angpix=angpix)
     from cryoshot.data.episodes import EpisodeSampler
@@ -541,7 +535,7 @@ def classify_cmd(
     query: Annotated[Path, typer.Option("--query", help="Query set to classify (STAR).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Predictions STAR file.")],
     model: Annotated[str, typer.Option("--model", help="'default' (shipped) or a checkpoint path.")] = "default",
-    method: Annotated[str, typer.Option("--method", parser=_method_choice, help=METHODS_HELP + ".")] = "protonet-ce",
+    method: Annotated[str, typer.Option("--method", parser=_method_choice, help=METHODS_HELP)] = "protonet-ce",
     shot: Annotated[
         int | None, typer.Option("--shot", min=1, max=100_000, help="Require at least K support examples per class.")
     ] = None,

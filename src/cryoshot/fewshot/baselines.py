@@ -52,3 +52,13 @@ class BaselineMethod:
 
     def distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
         return -self.scores(zs, ts, zq, n)
+
+
+def build_baseline(model: torch.nn.Module, seed: int = 0, **_) -> BaselineMethod:
+    """Baseline: a linear layer on the frozen encoder, Adam on the support set."""
+    return BaselineMethod(model, seed=seed)
+
+
+def build_baseline_pp(model: torch.nn.Module, seed: int = 0, **_) -> BaselineMethod:
+    """Baseline++: a cosine classifier (scale 10) on the frozen encoder."""
+    return BaselineMethod(model, cosine=True, seed=seed)

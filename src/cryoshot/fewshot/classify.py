@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from cryoshot.errors import CryoshotError
-from cryoshot.fewshot.methods import make_method, scores_and_distances
+from cryoshot.fewshot.methods import make_method, method_spec, scores_and_distances
 from cryoshot.fewshot.openset import support_threshold
 from cryoshot.io.particles import load_subtomogram_set, rebase_image_names
 from cryoshot.io.star import write_star
@@ -58,13 +58,11 @@ def classify_sets(
         Template matching only: the tilt range (degrees) whose missing wedge the
         particles carry; None for no wedge.
     """
-    from cryoshot.fewshot.methods import NEEDS_MODEL
     from cryoshot.models.loading import load_model
 
     check_output_free(output, force)
-    if method not in NEEDS_MODEL:
-        make_method(method, None)  # raises the unknown-method error before any loading
-    model = load_model(model_path)[0] if NEEDS_MODEL[method] else None
+    spec = method_spec(method)  # the unknown-method error before any loading
+    model = load_model(model_path)[0] if spec.needs_model else None
     if not 0.0 < quantile <= 1.0 or margin <= 0:
         raise CryoshotError(f"the unknown quantile must be in (0, 1] and the margin > 0, got {quantile}, {margin}")
     m = make_method(method, model, tilt_range=tilt_range)
@@ -87,7 +85,7 @@ def classify_sets(
               "sizes differ; both are resampled to the model's grid, but if a header is wrong every query may look "
               "'unknown': check them, or set one size with --angpix", file=sys.stderr)  # fmt: skip
     if sup.volumes.shape[1:] != qry.volumes.shape[1:] or abs(sup.voxel_size_A - qry.voxel_size_A) > 1e-3:
-        if not NEEDS_MODEL[method]:
+        if not spec.needs_model:
             raise CryoshotError(
                 f"support (box {sup.volumes.shape[-1]}, {sup.voxel_size_A:.2f} Å) and query (box "
                 f"{qry.volumes.shape[-1]}, {qry.voxel_size_A:.2f} Å) differ; template matching needs one grid"

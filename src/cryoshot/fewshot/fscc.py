@@ -191,3 +191,8 @@ def base_statistics(model: torch.nn.Module) -> BaseStatistics:
             "after too high a learning rate); FSCC needs a model made by 'cryoshot train fscc'"
         )
     return BaseStatistics(mean.float(), centred.float())
+
+
+def build_fscc(model: torch.nn.Module, seed: int = 0, **_) -> FSCCMethod:
+    """FSCC: distribution calibration from the model's stored base statistics, then logistic regression."""
+    return FSCCMethod(model, seed=seed)

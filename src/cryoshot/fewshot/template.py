@@ -83,3 +83,10 @@ class TemplateMethod:
 
     def distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
         return self.scores_and_distances(zs, ts, zq, n)[1]
+
+
+def build_template(model: None = None, tilt_range: tuple[float, float] | None = (-60.0, 60.0), **_) -> TemplateMethod:
+    """Template matching (no model): ``tilt_range`` (degrees, None: no wedge) is the particles' missing wedge."""
+    from dataclasses import replace
+
+    return TemplateMethod(config=replace(DEFAULT_TEMPLATE_CONFIG, tilt_range_deg=tilt_range))
