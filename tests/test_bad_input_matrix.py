@@ -337,6 +337,7 @@ def _cases() -> list[tuple[str, str, str]]:
             out.append((name, "output", "user-folder-force" if v.output_is_folder else "folder-as-file-force"))
         if v.preview:
             out.append((name, "preview", "missing-folder"))
+    out += [(name, "config", k) for name in VERBS if name != "structures" for k in ("unknown-key", "not-yaml")]
     out += [("extract", "tomogram", k) for k in ("missing", "garbage", "2d")]
     out += [("extract", "coords", k) for k in ("abc-coordinate", "micrographs-without-2d")]
     return out
@@ -409,6 +410,11 @@ def test_bad_input_gives_one_clear_line_and_leaves_nothing(inputs, tmp_path, cap
         elif detail == "2d":
             write_mrc(tomo, np.zeros((40, 40), np.float32), 10.0)
         argv = _replace_arg(argv, "--tomogram", str(tomo), words)
+    elif kind == "config":
+        cfg = tmp_path / "bad" / "run.yaml"
+        cfg.parent.mkdir()
+        cfg.write_text("no_such_option: 1\n" if detail == "unknown-key" else "a: [unclosed\n")
+        argv = argv + ["--config", str(cfg)]
     elif kind == "coords":
         table = read_star_table(inputs.coords_star)
         if detail == "abc-coordinate":

@@ -9,9 +9,11 @@ from typing import Annotated
 import typer
 
 from cryoshot import __version__
+from cryoshot.cli_config import apply_config, record_run
 from cryoshot.cli_types import SEED_MAX, choice, positive_list, real
 from cryoshot.errors import CryoshotError
 from cryoshot.fewshot.methods import METHOD_NAMES, methods_help
+from cryoshot.utils.runrecord import current_run
 
 METHODS_HELP = methods_help()  # from the one registry of methods
 _method_choice = choice(METHOD_NAMES)
@@ -94,7 +96,8 @@ def _root(
         bool, typer.Option("--debug", help="Show the full traceback of an internal error (also CRYOSHOT_DEBUG=1).")
     ] = False,
 ) -> None:
-    """cryoshot command line."""
+    """cryoshot command line. Every verb also takes --config run.yaml (its options as YAML keys; flags
+    override the file) and writes run.yaml, its resolved settings, into every output folder."""
 
 
 @app.command("structures")
@@ -110,6 +113,7 @@ def structures_cmd() -> None:
 
 @simulate_app.command("subtomograms")
 def simulate_subtomograms(
+    ctx: typer.Context,
     structures: Structures,
     outdir: Out,
     per_class: Annotated[int, typer.Option("--per-class", min=1, max=10**7, help="Subtomograms per structure.")] = 20,
@@ -165,6 +169,7 @@ def simulate_subtomograms(
     force_size: ForceSize = False,
 ) -> None:
     """Simulate a labelled subtomogram set (one MRC per subtomogram plus particles.star)."""
+    record_run(ctx)
     from cryoshot.simulate.datasets import check_structures_fit, write_subtomograms
     from cryoshot.simulate.structures import expand_specs, load_structures
     from cryoshot.simulate.subtomograms import SubtomogramConfig, SubtomogramSimulator
@@ -199,6 +204,7 @@ def simulate_subtomograms(
 
 @simulate_app.command("micrographs")
 def simulate_micrographs(
+    ctx: typer.Context,
     structures: Structures,
     outdir: Out,
     n_micrographs: Annotated[
@@ -231,6 +237,7 @@ def simulate_micrographs(
     force_size: ForceSize = False,
 ) -> None:
     """Simulate micrographs with a ground-truth coordinate STAR file."""
+    record_run(ctx)
     from cryoshot.simulate.datasets import check_structures_fit, write_micrographs
     from cryoshot.simulate.micrographs import MicrographConfig, MicrographSimulator
     from cryoshot.simulate.structures import expand_specs, load_structures
@@ -258,6 +265,7 @@ def simulate_micrographs(
 
 @simulate_app.command("projections")
 def simulate_projections(
+    ctx: typer.Context,
     structures: Structures,
     outdir: Out,
     views: Annotated[int, typer.Option("--views", min=1, max=100_000, help="Orientation classes per structure.")] = 4,
@@ -279,6 +287,7 @@ def simulate_projections(
     force_size: ForceSize = False,
 ) -> None:
     """Simulate 2D particle images in orientation classes (an .mrcs stack plus particles.star)."""
+    record_run(ctx)
     from cryoshot.simulate.datasets import check_structures_fit, write_projections
     from cryoshot.simulate.projections import ProjectionConfig, ProjectionSimulator
     from cryoshot.simulate.structures import expand_specs, load_structures
@@ -307,6 +316,7 @@ def simulate_projections(
 
 @app.command("extract")
 def extract_cmd(
+    ctx: typer.Context,
     coordinates: Annotated[Path, typer.Argument(help="STAR file with particle coordinates.")],
     outdir: Out,
     box: Annotated[int, typer.Option("--box", min=2, max=100_000, help="Box size (pixels).")],
@@ -333,6 +343,7 @@ def extract_cmd(
     force_size: ForceSize = False,
 ) -> None:
     """Cut subtomograms (or 2D boxes) at STAR coordinates into a subtomogram (particle) set."""
+    record_run(ctx)
     from cryoshot.io.extract import extract_particles
 
     rep = extract_particles(
@@ -347,6 +358,7 @@ def extract_cmd(
 
 @app.command("train")
 def train_cmd(
+    ctx: typer.Context,
     method: Annotated[
         str,
         typer.Argument(
@@ -415,6 +427,7 @@ def train_cmd(
     seed: Seed = 0,
 ) -> None:
     """Train on simulated structures (procedural + the 8 bundled training maps); the best model on held-out classes is kept."""
+    record_run(ctx)
     from cryoshot.data.synthetic import PoolConfig
     from cryoshot.train.loop import TrainConfig, train
 
@@ -473,6 +486,7 @@ TiltRange = Annotated[
 
 @app.command("evaluate")
 def evaluate_cmd(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Argument(help="Labelled subtomogram set (STAR); every class is treated as novel.")],
     way: Annotated[int, typer.Option("--way", min=2, max=1000, help="Classes per episode (N).")] = 5,
     shot: Annotated[int, typer.Option("--shot", min=1, max=1000, help="Support examples per class (K).")] = 5,
@@ -493,6 +507,7 @@ def evaluate_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Also print one JSON object as the last line.")] = False,
 ) -> None:
     """N-way K-shot episodes on labelled data -> accuracy (mean ± 95% CI), macro precision, per class."""
+    record_run(ctx)
     import json
 
     from cryoshot.evaluate.fewshot import evaluate_episodes
@@ -531,6 +546,7 @@ def evaluate_cmd(
 
 @app.command("classify")
 def classify_cmd(
+    ctx: typer.Context,
     support: Annotated[Path, typer.Option("--support", help="Labelled support set (STAR).")],
     query: Annotated[Path, typer.Option("--query", help="Query set to classify (STAR).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Predictions STAR file.")],
@@ -562,6 +578,7 @@ def classify_cmd(
     force: Force = False,
 ) -> None:
     """Few labelled examples + unlabelled subtomograms -> predicted class, probability, or 'unknown'."""
+    record_run(ctx)
     from cryoshot.fewshot.classify import classify_sets
     from cryoshot.pretrained import resolve_model
     from cryoshot.utils.threads import configure_threads
@@ -583,6 +600,7 @@ def classify_cmd(
 
 @app.command("average")
 def average_cmd(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Argument(help="Subtomogram set (STAR), e.g. the predictions of classify.")],
     outdir: Annotated[Path, typer.Option("--outdir", "-o", help="Output folder (maps, FSC, aligned STAR).")],
     class_column: Annotated[
@@ -616,6 +634,7 @@ def average_cmd(
     force_size: ForceSize = False,
 ) -> None:
     """Gold-standard per-class subtomogram averages with missing-wedge compensation and FSC resolution."""
+    record_run(ctx)
     from cryoshot.align.average import AverageConfig
     from cryoshot.align.search import AlignConfig
     from cryoshot.align.workflow import average_set
@@ -641,10 +660,12 @@ def average_cmd(
 
 @app.command("demo")
 def demo_cmd(
+    ctx: typer.Context,
     outdir: Annotated[Path, typer.Option("--outdir", "-o", help="Output folder.")] = Path("demo_out"),
     force: Force = False,
 ) -> None:
     """Run the built-in demonstration on bundled data (nothing to download)."""
+    record_run(ctx)
     from cryoshot.demo import run_demo
 
     run_demo(outdir, force=force)
@@ -713,12 +734,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("CRYOSHOT_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]  # accepted anywhere on the line
+    token = current_run.set(None)
     previous = None
     try:
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread
         pass
     try:
+        argv = apply_config(typer.main.get_command(app), argv)
         code = app(args=argv, prog_name="cryoshot", standalone_mode=False)
         return code if isinstance(code, int) else 0
     except ClickException as exc:
@@ -759,6 +782,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     finally:
+        current_run.reset(token)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

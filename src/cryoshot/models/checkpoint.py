@@ -17,6 +17,7 @@ import torch
 from cryoshot import __version__
 from cryoshot.errors import CryoshotError
 from cryoshot.utils.files import atomic_file
+from cryoshot.utils.runrecord import current_run
 
 FORMAT = "cryoshot-checkpoint-1"
 
@@ -24,6 +25,8 @@ FORMAT = "cryoshot-checkpoint-1"
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Write ``payload`` plus format, version and argv atomically (replacing ``path``)."""
     data = {"format": FORMAT, "version": __version__, "argv": [str(a) for a in sys.argv], **payload}
+    if current_run.get() is not None and "run" not in data:  # the command's resolved settings
+        data["run"] = current_run.get()
     for key in ("state_dict", "config", "method", "seed"):
         if key not in data:
             raise ValueError(f"checkpoint payload lacks '{key}'")

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cryoshot.errors import CryoshotError
+from cryoshot.utils.runrecord import RUN_FILE, current_run, run_yaml
 
 MANIFEST = ".cryoshot-output.json"
 _LOCK_SUFFIX = ".cryoshot-lock"
@@ -311,6 +312,9 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
         try:
             try:
                 yield tmp_path
+                run = current_run.get()
+                if run is not None and path.parent.resolve() not in _private_dirs:  # top-level output only
+                    (tmp_path / RUN_FILE).write_text(run_yaml(run), encoding="utf-8")
                 _write_manifest(tmp_path)
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT):
