@@ -19,17 +19,6 @@ METHODS_HELP = methods_help()  # from the one registry of methods
 _method_choice = choice(METHOD_NAMES)
 
 
-def _check_preview(preview: Path | None, force: bool) -> None:
-    """A preview path is checked before any work, not after the output was written."""
-    if preview is None:
-        return
-    from cryoshot.utils.files import check_output_free
-
-    if preview.suffix.lower() != ".png":
-        raise CryoshotError(f"--preview must name a .png file, got {preview}")
-    check_output_free(preview, force)
-
-
 app = typer.Typer(
     name="cryoshot",
     help="Few-shot learning for cryo-EM and cryo-ET: classify subtomograms and pick particles "
@@ -170,9 +159,8 @@ def simulate_subtomograms(
 ) -> None:
     """Simulate a labelled subtomogram set (one MRC per subtomogram plus particles.star)."""
     record_run(ctx)
-    from cryoshot.simulate.datasets import check_structures_fit, write_subtomograms
-    from cryoshot.simulate.structures import expand_specs, load_structures
-    from cryoshot.simulate.subtomograms import SubtomogramConfig, SubtomogramSimulator
+    from cryoshot.simulate.subtomograms import SubtomogramConfig
+    from cryoshot.simulate.workflow import simulate_subtomograms as run
 
     cfg = SubtomogramConfig(
         box_px=box, pixel_size_A=angpix, snr=snr, snr_convention=snr_convention, tilt_min_deg=tilt_min,
@@ -181,25 +169,12 @@ def simulate_subtomograms(
         max_shift_px=max_shift, use_ctf=not no_ctf, use_wedge=not no_wedge, use_dose=not no_dose,
         invert=invert, method=method, seed=seed,
     )  # fmt: skip
-    cfg.validate()
-    _check_preview(preview, force)
-    specs = _split(structures)
-    check_structures_fit(len(expand_specs(specs)), box, outdir, force_size=force_size)
-    structs = load_structures(specs, angpix, box, seed=0)
-    sim = SubtomogramSimulator(structs, cfg)
-    n = per_class * len(structs)
-    write_subtomograms(sim, n, outdir, force=force, save_clean=save_clean, force_size=force_size)
-    typer.echo(
-        f"wrote {n} subtomograms of {len(structs)} structures ({box}^3 at {angpix} Å, SNR {snr}) "
-        f"to {outdir}/particles.star"
-    )
-    if preview is not None:
-        from cryoshot.plotting import volume_montage
-
-        b = sim.simulate(range(min(len(structs), 12)))
-        volume_montage(b.volumes, [s.name for s in structs[:12]], preview, force=force,
-                       suptitle=f"central slices, SNR {snr}")  # fmt: skip
-        typer.echo(f"preview: {preview}")
+    out = run(_split(structures), outdir, cfg, per_class, save_clean=save_clean, preview=preview, force=force,
+              force_size=force_size)  # fmt: skip
+    typer.echo(f"wrote {out.n_items} subtomograms of {out.n_classes} structures ({box}^3 at {angpix} Å, SNR {snr}) "
+               f"to {out.star}")  # fmt: skip
+    if out.preview is not None:
+        typer.echo(f"preview: {out.preview}")
 
 
 @simulate_app.command("micrographs")
@@ -238,29 +213,19 @@ def simulate_micrographs(
 ) -> None:
     """Simulate micrographs with a ground-truth coordinate STAR file."""
     record_run(ctx)
-    from cryoshot.simulate.datasets import check_structures_fit, write_micrographs
-    from cryoshot.simulate.micrographs import MicrographConfig, MicrographSimulator
-    from cryoshot.simulate.structures import expand_specs, load_structures
+    from cryoshot.simulate.micrographs import MicrographConfig
+    from cryoshot.simulate.workflow import simulate_micrographs as run
 
     cfg = MicrographConfig(
         size_px=size, pixel_size_A=angpix, particle_box_px=particle_box, n_particles=particles, snr=snr,
         defocus_min_um=defocus_min, defocus_max_um=defocus_max, ice_gradient=ice_gradient,
         n_ice_blobs=ice_blobs, carbon_edge=carbon_edge, invert=invert, seed=seed,
     )  # fmt: skip
-    cfg.validate()
-    _check_preview(preview, force)
-    specs = _split(structures)
-    check_structures_fit(len(expand_specs(specs)), particle_box, outdir, projector=True, force_size=force_size)
-    structs = load_structures(specs, angpix, particle_box, seed=0)
-    sim = MicrographSimulator(structs, cfg)
-    df = write_micrographs(sim, n_micrographs, outdir, force=force, save_clean=save_clean, force_size=force_size)
-    typer.echo(f"wrote {n_micrographs} micrographs with {len(df)} particles to {outdir}/coordinates.star")
-    if preview is not None:
-        from cryoshot.plotting import micrograph_preview
-
-        mic = sim.simulate(0)
-        micrograph_preview(mic.image, mic.coords_px, float(sim.radius_px.max()), preview, force=force)
-        typer.echo(f"preview: {preview}")
+    out = run(_split(structures), outdir, cfg, n_micrographs, save_clean=save_clean, preview=preview, force=force,
+              force_size=force_size)  # fmt: skip
+    typer.echo(f"wrote {n_micrographs} micrographs with {out.n_items} particles to {out.star}")
+    if out.preview is not None:
+        typer.echo(f"preview: {out.preview}")
 
 
 @simulate_app.command("projections")
@@ -288,30 +253,19 @@ def simulate_projections(
 ) -> None:
     """Simulate 2D particle images in orientation classes (an .mrcs stack plus particles.star)."""
     record_run(ctx)
-    from cryoshot.simulate.datasets import check_structures_fit, write_projections
-    from cryoshot.simulate.projections import ProjectionConfig, ProjectionSimulator
-    from cryoshot.simulate.structures import expand_specs, load_structures
+    from cryoshot.simulate.projections import ProjectionConfig
+    from cryoshot.simulate.workflow import simulate_projections as run
 
     cfg = ProjectionConfig(
         box_px=box, pixel_size_A=angpix, n_views=views, snr=snr, view_jitter_deg=jitter,
         inplane_rotation=inplane_rotation, defocus_min_um=defocus_min, defocus_max_um=defocus_max,
         invert=invert, seed=seed,
     )  # fmt: skip
-    cfg.validate()
-    _check_preview(preview, force)
-    specs = _split(structures)
-    check_structures_fit(len(expand_specs(specs)), box, outdir, projector=True, force_size=force_size)
-    structs = load_structures(specs, angpix, box, seed=0)
-    sim = ProjectionSimulator(structs, cfg)
-    n = sim.n_classes * per_class
-    write_projections(sim, n, outdir, force=force, save_clean=save_clean, force_size=force_size)
-    typer.echo(f"wrote {n} images in {sim.n_classes} orientation classes to {outdir}/particles.star")
-    if preview is not None:
-        from cryoshot.plotting import image_montage
-
-        b = sim.simulate(range(min(sim.n_classes, 24)))
-        image_montage(b.images, [f"class {k + 1}" for k in b.labels], preview, force=force)
-        typer.echo(f"preview: {preview}")
+    out = run(_split(structures), outdir, cfg, per_class, save_clean=save_clean, preview=preview, force=force,
+              force_size=force_size)  # fmt: skip
+    typer.echo(f"wrote {out.n_items} images in {out.n_classes} orientation classes to {out.star}")
+    if out.preview is not None:
+        typer.echo(f"preview: {out.preview}")
 
 
 @app.command("extract")
@@ -510,31 +464,15 @@ def evaluate_cmd(
     record_run(ctx)
     import json
 
-    from cryoshot.evaluate.fewshot import evaluate_episodes
-    from cryoshot.fewshot.methods import make_method, method_spec
-    from cryoshot.io.particles import load_subtomogram_set
-    from cryoshot.models.loading import load_model
-    from cryoshot.pretrained import resolve_model
-    from cryoshot.utils.threads import configure_threads
+    from cryoshot.evaluate.fewshot import evaluate_set
 
-    configure_threads()
-    tr = parse_tilt_range(tilt_range)
-    model_path = resolve_model(model) if method_spec(method).needs_model else None
-    net = load_model(model_path)[0] if model_path is not None else None
-    ds = load_subtomogram_set(data, label_column=label_column, angpix=angpix)
-    from cryoshot.data.episodes import EpisodeSampler
-
-    EpisodeSampler(ds.labels, way, shot, query, seed)  # validates before the costly embedding
-    m = make_method(method, net, distance, seed=seed, tilt_range=tr)
-    z = m.embed(ds.volumes, ds.voxel_size_A)
-    name = method if distance is None else f"{method}[{distance}]"
-    res = evaluate_episodes(m, z, ds.labels, name=name, way=way, shot=shot, query=query, episodes=episodes, seed=seed)
-    res["model"] = str(model_path) if model_path is not None else None
-    res["n_subtomograms"] = len(ds)
-    res["voxel_size_A"] = ds.voxel_size_A
-    res["duplicates_dropped"] = ds.n_duplicates
-    typer.echo(f"{name}: {way}-way {shot}-shot, {query} queries, {episodes} episodes on {len(ds)} subtomograms "
-               f"({ds.box}^3 at {ds.voxel_size_A:.3g} Å)")  # fmt: skip
+    res = evaluate_set(
+        data, method=method, model=model, way=way, shot=shot, query=query, episodes=episodes, distance=distance,
+        label_column=label_column, angpix=angpix, tilt_range=parse_tilt_range(tilt_range), seed=seed,
+    )  # fmt: skip
+    name = res["method"]
+    typer.echo(f"{name}: {way}-way {shot}-shot, {query} queries, {episodes} episodes on {res['n_subtomograms']} "
+               f"subtomograms ({res['box']}^3 at {res['voxel_size_A']:.3g} Å)")  # fmt: skip
     typer.echo(f"  accuracy         {res['accuracy_mean']:.4f} ± {res['accuracy_ci95']:.4f} (95% CI)")
     typer.echo(f"  macro precision  {res['macro_precision']:.4f}")
     typer.echo("  per class:")

@@ -7,6 +7,7 @@ subtomogram once (after resampling to the model's box and voxel size); episodes
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -67,3 +68,51 @@ def evaluate_episodes(
         "per_class_accuracy": {c: (n / t if t else None) for c, (n, t) in correct.items()},
         "seconds": time.perf_counter() - t0,
     }
+
+
+def evaluate_set(
+    data: str | os.PathLike,
+    *,
+    method: str = "protonet-ce",
+    model: str | os.PathLike | None = "default",
+    way: int = 5,
+    shot: int = 5,
+    query: int = 15,
+    episodes: int = 100,
+    distance: str | None = None,
+    label_column: str = "rlnClassNumber",
+    angpix: float | None = None,
+    tilt_range: tuple[float, float] | None = (-60.0, 60.0),
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """``cryoshot evaluate``: seeded N-way K-shot episodes on a labelled subtomogram set (every class novel).
+
+    Parameters mirror the command's flags: ``model`` is ``"default"`` (the shipped model) or a
+    checkpoint path (ignored by methods that need none); ``tilt_range`` in degrees (None: no
+    missing wedge) is template matching's wedge.
+
+    Returns
+    -------
+    dict: the episode results of :func:`evaluate_episodes` plus ``model``, ``n_subtomograms``,
+    ``box``, ``voxel_size_A`` and ``duplicates_dropped``.
+    """
+    from cryoshot.fewshot.methods import make_method, method_spec
+    from cryoshot.io.particles import load_subtomogram_set
+    from cryoshot.models.loading import load_model
+    from cryoshot.pretrained import resolve_model
+    from cryoshot.utils.threads import configure_threads
+
+    configure_threads()
+    model_path = resolve_model(str(model) if model is not None else None) if method_spec(method).needs_model else None
+    net = load_model(model_path)[0] if model_path is not None else None
+    ds = load_subtomogram_set(data, label_column=label_column, angpix=angpix, progress=progress)
+    EpisodeSampler(ds.labels, way, shot, query, seed)  # validates before the costly embedding
+    m = make_method(method, net, distance, seed=seed, tilt_range=tilt_range)
+    z = m.embed(ds.volumes, ds.voxel_size_A, progress=progress)
+    name = method if distance is None else f"{method}[{distance}]"
+    res = evaluate_episodes(m, z, ds.labels, name=name, way=way, shot=shot, query=query, episodes=episodes,
+                            seed=seed, progress=progress)  # fmt: skip
+    res.update({"model": str(model_path) if model_path is not None else None, "n_subtomograms": len(ds),
+                "box": ds.box, "voxel_size_A": ds.voxel_size_A, "duplicates_dropped": ds.n_duplicates})  # fmt: skip
+    return res
