@@ -27,6 +27,7 @@ from cryoshot.evaluate.fewshot import evaluate_episodes
 from cryoshot.fewshot.methods import make_method
 from cryoshot.models.loading import load_model
 from cryoshot.pretrained import resolve_model
+from cryoshot.simulate.optics import Microscope
 from cryoshot.simulate.splits import NOVEL_STRUCTURES
 from cryoshot.simulate.structures import load_structures
 from cryoshot.simulate.subtomograms import SubtomogramConfig, SubtomogramSimulator
@@ -42,7 +43,7 @@ VARIANTS = {
     "no CTF": dict(use_ctf=False),
     "defocus 1-2 µm": dict(defocus_min_um=1.0, defocus_max_um=2.0),
     "defocus 5-8 µm": dict(defocus_min_um=5.0, defocus_max_um=8.0),
-    "B-factor 500 Å²": dict(b_factor_A2=500.0),
+    "B-factor 500 Å²": dict(microscope=Microscope(b_factor_A2=500.0)),
     "shifts up to 5 px": dict(max_shift_px=5.0),
     "no dose weighting": dict(use_dose=False),
     "SNR per projection": dict(snr_convention="projection"),

@@ -53,6 +53,15 @@ Snr = Annotated[float, typer.Option("--snr", parser=real(0, lo_open=True), help=
 DefocusMin = Annotated[
     float, typer.Option("--defocus-min", parser=real(0, 100), help="Lowest defocus (µm, underfocus > 0).")
 ]
+Voltage = Annotated[float, typer.Option("--voltage", parser=real(1, 3000), help="Acceleration voltage (kV).")]
+Cs = Annotated[float, typer.Option("--cs", parser=real(0, 100), help="Spherical aberration (mm).")]
+AmplitudeContrast = Annotated[
+    float,
+    typer.Option("--amplitude-contrast", parser=real(0, 1, hi_open=True), help="Amplitude contrast fraction."),
+]
+BFactor = Annotated[
+    float, typer.Option("--b-factor", parser=real(0, 10_000), help="Envelope B-factor (Å²), exp(-B k² / 4).")
+]
 DefocusMax = Annotated[float, typer.Option("--defocus-max", parser=real(0, 100), help="Highest defocus (µm).")]
 Preview = Annotated[Path | None, typer.Option("--preview", help="Write a PNG montage of what was made.")]
 Invert = Annotated[bool, typer.Option("--invert", help="Protein dark (raw-data contrast) instead of bright.")]
@@ -128,14 +137,10 @@ def simulate_subtomograms(
     ] = 120.0,
     defocus_min: DefocusMin = 2.0,
     defocus_max: DefocusMax = 5.0,
-    voltage: Annotated[
-        float, typer.Option("--voltage", parser=real(1, 3000), help="Acceleration voltage (kV).")
-    ] = 300.0,
-    cs: Annotated[float, typer.Option("--cs", parser=real(0, 100), help="Spherical aberration (mm).")] = 2.7,
-    amplitude_contrast: Annotated[
-        float,
-        typer.Option("--amplitude-contrast", parser=real(0, 1, hi_open=True), help="Amplitude contrast fraction."),
-    ] = 0.07,
+    voltage: Voltage = 300.0,
+    cs: Cs = 2.7,
+    amplitude_contrast: AmplitudeContrast = 0.07,
+    b_factor: BFactor = 0.0,
     max_shift: Annotated[
         float, typer.Option("--max-shift", parser=real(0), help="Largest random shift (voxels; less than box/4).")
     ] = 2.0,
@@ -159,14 +164,15 @@ def simulate_subtomograms(
 ) -> None:
     """Simulate a labelled subtomogram set (one MRC per subtomogram plus particles.star)."""
     record_run(ctx)
+    from cryoshot.simulate.optics import Microscope
     from cryoshot.simulate.subtomograms import SubtomogramConfig
     from cryoshot.simulate.workflow import simulate_subtomograms as run
 
     cfg = SubtomogramConfig(
         box_px=box, pixel_size_A=angpix, snr=snr, snr_convention=snr_convention, tilt_min_deg=tilt_min,
         tilt_max_deg=tilt_max, tilt_step_deg=tilt_step, dose_e_per_A2=dose, defocus_min_um=defocus_min,
-        defocus_max_um=defocus_max, voltage_kv=voltage, cs_mm=cs, amplitude_contrast=amplitude_contrast,
-        max_shift_px=max_shift, use_ctf=not no_ctf, use_wedge=not no_wedge, use_dose=not no_dose,
+        defocus_max_um=defocus_max, max_shift_px=max_shift,
+        microscope=Microscope(voltage_kv=voltage, cs_mm=cs, amplitude_contrast=amplitude_contrast, b_factor_A2=b_factor), use_ctf=not no_ctf, use_wedge=not no_wedge, use_dose=not no_dose,
         invert=invert, method=method, seed=seed,
     )  # fmt: skip
     out = run(_split(structures), outdir, cfg, per_class, save_clean=save_clean, preview=preview, force=force,
@@ -196,6 +202,10 @@ def simulate_micrographs(
     snr: Snr = 0.1,
     defocus_min: DefocusMin = 1.0,
     defocus_max: DefocusMax = 3.0,
+    voltage: Voltage = 300.0,
+    cs: Cs = 2.7,
+    amplitude_contrast: AmplitudeContrast = 0.07,
+    b_factor: BFactor = 0.0,
     ice_gradient: Annotated[
         float,
         typer.Option("--ice-gradient", parser=real(0, 1000), help="Slow background, in noise standard deviations."),
@@ -214,12 +224,14 @@ def simulate_micrographs(
     """Simulate micrographs with a ground-truth coordinate STAR file."""
     record_run(ctx)
     from cryoshot.simulate.micrographs import MicrographConfig
+    from cryoshot.simulate.optics import Microscope
     from cryoshot.simulate.workflow import simulate_micrographs as run
 
     cfg = MicrographConfig(
         size_px=size, pixel_size_A=angpix, particle_box_px=particle_box, n_particles=particles, snr=snr,
         defocus_min_um=defocus_min, defocus_max_um=defocus_max, ice_gradient=ice_gradient,
         n_ice_blobs=ice_blobs, carbon_edge=carbon_edge, invert=invert, seed=seed,
+        microscope=Microscope(voltage_kv=voltage, cs_mm=cs, amplitude_contrast=amplitude_contrast, b_factor_A2=b_factor),
     )  # fmt: skip
     out = run(_split(structures), outdir, cfg, n_micrographs, save_clean=save_clean, preview=preview, force=force,
               force_size=force_size)  # fmt: skip
@@ -244,6 +256,10 @@ def simulate_projections(
     inplane_rotation: Annotated[bool, typer.Option("--inplane-rotation", help="Random in-plane rotation.")] = False,
     defocus_min: DefocusMin = 1.0,
     defocus_max: DefocusMax = 3.0,
+    voltage: Voltage = 300.0,
+    cs: Cs = 2.7,
+    amplitude_contrast: AmplitudeContrast = 0.07,
+    b_factor: BFactor = 0.0,
     invert: Invert = False,
     save_clean: SaveClean = False,
     preview: Preview = None,
@@ -253,6 +269,7 @@ def simulate_projections(
 ) -> None:
     """Simulate 2D particle images in orientation classes (an .mrcs stack plus particles.star)."""
     record_run(ctx)
+    from cryoshot.simulate.optics import Microscope
     from cryoshot.simulate.projections import ProjectionConfig
     from cryoshot.simulate.workflow import simulate_projections as run
 
@@ -260,6 +277,7 @@ def simulate_projections(
         box_px=box, pixel_size_A=angpix, n_views=views, snr=snr, view_jitter_deg=jitter,
         inplane_rotation=inplane_rotation, defocus_min_um=defocus_min, defocus_max_um=defocus_max,
         invert=invert, seed=seed,
+        microscope=Microscope(voltage_kv=voltage, cs_mm=cs, amplitude_contrast=amplitude_contrast, b_factor_A2=b_factor),
     )  # fmt: skip
     out = run(_split(structures), outdir, cfg, per_class, save_clean=save_clean, preview=preview, force=force,
               force_size=force_size)  # fmt: skip

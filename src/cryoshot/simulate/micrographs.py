@@ -12,7 +12,7 @@ Micrograph ``m`` is a pure function of ``(seed, m)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -43,10 +43,7 @@ class MicrographConfig:
     snr: float = 0.1
     defocus_min_um: float = 1.0
     defocus_max_um: float = 3.0
-    voltage_kv: float = 300.0
-    cs_mm: float = 2.7
-    amplitude_contrast: float = 0.07
-    b_factor_A2: float = 50.0
+    microscope: Microscope = field(default_factory=Microscope)
     ice_gradient: float = 0.5
     n_ice_blobs: int = 0
     carbon_edge: bool = False
@@ -55,7 +52,8 @@ class MicrographConfig:
 
     def validate(self) -> None:
         check_snr(self.snr)
-        check_imaging(self.defocus_min_um, self.defocus_max_um, self.amplitude_contrast)
+        self.microscope.validate()
+        check_imaging(self.defocus_min_um, self.defocus_max_um, self.microscope.amplitude_contrast)
         if self.particle_box_px < 8:
             raise CryoshotError(f"particle box must be at least 8 pixels, got {self.particle_box_px}")
         if self.size_px < 2 * self.particle_box_px:
@@ -71,10 +69,6 @@ class MicrographConfig:
             raise CryoshotError("number of ice blobs must be >= 0")
         if self.min_distance_px is not None and self.min_distance_px < 0:
             raise CryoshotError(f"minimum particle distance must be >= 0 px, got {self.min_distance_px}")
-
-    @property
-    def microscope(self) -> Microscope:
-        return Microscope(self.voltage_kv, self.cs_mm, self.amplitude_contrast, self.b_factor_A2)
 
 
 @dataclass

@@ -43,7 +43,7 @@ def electron_wavelength_A(voltage_kv: float) -> float:
 
 @dataclass(frozen=True)
 class Microscope:
-    """Imaging constants.
+    """Imaging constants, one set of defaults shared by every simulator (nested in each simulator's config).
 
     Attributes
     ----------
@@ -57,6 +57,19 @@ class Microscope:
     cs_mm: float = 2.7
     amplitude_contrast: float = 0.07
     b_factor_A2: float = 0.0
+
+    def validate(self) -> None:
+        """Raise a clear error for a value no microscope has."""
+        from cryoshot.errors import CryoshotError
+
+        if not 0 < self.voltage_kv <= 3000:
+            raise CryoshotError(f"voltage must be in (0, 3000] kV, got {self.voltage_kv}")
+        if not 0 <= self.cs_mm <= 100:
+            raise CryoshotError(f"spherical aberration must be in [0, 100] mm, got {self.cs_mm}")
+        if not 0 <= self.amplitude_contrast < 1:
+            raise CryoshotError(f"amplitude contrast must be in [0, 1), got {self.amplitude_contrast}")
+        if not 0 <= self.b_factor_A2 <= 10_000:
+            raise CryoshotError(f"B-factor must be in [0, 10000] Å², got {self.b_factor_A2}")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ CTF, and given white noise at the requested SNR (whole-image variance,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -40,22 +40,16 @@ class ProjectionConfig:
     max_shift_px: float = 1.0
     defocus_min_um: float = 1.0
     defocus_max_um: float = 3.0
-    voltage_kv: float = 300.0
-    cs_mm: float = 2.7
-    amplitude_contrast: float = 0.07
-    b_factor_A2: float = 50.0
+    microscope: Microscope = field(default_factory=Microscope)
     invert: bool = False
     seed: int = 0
 
     def validate(self) -> None:
         check_snr(self.snr)
-        check_imaging(self.defocus_min_um, self.defocus_max_um, self.amplitude_contrast)
+        self.microscope.validate()
+        check_imaging(self.defocus_min_um, self.defocus_max_um, self.microscope.amplitude_contrast)
         if self.n_views < 1:
             raise CryoshotError("need at least one view per structure")
-
-    @property
-    def microscope(self) -> Microscope:
-        return Microscope(self.voltage_kv, self.cs_mm, self.amplitude_contrast, self.b_factor_A2)
 
 
 @dataclass

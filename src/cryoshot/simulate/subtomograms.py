@@ -52,10 +52,7 @@ class SubtomogramConfig:
     dose_e_per_A2: float = 120.0
     defocus_min_um: float = 2.0
     defocus_max_um: float = 5.0
-    voltage_kv: float = 300.0
-    cs_mm: float = 2.7
-    amplitude_contrast: float = 0.07
-    b_factor_A2: float = 0.0
+    microscope: Microscope = field(default_factory=Microscope)
     max_shift_px: float = 2.0
     use_ctf: bool = True
     use_wedge: bool = True
@@ -66,7 +63,8 @@ class SubtomogramConfig:
 
     def validate(self) -> None:
         check_snr(self.snr)
-        check_imaging(self.defocus_min_um, self.defocus_max_um, self.amplitude_contrast)
+        self.microscope.validate()
+        check_imaging(self.defocus_min_um, self.defocus_max_um, self.microscope.amplitude_contrast)
         if self.snr_convention not in SNR_CONVENTIONS:
             raise CryoshotError(f"SNR convention must be one of {SNR_CONVENTIONS}, got '{self.snr_convention}'")
         if self.method not in ("fast", "tiltseries"):
@@ -90,10 +88,6 @@ class SubtomogramConfig:
     @property
     def scheme(self) -> TiltScheme:
         return TiltScheme(self.tilt_min_deg, self.tilt_max_deg, self.tilt_step_deg, self.dose_e_per_A2)
-
-    @property
-    def microscope(self) -> Microscope:
-        return Microscope(self.voltage_kv, self.cs_mm, self.amplitude_contrast, self.b_factor_A2)
 
 
 @dataclass
