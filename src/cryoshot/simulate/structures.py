@@ -251,7 +251,9 @@ def expand_specs(specs: list[str]) -> list[str]:
             try:
                 a, b = (int(v) for v in text.split("-", 1))
             except ValueError:
-                raise CryoshotError(f"bad procedural range '{spec}': use procedural:A-B with integers 0 <= A < B") from None
+                raise CryoshotError(
+                    f"bad procedural range '{spec}': use procedural:A-B with integers 0 <= A < B"
+                ) from None
             if not 0 <= a < b or b - a > 1_000_000:
                 raise CryoshotError(f"bad procedural range '{spec}': need 0 <= A < B and at most 1,000,000 structures")
             out.extend(f"procedural:{i}" for i in range(a, b))
