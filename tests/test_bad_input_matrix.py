@@ -166,6 +166,10 @@ VERBS: dict[str, Verb] = {
             ("--device", "tpu"),
             ("--device", "cuda:7"),
             ("--snrs", "0.1,x"),
+            ("--simulator", "max_shift_px"),
+            ("--simulator", "nosuch=1"),
+            ("--simulator", "max_shift_px=abc"),
+            ("--simulator", "max_shift_px=1000"),
         ],  # fmt: skip
         output_is_folder=False,
     ),

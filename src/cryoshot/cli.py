@@ -10,7 +10,7 @@ import typer
 
 from cryoshot import __version__
 from cryoshot.cli_config import apply_config, record_run
-from cryoshot.cli_types import SEED_MAX, choice, positive_list, real
+from cryoshot.cli_types import SEED_MAX, choice, key_values, parse_key_values, positive_list, real
 from cryoshot.errors import CryoshotError
 from cryoshot.fewshot.methods import METHOD_NAMES, methods_help
 from cryoshot.utils.runrecord import current_run
@@ -370,6 +370,15 @@ def train_cmd(
         typer.Option("--snrs", parser=positive_list, help="Comma-separated SNR levels mixed in training."),
     ] = "0.1,0.05,0.03",
     val_every: Annotated[int, typer.Option("--val-every", min=1, max=10**9, help="Validate every N episodes.")] = 100,
+    simulator: Annotated[
+        str | None,
+        typer.Option(
+            "--simulator",
+            parser=key_values,
+            help="Training-pool simulator settings, KEY=VALUE pairs separated by commas (fields of the subtomogram "
+            "simulator, e.g. max_shift_px=5,tilt_min_deg=-45,microscope.b_factor_A2=200); default: its defaults.",
+        ),
+    ] = None,
     init_from: Annotated[
         Path | None, typer.Option("--init-from", help="protonet-ce: trained ProtoNet to freeze.")
     ] = None,
@@ -407,7 +416,8 @@ def train_cmd(
     cfg = TrainConfig(
         method=method, encoder=encoder, way=way, shot=shot, query=query, episodes=episodes,
         time_budget_s=time_budget, lr=lr, bf16=bf16, val_every=val_every,
-        pool=PoolConfig(n_procedural=procedural, items_per_class=items_per_class, snrs=snr_list, seed=seed),
+        pool=PoolConfig(n_procedural=procedural, items_per_class=items_per_class, snrs=snr_list, seed=seed,
+                        simulator=parse_key_values(simulator)),
         init_from=str(init_from) if init_from else None, seed=seed, device=device,
         supcon_weight=supcon_weight, supcon_temperature=supcon_temperature, stats_items_per_class=stats_items,
         batch_classes=batch_classes, batch_items=batch_items,

@@ -67,3 +67,16 @@ def positive_list(text: str) -> str:
     if not values:
         raise typer.BadParameter(f"got '{text}'; expected comma-separated positive numbers, e.g. 0.1,0.05")
     return ",".join(str(v) for v in values)
+
+
+def key_values(text: str) -> str:
+    """Check 'a=1,b.c=x' (comma-separated KEY=VALUE pairs); return the text."""
+    pairs = [p for p in str(text).split(",") if p.strip()]
+    if not all("=" in p and p.split("=", 1)[0].strip() for p in pairs):
+        raise typer.BadParameter(f"got '{text}'; expected KEY=VALUE pairs separated by commas, e.g. max_shift_px=5")
+    return ",".join(p.strip() for p in pairs)
+
+
+def parse_key_values(text: str | None) -> dict[str, str]:
+    """'a=1,b=x' -> {'a': '1', 'b': 'x'}."""
+    return dict((k.strip(), v.strip()) for k, v in (p.split("=", 1) for p in (text or "").split(",") if p.strip()))

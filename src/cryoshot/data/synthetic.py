@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from cryoshot.simulate.splits import TRAIN_STRUCTURES
 from cryoshot.simulate.structures import load_structures
-from cryoshot.simulate.subtomograms import SubtomogramConfig, SubtomogramSimulator
+from cryoshot.simulate.subtomograms import SubtomogramConfig, SubtomogramSimulator, config_with_overrides
 
 VALIDATION_OFFSET = 100_000  # procedural numbers used for validation classes
 
@@ -39,6 +39,14 @@ class PoolConfig:
     box_px: int = 40
     pixel_size_A: float = 10.0
     seed: int = 0
+    # SubtomogramConfig settings other than box, pixel size, SNR and seed (shift range, tilts, defocus,
+    # ``microscope.b_factor_A2``, ...); empty: the simulator's defaults. See ``config_with_overrides``.
+    simulator: dict = field(default_factory=dict)
+
+    def subtomogram_config(self, snr: float, seed: int) -> SubtomogramConfig:
+        """The simulator settings of one SNR level of this pool (validated)."""
+        return config_with_overrides(self.simulator, box_px=self.box_px, pixel_size_A=self.pixel_size_A, snr=snr,
+                                     seed=seed)  # fmt: skip
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,10 +71,7 @@ class VolumePool:
         per_level = [len(range(k, m, n_levels)) for k in range(n_levels)]
         bar = tqdm(total=c * m, desc="simulating training pool", unit="vol", disable=not progress)
         for level, snr in enumerate(config.snrs):
-            sim = SubtomogramSimulator(
-                structs,
-                SubtomogramConfig(box_px=d, pixel_size_A=config.pixel_size_A, snr=snr, seed=config.seed + level),
-            )
+            sim = SubtomogramSimulator(structs, config.subtomogram_config(snr, config.seed + level))
             n_items = per_level[level] * c
             slots = list(range(level, m, n_levels))
             for start in range(0, n_items, 256):

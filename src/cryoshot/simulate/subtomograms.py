@@ -292,3 +292,45 @@ def _rfft_var(x_hat: torch.Tensor, d: int) -> torch.Tensor:
     power = (x_hat.real**2 + x_hat.imag**2) * w
     mean = x_hat[:, 0, 0, 0].real / n
     return power.sum(dim=(-3, -2, -1)) / n**2 - mean**2
+
+
+def config_with_overrides(overrides: dict[str, object], **base) -> SubtomogramConfig:
+    """A validated :class:`SubtomogramConfig` from ``base`` fields plus ``overrides``.
+
+    ``overrides`` maps field names to values, with ``microscope.<field>`` for the nested
+    microscope (e.g. ``{"max_shift_px": 5, "microscope.b_factor_A2": 200}``); text values (from the
+    command line) are converted to the field's type. An unknown name is a clear error naming it.
+    """
+    import dataclasses
+
+    cfg = SubtomogramConfig(**base)
+    mic: dict[str, object] = {}
+    top: dict[str, object] = {}
+    fields = {f.name: f for f in dataclasses.fields(SubtomogramConfig) if f.name != "microscope"}
+    mic_fields = {f.name: f for f in dataclasses.fields(Microscope)}
+    for key, value in overrides.items():
+        name = str(key)
+        target, table, short = (mic, mic_fields, name.split(".", 1)[1]) if name.startswith("microscope.") else (
+            top, fields, name)  # fmt: skip
+        if short not in table or (table is fields and short in base):
+            allowed = sorted([n for n in fields if n not in base] + [f"microscope.{n}" for n in mic_fields])
+            raise CryoshotError(f"unknown simulator setting '{name}'; allowed: {', '.join(allowed)}")
+        default = getattr(cfg.microscope if target is mic else cfg, short)
+        target[short] = _convert(name, value, type(default))
+    cfg = dataclasses.replace(cfg, **top, microscope=dataclasses.replace(cfg.microscope, **mic))
+    cfg.validate()
+    return cfg
+
+
+def _convert(name: str, value: object, kind: type):
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    text = str(value).strip()
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        return kind(float(text)) if kind is int else kind(text)
+    except ValueError:
+        raise CryoshotError(f"simulator setting '{name}' needs a {kind.__name__}, got '{value}'") from None

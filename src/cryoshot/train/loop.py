@@ -88,6 +88,7 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise CryoshotError(msg)
+        self.pool.subtomogram_config(self.pool.snrs[0], self.seed)  # the simulator settings, before any work
         if self.way > len(self.pool.structure_specs()):
             raise CryoshotError(f"--way {self.way} exceeds the {len(self.pool.structure_specs())} training classes")
         need = self.shot + self.query
