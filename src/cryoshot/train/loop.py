@@ -26,7 +26,7 @@ from cryoshot.data.synthetic import FLIPS, VALIDATION_OFFSET, PoolConfig, Volume
 from cryoshot.errors import CryoshotError
 from cryoshot.fewshot.fscc import BaseStatistics, supcon_loss
 from cryoshot.models.checkpoint import load_checkpoint, save_checkpoint
-from cryoshot.models.loading import SUPERVISED, build_model_from_config
+from cryoshot.models.loading import build_model_from_config
 from cryoshot.models.protonet import ProtoNet
 from cryoshot.utils.files import check_output_free, output_lock
 from cryoshot.utils.threads import configure_threads
@@ -244,6 +244,55 @@ def validate(model, pool: VolumePool, cfg: TrainConfig, device, autocast, chunk:
     return float(np.mean(accs))
 
 
+# The three training families: every method trains through one of them.
+FAMILIES = {
+    "protonet": "episodic",  # encoder trained on N-way K-shot episodes
+    "protonet-ce": "cached-episodic",  # frozen encoder: the pool embedded once, the head trained on episodes
+    "finetune": "supervised",  # cross-entropy over all base classes on class-balanced batches
+    "fscc": "supervised",  # the same plus lambda x supervised contrastive loss
+}
+
+
+def make_step(family: str, model, pool: VolumePool, cfg: TrainConfig, device, autocast, progress: bool = True):
+    """One training step of a family: ``step(rng) -> (loss tensor, accuracy)`` for a seeded generator.
+
+    ``cached-episodic`` embeds the pool under the four wedge-preserving rotations first (the
+    encoder is frozen and in eval mode) and draws each episode's embeddings from that cache.
+    """
+    if family == "supervised":
+        lam = cfg.supcon_weight if cfg.method == "fscc" else 0.0
+
+        def supervised(rng):
+            n_cls = min(cfg.batch_classes, pool.n_classes)
+            x, y = pool.batch(n_cls, min(cfg.batch_items, pool.volumes.shape[1]), rng)
+            return _supervised_loss(model, x.to(device), y.to(device), autocast, lam, cfg.supcon_temperature)
+
+        model.train()
+        return supervised
+    ts = torch.arange(cfg.way, device=device).repeat_interleave(cfg.shot)
+    tq = torch.arange(cfg.way, device=device).repeat_interleave(cfg.query)
+    if family == "cached-episodic":
+        cache = embed_pool_rotations(model, pool, device, autocast, progress=progress)
+
+        def cached_episode(rng):
+            cls, its, flips = pool.episode_plan(cfg.way, cfg.shot, cfg.query, rng)
+            z = cache[torch.as_tensor(flips), torch.as_tensor(cls), torch.as_tensor(its)]
+            return _episode_loss(model, None, ts, tq, cfg.way, cfg.method, autocast, z=z)
+
+        model.train()
+        model.encoder.eval()  # frozen: its BatchNorm statistics must not drift
+        return cached_episode
+    if family == "episodic":
+
+        def episode(rng):
+            x, ets, etq = pool.episode(cfg.way, cfg.shot, cfg.query, rng)
+            return _episode_loss(model, x.to(device), ets.to(device), etq.to(device), cfg.way, cfg.method, autocast)
+
+        model.train()
+        return episode
+    raise ValueError(f"unknown training family '{family}'")
+
+
 def train(
     cfg: TrainConfig, out_path: str | os.PathLike, *, resume: bool = False, force: bool = False, progress: bool = True
 ) -> dict:
@@ -314,12 +363,7 @@ def _train(cfg: TrainConfig, out_path: Path, *, resume: bool, progress: bool) ->
             "episode": ep, "best_episode": best_ep, "best_val_accuracy": best_acc, "history": history, "seconds": seconds,
         }  # fmt: skip
 
-    cache = None
-    if cfg.method == "protonet-ce":  # frozen encoder: embed the pool once, episodes index into it
-        cache = embed_pool_rotations(model, train_pool, device, autocast, progress=progress)
-    model.train()
-    if cfg.method == "protonet-ce":
-        model.encoder.eval()
+    step = make_step(FAMILIES[cfg.method], model, train_pool, cfg, device, autocast, progress)
     t0 = time.perf_counter() - elapsed0
     bar = tqdm(total=cfg.episodes, initial=start_ep, desc=f"training {cfg.method}", unit="ep", disable=not progress)
     ep = start_ep
@@ -327,21 +371,7 @@ def _train(cfg: TrainConfig, out_path: Path, *, resume: bool, progress: bool) ->
     while ep < cfg.episodes:
         if cfg.time_budget_s is not None and time.perf_counter() - t0 > cfg.time_budget_s:
             break
-        rng = np.random.default_rng([cfg.seed, 1, ep])
-        if cfg.method in SUPERVISED:
-            n_cls = min(cfg.batch_classes, train_pool.n_classes)
-            x, y = train_pool.batch(n_cls, min(cfg.batch_items, train_pool.volumes.shape[1]), rng)
-            lam = cfg.supcon_weight if cfg.method == "fscc" else 0.0
-            loss, acc = _supervised_loss(model, x.to(device), y.to(device), autocast, lam, cfg.supcon_temperature)
-        elif cache is not None:  # frozen encoder: the episode's embeddings from the cache
-            cls, its, flips = train_pool.episode_plan(cfg.way, cfg.shot, cfg.query, rng)
-            z = cache[torch.as_tensor(flips), torch.as_tensor(cls), torch.as_tensor(its)]
-            ts = torch.arange(cfg.way, device=device).repeat_interleave(cfg.shot)
-            tq = torch.arange(cfg.way, device=device).repeat_interleave(cfg.query)
-            loss, acc = _episode_loss(model, None, ts, tq, cfg.way, cfg.method, autocast, z=z)
-        else:
-            x, ts, tq = train_pool.episode(cfg.way, cfg.shot, cfg.query, rng)
-            loss, acc = _episode_loss(model, x.to(device), ts.to(device), tq.to(device), cfg.way, cfg.method, autocast)
+        loss, acc = step(np.random.default_rng([cfg.seed, 1, ep]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
