@@ -113,7 +113,11 @@ def test_train_save_load_resume(tmp_path):
     assert isinstance(model, ProtoNet) and not model.training
     ce = tmp_path / "ce.pt"
     train(tiny_config("protonet-ce", episodes=4, init_from=str(out)), ce, progress=False)  # steps after a validation
-    ce_model, _ = load_model(ce, method="protonet-ce")
+    ce_model, ce_ck = load_model(ce, method="protonet-ce")
+    # provenance of both stages: the frozen protonet (with its file's hash), then this head
+    assert [st["method"] for st in ce_ck["stages"]] == ["protonet", "protonet-ce"]
+    assert ce_ck["stages"][0]["config"]["method"] == "protonet" and len(ce_ck["stages"][0]["file"]["sha256"]) == 64
+    assert ce_ck["stages"][1]["config"]["init_from"] == str(out) and ce_ck["stages"][1]["file"] is None
     last = load_checkpoint(tmp_path / "ce.pt.last")["state_dict"]  # the state after the last step
     for k, v in model.encoder.state_dict().items():  # the encoder stayed frozen, BatchNorm statistics included
         torch.testing.assert_close(ce_model.encoder.state_dict()[k], v)
@@ -133,6 +137,10 @@ def test_train_save_load_resume(tmp_path):
 def test_evaluate_json_keys(tmp_path, capsys):
     star = write_toy_set(tmp_path / "data", [0, 1, 2, 3, 4], per_class=8)
     model = tiny_checkpoint(tmp_path / "tiny.pt")
+    # Easy toy classes, 3-way (chance 1/3), 45 queries. Measured with this untrained tiny model: protonet and
+    # protonet-ce 0.96, finetune 0.80; lowest over model seeds 0-19: 0.96, 0.96, 0.69. Random scores or
+    # shuffled support labels give 0.33 +- 0.07.
+    floor = {"protonet": 0.85, "protonet-ce": 0.85, "finetune": 0.6}
     for method in ("protonet", "protonet-ce", "finetune"):
         rc = main(["evaluate", str(star), "--model", str(model), "--method", method, "--way", "3", "--shot", "2",
                    "--query", "3", "--episodes", "5", "--json"])  # fmt: skip
@@ -140,7 +148,7 @@ def test_evaluate_json_keys(tmp_path, capsys):
         res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         keys = {"method", "way", "shot", "query", "episodes", "accuracy_mean", "accuracy_ci95", "macro_precision",
                 "per_class_accuracy"}  # fmt: skip
-        assert keys <= set(res) and res["method"] == method and 0 <= res["accuracy_mean"] <= 1
+        assert keys <= set(res) and res["method"] == method and res["accuracy_mean"] > floor[method], (method, res["accuracy_mean"])
         assert set(res["per_class_accuracy"]) <= {"1", "2", "3", "4", "5"}
     assert main(["evaluate", str(star), "--model", str(model), "--shot", "9"]) == 2
     assert "class 1 has 8" in capsys.readouterr().err

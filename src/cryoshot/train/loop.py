@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cryoshot import __version__
 from cryoshot.data.synthetic import FLIPS, VALIDATION_OFFSET, PoolConfig, VolumePool, apply_flips
 from cryoshot.errors import CryoshotError
 from cryoshot.fewshot.fscc import BaseStatistics, supcon_loss
@@ -29,6 +31,7 @@ from cryoshot.models.checkpoint import load_checkpoint, save_checkpoint
 from cryoshot.models.loading import build_model_from_config
 from cryoshot.models.protonet import ProtoNet
 from cryoshot.utils.files import check_output_free, output_lock
+from cryoshot.utils.hashing import file_sha256
 from cryoshot.utils.threads import configure_threads
 
 METHODS = ("protonet", "protonet-ce", "finetune", "fscc")
@@ -244,6 +247,16 @@ def validate(model, pool: VolumePool, cfg: TrainConfig, device, autocast, chunk:
     return float(np.mean(accs))
 
 
+def stage_record(checkpoint: dict, path: str | os.PathLike | None) -> dict:
+    """What one training stage leaves in the provenance of the models built on it (plain data)."""
+    return {
+        "method": checkpoint.get("method"), "config": checkpoint.get("config"), "version": checkpoint.get("version"),
+        "seed": checkpoint.get("seed"), "argv": checkpoint.get("argv"), "episodes": checkpoint.get("episode"),
+        "best_episode": checkpoint.get("best_episode"), "best_val_accuracy": checkpoint.get("best_val_accuracy"),
+        "file": None if path is None else {"name": Path(path).name, "sha256": file_sha256(path)},
+    }  # fmt: skip
+
+
 # The three training families: every method trains through one of them.
 FAMILIES = {
     "protonet": "episodic",  # encoder trained on N-way K-shot episodes
@@ -328,9 +341,13 @@ def _train(cfg: TrainConfig, out_path: Path, *, resume: bool, progress: bool) ->
                                 f"'{cfg.encoder}'; pass --encoder {base_encoder}")  # fmt: skip
         enc_state = {k[len("encoder.") :]: v for k, v in base["state_dict"].items() if k.startswith("encoder.")}
         model.encoder.load_state_dict(enc_state)
+        earlier_stages = list(base.get("stages") or [stage_record(base, None)])
+        earlier_stages[-1] = {**earlier_stages[-1], "file": stage_record(base, cfg.init_from)["file"]}
         for p in model.encoder.parameters():
             p.requires_grad_(False)
         model.encoder.eval()
+    else:
+        earlier_stages = []
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
     start_ep, best_acc, best_ep, history, elapsed0 = 0, -1.0, 0, [], 0.0
@@ -358,10 +375,13 @@ def _train(cfg: TrainConfig, out_path: Path, *, resume: bool, progress: bool) ->
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16)
 
     def payload(ep, seconds):
-        return {
+        out = {
             "state_dict": model.state_dict(), "config": cfg.to_dict(), "method": cfg.method, "seed": cfg.seed,
             "episode": ep, "best_episode": best_ep, "best_val_accuracy": best_acc, "history": history, "seconds": seconds,
         }  # fmt: skip
+        # every stage that made this model, this one last (each with its config, version, seed and argv)
+        out["stages"] = [*earlier_stages, stage_record({**out, "version": __version__, "argv": list(sys.argv)}, None)]
+        return out
 
     step = make_step(FAMILIES[cfg.method], model, train_pool, cfg, device, autocast, progress)
     t0 = time.perf_counter() - elapsed0
