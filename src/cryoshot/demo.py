@@ -89,7 +89,8 @@ def run_demo(outdir: str | os.PathLike, *, force: bool = False, per_class: int =
         df = write_subtomograms(sim, n, tmp / "subtomograms", progress=False)
         b = sim.simulate(range(n), with_clean=False)
         labels = b.labels
-        z = embed_volumes(model, b.volumes, cfg.pixel_size_A, progress=False)
+        # fp32: the same figures on every CPU (bf16 autocast is taken only where the CPU has it)
+        z = embed_volumes(model, b.volumes, cfg.pixel_size_A, progress=False, precision="fp32")
         rows = []
         for shot in (5, 1):
             for name in ("protonet-ce", "protonet", "finetune"):
