@@ -15,6 +15,7 @@ Two paths produce the same physics:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -45,7 +46,7 @@ class SubtomogramConfig:
     box_px: int = 40
     pixel_size_A: float = 10.0
     snr: float = 0.05
-    snr_convention: str = "box"
+    snr_convention: Literal["box", "projection"] = "box"
     tilt_min_deg: float = -60.0
     tilt_max_deg: float = 60.0
     tilt_step_deg: float = 3.0
@@ -58,7 +59,7 @@ class SubtomogramConfig:
     use_wedge: bool = True
     use_dose: bool = True
     invert: bool = False
-    method: str = "fast"
+    method: Literal["fast", "tiltseries"] = "fast"
     seed: int = 0
 
     def validate(self) -> None:

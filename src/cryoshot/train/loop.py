@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -41,8 +42,8 @@ METHODS = ("protonet", "protonet-ce", "finetune", "fscc")
 class TrainConfig:
     """Settings of an episodic training run."""
 
-    method: str = "protonet"
-    encoder: str = "cryoshot-small"
+    method: Literal["protonet", "protonet-ce", "finetune", "fscc"] = "protonet"
+    encoder: Literal["cryoshot-small", "cryoshot-tiny", "protonet3d-paper", "conv6-paper"] = "cryoshot-small"
     way: int = 5
     shot: int = 5
     query: int = 15
