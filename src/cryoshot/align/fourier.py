@@ -2,7 +2,9 @@
 
 Conventions: volumes are (D, D, D) indexed (z, y, x); spectra are ``rfftn`` half
 grids (D, D, D//2+1). Frequencies are in cycles per box. The tilt axis is y and
-the beam is z at zero tilt, as in :mod:`cryoshot.simulate`.
+the beam is z at zero tilt, as in :mod:`cryoshot.simulate`. Frequency grids, the
+rfft weight helpers and the Fourier-slice sampler are :mod:`cryoshot.utils.fourier`'s
+(``hermitian_weights`` and ``half_to_full`` are re-exported from there).
 """
 
 from __future__ import annotations
@@ -11,11 +13,18 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from cryoshot.errors import CryoshotError
-from cryoshot.simulate.optics import rfft_freqs_3d
 from cryoshot.simulate.rotation import rotate_volumes
+from cryoshot.utils.fourier import (
+    centred_spectrum,
+    half_to_full,
+    rfft_freqs_3d,
+    rfft_radius,
+    rotate_frequencies,
+    sample_centred,
+)
+from cryoshot.utils.fourier import hermitian_weights as hermitian_weights  # re-exported
 
 
 def wedge_mask(box: int, tilt_range_deg: tuple[float, float] | None = (-60.0, 60.0)) -> np.ndarray:
@@ -46,35 +55,11 @@ def wedge_mask(box: int, tilt_range_deg: tuple[float, float] | None = (-60.0, 60
 
 def band_mask(box: int, pixel_size_A: float, lowpass_A: float, highpass_A: float | None = None) -> np.ndarray:
     """1 for ``highpass_A > resolution >= lowpass_A`` (and never the zero frequency), (D, D, D//2+1) bool."""
-    kz, ky, kx = rfft_freqs_3d(box)
-    k = np.sqrt(kx**2 + ky**2 + kz**2) / (box * pixel_size_A)  # 1/Å
+    k = rfft_radius(box, 3, pixel_size_A)  # 1/Å
     m = (k <= 1.0 / lowpass_A) & (k > 0)
     if highpass_A is not None:
         m &= k >= 1.0 / highpass_A
     return m
-
-
-def hermitian_weights(box: int) -> np.ndarray:
-    """Weight of each ``rfftn`` coefficient in a full-spectrum sum: 2, or 1 on the kx = 0 and Nyquist planes."""
-    w = np.full(box // 2 + 1, 2.0, np.float32)
-    w[0] = 1.0
-    if box % 2 == 0:
-        w[-1] = 1.0
-    return np.broadcast_to(w, (box, box, box // 2 + 1)).copy()
-
-
-def half_to_full(w_half: torch.Tensor, box: int) -> torch.Tensor:
-    """Expand a real, centro-symmetric weight map from the rfft half grid to the full grid.
-
-    (..., D, D, D//2+1) -> (..., D, D, D), unshifted (index 0 = zero frequency).
-    """
-    h = box // 2 + 1
-    full = torch.empty(w_half.shape[:-1] + (box,), dtype=w_half.dtype)
-    full[..., :h] = w_half
-    idx = (-torch.arange(box)) % box
-    neg = w_half[..., idx, :, :][..., :, idx, :]  # w(-kz, -ky, kx)
-    full[..., h:] = neg[..., (-torch.arange(h, box)) % box]
-    return full
 
 
 def rotate_fourier_weights(w_half: torch.Tensor, mats: torch.Tensor) -> torch.Tensor:
@@ -133,29 +118,17 @@ class FourierReference:
 
     def __init__(self, volume: torch.Tensor, weight: torch.Tensor | None, k: torch.Tensor):
         d = volume.shape[-1]
-        n = 2 * d
-        pad = torch.zeros((n, n, n), dtype=torch.float32)
-        o = d - d // 2  # puts voxel d//2 at n//2
-        pad[o : o + d, o : o + d, o : o + d] = volume
-        spec = torch.fft.fftshift(torch.fft.fftn(torch.fft.ifftshift(pad)))
-        self._spec = torch.stack([spec.real, spec.imag])[None].contiguous()  # (1, 2, n, n, n)
-        self._n, self._d, self._k = n, d, k
+        self._spec = centred_spectrum(volume, 2)  # (2, 2D, 2D, 2D)
+        self._k = k
         self._weight = None
         if weight is not None:
-            full = torch.fft.fftshift(half_to_full(weight.float(), d))
-            self._weight = full[None, None].contiguous()
-
-    def _coords(self, mats: torch.Tensor, scale: float, n: int) -> torch.Tensor:
-        r = len(mats)  # rows (A^T k)^T = k^T A, as one matrix product -> (R, F, 3)
-        kr = (self._k @ mats.float().permute(1, 0, 2).reshape(3, 3 * r)).view(-1, r, 3).transpose(0, 1)
-        idx = kr * scale + n // 2
-        return (idx * (2.0 / (n - 1)) - 1.0)[None, :, None]  # (1, R, 1, F, 3)
+            self._weight = torch.fft.fftshift(half_to_full(weight.float(), d))[None].contiguous()  # (1, D, D, D)
 
     def rotated(self, mats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Spectra (R, F) complex64 of the volume rotated by each of ``mats`` (R, 3, 3), and weights (R, F)."""
-        g = F.grid_sample(self._spec, self._coords(mats, 2.0, self._n), align_corners=True)[0, :, :, 0]
+        kr = rotate_frequencies(self._k, mats)
+        g = sample_centred(self._spec, kr, 2.0)
         spec = torch.complex(g[0], g[1])
         if self._weight is None:
             return spec, None
-        w = F.grid_sample(self._weight, self._coords(mats, 1.0, self._d), align_corners=True)
-        return spec, w[0, 0, :, 0]
+        return spec, sample_centred(self._weight, kr, 1.0)[0]

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cryoshot.align.fourier import FourierReference, band_mask, hermitian_weights, shift_phases, wedge_mask
+from cryoshot.align.fourier import FourierReference, band_mask, shift_phases, wedge_mask
 from cryoshot.align.so3 import check_step, local_offsets, so3_grid
 from cryoshot.data.transforms import fourier_resample
 from cryoshot.errors import CryoshotError
-from cryoshot.simulate.optics import rfft_freqs_3d
+from cryoshot.utils.fourier import hermitian_weights, rfft_freqs_3d
 
 
 @dataclass

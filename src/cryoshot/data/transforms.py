@@ -1,8 +1,16 @@
-"""Tensor transforms of volumes: standardisation and Fourier resampling."""
+"""Tensor transforms of volumes: standardisation and Fourier resampling.
+
+The Fourier cropping / padding and centred box helpers are :mod:`cryoshot.utils.fourier`'s
+(``center_crop_or_pad`` is re-exported from there).
+"""
 
 from __future__ import annotations
 
 import torch
+
+from cryoshot.utils.fourier import center_crop_or_pad, crop_rfft
+
+_DIMS3 = (-3, -2, -1)
 
 
 def standardise(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -24,31 +32,10 @@ def fourier_resample(x: torch.Tensor, out_box: int) -> torch.Tensor:
         return x
     if out_box < d:
         return _rfft_crop(x, out_box)
-    f = torch.fft.fftshift(torch.fft.fftn(x, dim=(-3, -2, -1)), dim=(-3, -2, -1))
-    c_in, c_out = d // 2, out_box // 2
-    if out_box < d:
-        sl = slice(c_in - c_out, c_in - c_out + out_box)
-        g = f[..., sl, sl, sl]
-    else:
-        g = torch.zeros(x.shape[:-3] + (out_box,) * 3, dtype=f.dtype, device=f.device)
-        sl = slice(c_out - c_in, c_out - c_in + d)
-        g[..., sl, sl, sl] = f
-    out = torch.fft.ifftn(torch.fft.ifftshift(g, dim=(-3, -2, -1)), dim=(-3, -2, -1)).real
+    f = torch.fft.fftshift(torch.fft.fftn(x, dim=_DIMS3), dim=_DIMS3)
+    g = center_crop_or_pad(f, out_box)  # zero frequency d // 2 -> out_box // 2
+    out = torch.fft.ifftn(torch.fft.ifftshift(g, dim=_DIMS3), dim=_DIMS3).real
     return out * (out_box / d) ** 3
-
-
-def center_crop_or_pad(x: torch.Tensor, box: int) -> torch.Tensor:
-    """Crop or zero-pad the last three axes of (..., D, D, D) around voxel D // 2 to ``box``."""
-    d = x.shape[-1]
-    if d == box:
-        return x
-    if d > box:
-        o = d // 2 - box // 2
-        return x[..., o : o + box, o : o + box, o : o + box]
-    out = torch.zeros(x.shape[:-3] + (box,) * 3, dtype=x.dtype, device=x.device)
-    o = box // 2 - d // 2
-    out[..., o : o + d, o : o + d, o : o + d] = x
-    return out
 
 
 def to_model_grid(x: torch.Tensor, voxel_size_A: float, model_voxel_A: float, model_box: int) -> torch.Tensor:
@@ -63,8 +50,5 @@ def to_model_grid(x: torch.Tensor, voxel_size_A: float, model_voxel_A: float, mo
 def _rfft_crop(x: torch.Tensor, n: int) -> torch.Tensor:
     """Downsample by cropping the ``rfftn`` spectrum (about 3x faster than the full complex path)."""
     d = x.shape[-1]
-    f = torch.fft.rfftn(x, dim=(-3, -2, -1))
-    lo, hi = (n + 1) // 2, n // 2  # frequencies 0..lo-1 and -hi..-1 on the full axes
-    idx = torch.cat([torch.arange(lo), torch.arange(d - hi, d)])
-    g = f.index_select(-3, idx).index_select(-2, idx)[..., : n // 2 + 1]
-    return torch.fft.irfftn(g, s=(n, n, n), dim=(-3, -2, -1)) * (n / d) ** 3
+    g = crop_rfft(torch.fft.rfftn(x, dim=_DIMS3), n)
+    return torch.fft.irfftn(g, s=(n, n, n), dim=_DIMS3) * (n / d) ** 3

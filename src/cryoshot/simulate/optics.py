@@ -24,6 +24,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from cryoshot.utils.fourier import rfft_freqs_2d, rfft_freqs_3d  # noqa: F401  (one definition, re-exported)
+
 
 def check_imaging(defocus_min_um: float, defocus_max_um: float, amplitude_contrast: float) -> None:
     """Raise a clear error for an impossible defocus range or amplitude contrast."""
@@ -118,20 +120,6 @@ def dose_filter(k_A: np.ndarray, dose_e_per_A2: float | np.ndarray) -> np.ndarra
     k = np.maximum(k_A, 1e-6)
     critical = 0.245 * k**-1.665 + 2.81
     return np.exp(-np.asarray(dose_e_per_A2) / (2.0 * critical))
-
-
-def rfft_freqs_3d(box: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Frequencies (cycles per box) of ``rfftn`` over a (z, y, x) box, each (D, D, D//2+1)."""
-    f = np.fft.fftfreq(box) * box
-    fr = np.fft.rfftfreq(box) * box
-    return np.meshgrid(f, f, fr, indexing="ij")  # kz, ky, kx
-
-
-def rfft_freqs_2d(box: int) -> tuple[np.ndarray, np.ndarray]:
-    """Frequencies (cycles per box) of ``rfft2`` over a (y, x) image, each (D, D//2+1)."""
-    f = np.fft.fftfreq(box) * box
-    fr = np.fft.rfftfreq(box) * box
-    return np.meshgrid(f, fr, indexing="ij")
 
 
 @dataclass(frozen=True)
