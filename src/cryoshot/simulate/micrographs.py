@@ -236,10 +236,13 @@ class MicrographSimulator:
             blob = np.exp(-((((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * rad**2)) ** 2))
             contaminants[y0:y1, x0:x1] += (4.0 * peak * blob).astype(np.float32)
         if c.carbon_edge:
-            ang = rng.uniform(0, np.pi)
-            off = rng.uniform(0.2, 0.8) * size
+            # a straight edge at any angle, at most 0.3 x size from the centre, so it always crosses the field
+            ang = rng.uniform(0, 2 * np.pi)
+            off = rng.uniform(-0.3, 0.3) * size
             yy, xx = np.ogrid[:size, :size]
-            dist = np.float32(np.cos(ang)) * xx.astype(np.float32) + np.float32(np.sin(ang)) * yy - np.float32(off)
+            half = np.float32((size - 1) / 2)
+            dist = (np.float32(np.cos(ang)) * (xx.astype(np.float32) - half)
+                    + np.float32(np.sin(ang)) * (yy.astype(np.float32) - half) - np.float32(off))  # fmt: skip
             contaminants += (np.float32(1.5 * peak) * expit(dist / np.float32(3.0))).astype(np.float32)
         h = self._ctf_image(size, defocus)
         clean = self._apply(mass, h)
