@@ -22,12 +22,13 @@ import torch
 
 from cryoshot.evaluate.fewshot import evaluate_episodes
 from cryoshot.fewshot.methods import make_method
+from cryoshot.io.star import read_star_table
 from cryoshot.models.embedding import embed_volumes
 from cryoshot.pretrained import resolve_model
-from cryoshot.simulate.datasets import write_subtomograms
 from cryoshot.simulate.splits import NOVEL_STRUCTURES
 from cryoshot.simulate.structures import load_structures
 from cryoshot.simulate.subtomograms import SubtomogramConfig, SubtomogramSimulator
+from cryoshot.simulate.workflow import simulate_subtomograms
 from cryoshot.utils.files import atomic_dir, atomic_file
 from cryoshot.utils.threads import configure_threads
 
@@ -86,7 +87,9 @@ def run_demo(outdir: str | os.PathLike, *, force: bool = False, per_class: int =
         structs = load_structures(list(NOVEL_STRUCTURES), cfg.pixel_size_A, cfg.box_px)
         sim = SubtomogramSimulator(structs, cfg)
         n = per_class * len(structs)
-        df = write_subtomograms(sim, n, tmp / "subtomograms", progress=False)
+        # the same library call as `cryoshot simulate subtomograms`
+        simulate_subtomograms(list(NOVEL_STRUCTURES), tmp / "subtomograms", cfg, per_class, progress=False)
+        df = read_star_table(tmp / "subtomograms" / "particles.star")
         b = sim.simulate(range(n), with_clean=False)
         labels = b.labels
         # fp32: the same figures on every CPU (bf16 autocast is taken only where the CPU has it)
