@@ -115,9 +115,13 @@ def test_fscc_trains_and_runs_through_evaluate_json(tmp_path, capsys):
     model, ck = load_model(out, method="fscc")
     assert model.base_centred.abs().sum() > 0 and model.base_mean.shape == (6, model.encoder.dim)
     star = write_toy_set(tmp_path / "data", [0, 1, 2, 3], per_class=6)
+    # Easy toy classes, 3-way (chance 1/3), 10 episodes = 90 queries. Measured here: fscc 0.69, baseline 0.91,
+    # baseline++ 0.87; lowest over model seeds 0-19: 0.47, 0.83, 0.82 (FSCC on a 4-episode encoder leans on
+    # base classes unlike the toys). Random scores or shuffled support labels give 0.33 +- 0.05.
+    floor = {"fscc": 0.5, "baseline": 0.7, "baseline++": 0.7}
     for method in ("fscc", "baseline", "baseline++"):
         rc = main(["evaluate", str(star), "--model", str(out), "--method", method, "--way", "3", "--shot", "2",
-                   "--query", "3", "--episodes", "3", "--json"])  # fmt: skip
+                   "--query", "3", "--episodes", "10", "--json"])  # fmt: skip
         assert rc == 0, capsys.readouterr().err
         res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-        assert res["method"] == method and 0 <= res["accuracy_mean"] <= 1
+        assert res["method"] == method and res["accuracy_mean"] > floor[method], (method, res["accuracy_mean"])
