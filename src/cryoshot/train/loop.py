@@ -35,7 +35,14 @@ from cryoshot.utils.files import check_output_free, output_lock
 from cryoshot.utils.hashing import file_sha256
 from cryoshot.utils.threads import configure_threads
 
-METHODS = ("protonet", "protonet-ce", "finetune", "fscc")
+# The three training families: every method trains through one of them.
+FAMILIES = {
+    "protonet": "episodic",  # encoder trained on N-way K-shot episodes
+    "protonet-ce": "cached-episodic",  # frozen encoder: the pool embedded once, the head trained on episodes
+    "finetune": "supervised",  # cross-entropy over all base classes on class-balanced batches
+    "fscc": "supervised",  # the same plus lambda x supervised contrastive loss
+}
+METHODS = tuple(FAMILIES)
 
 
 @dataclass
@@ -256,15 +263,6 @@ def stage_record(checkpoint: dict, path: str | os.PathLike | None) -> dict:
         "best_episode": checkpoint.get("best_episode"), "best_val_accuracy": checkpoint.get("best_val_accuracy"),
         "file": None if path is None else {"name": Path(path).name, "sha256": file_sha256(path)},
     }  # fmt: skip
-
-
-# The three training families: every method trains through one of them.
-FAMILIES = {
-    "protonet": "episodic",  # encoder trained on N-way K-shot episodes
-    "protonet-ce": "cached-episodic",  # frozen encoder: the pool embedded once, the head trained on episodes
-    "finetune": "supervised",  # cross-entropy over all base classes on class-balanced batches
-    "fscc": "supervised",  # the same plus lambda x supervised contrastive loss
-}
 
 
 def make_step(family: str, model, pool: VolumePool, cfg: TrainConfig, device, autocast, progress: bool = True):

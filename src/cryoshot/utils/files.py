@@ -38,6 +38,16 @@ _held_locks: dict[Path, int] = {}  # lock path -> depth (re-entrant within this 
 _private_dirs: set[Path] = set()  # temporary folders this process is filling (no locks needed inside)
 
 
+def _abs(path: str | os.PathLike) -> Path:
+    """Absolute path without resolving links: the one form in which private folders are kept and looked up."""
+    return Path(os.path.abspath(path))
+
+
+def _in_private_dir(path: Path) -> bool:
+    """Whether ``path`` lies directly in a temporary folder this process is filling."""
+    return _abs(path).parent in _private_dirs
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -87,8 +97,8 @@ def output_lock(path: str | os.PathLike) -> Iterator[None]:
     CryoshotError
         Another live cryoshot process holds the lock.
     """
-    path = Path(os.path.abspath(path))
-    if path.parent in _private_dirs:  # inside our own temporary folder: nobody else writes there
+    path = _abs(path)
+    if _in_private_dir(path):  # inside our own temporary folder: nobody else writes there
         yield
         return
     lock = _lock_path(path)
@@ -230,14 +240,24 @@ def check_output_free(path: str | os.PathLike, force: bool, *, folder: bool = Fa
     return path
 
 
-def _disk_error(exc: OSError, path: Path) -> CryoshotError:
-    if exc.errno == errno.ENOSPC:
-        return CryoshotError(
-            f"the disk holding {path.parent} is full; free space or write elsewhere (nothing was kept)"
-        )
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return CryoshotError(f"no permission to write {path}: {exc.strerror}; choose another output location")
-    return CryoshotError(f"cannot write {path}: {exc.strerror or exc}")
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+@contextlib.contextmanager
+def _disk_errors(path: Path) -> Iterator[None]:
+    """Turn a full disk or a refused write while writing ``path`` into one clear CryoshotError."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CryoshotError(
+                f"the disk holding {path.parent} is full (or over quota); free space or write elsewhere (nothing was kept)"
+            ) from exc
+        if exc.errno in _DISK_ERRNOS:
+            raise CryoshotError(
+                f"no permission to write {path}: {exc.strerror}; choose another output location"
+            ) from exc
+        raise
 
 
 @contextlib.contextmanager
@@ -250,18 +270,15 @@ def atomic_file(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """
     path = check_output_free(path, force)
     with output_lock(path):
-        check_output_free(path, force)  # again, under the lock
+        if not _in_private_dir(path):  # again, under the lock (a private folder has no other writer)
+            check_output_free(path, force)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
         os.close(fd)
         os.unlink(tmp)  # writers such as mrcfile refuse to overwrite an existing file
         tmp_path = Path(tmp)
         try:
-            try:
+            with _disk_errors(path):
                 yield tmp_path
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT):
-                    raise _disk_error(exc, path) from exc
-                raise
             if not tmp_path.exists():
                 raise RuntimeError(f"writer did not create {tmp_path}")
             _apply_umask(tmp_path, is_dir=False)
@@ -307,19 +324,14 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
         check_output_free(path, force, folder=True)
         tmp_path = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
         _apply_umask(tmp_path, is_dir=True)
-        _private_dirs.add(tmp_path.resolve())
-        _private_dirs.add(Path(os.path.abspath(tmp_path)))
+        _private_dirs.add(_abs(tmp_path))
         try:
-            try:
+            with _disk_errors(path):
                 yield tmp_path
                 run = current_run.get()
-                if run is not None and path.parent.resolve() not in _private_dirs:  # top-level output only
+                if run is not None and not _in_private_dir(path):  # top-level output only
                     (tmp_path / RUN_FILE).write_text(run_yaml(run), encoding="utf-8")
                 _write_manifest(tmp_path)
-            except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT):
-                    raise _disk_error(exc, path) from exc
-                raise
             if path.exists():
                 if not force:
                     raise CryoshotError(f"{path} was created by another program while cryoshot was writing it; "
@@ -335,5 +347,4 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
             shutil.rmtree(tmp_path, ignore_errors=True)
             raise
         finally:
-            _private_dirs.discard(tmp_path.resolve())
-            _private_dirs.discard(Path(os.path.abspath(tmp_path)))
+            _private_dirs.discard(_abs(tmp_path))
