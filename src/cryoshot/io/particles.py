@@ -291,7 +291,8 @@ def rebase_image_names(
     out = []
     for name in list(names):
         name = str(name)
-        prefix, rel = (name.split("@", 1)[0] + "@", name.split("@", 1)[1]) if "@" in name else ("", name)
+        _, rel = split_image_name(name)  # the one parser of rlnImageName (validates the index too)
+        prefix = name[: len(name) - len(rel)]  # "000012@" as written, or ""
         p = Path(rel)
         if not p.is_absolute():
             p = Path(os.path.relpath(from_dir / p, to_dir))
