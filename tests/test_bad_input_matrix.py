@@ -32,6 +32,9 @@ class Inputs:
     coords_star: Path = field(init=False)  # 3D coordinates in tomo.mrc
     tomo: Path = field(init=False)
     model: Path = field(init=False)
+    micrograph: Path = field(init=False)  # 128^2 at 10 Å/px
+    exemplars: Path = field(init=False)  # two exemplars on it
+    mae: Path = field(init=False)  # a tiny picker MAE
 
     def __post_init__(self):
         self.set_star = write_toy_set(self.root / "set", [0, 1, 2], per_class=5, seed=3)
@@ -41,6 +44,24 @@ class Inputs:
         write_star(self.coords_star, pd.DataFrame({"rlnCoordinateX": [20.0, 12.0], "rlnCoordinateY": [20.0, 15.0],
                                                    "rlnCoordinateZ": [20.0, 18.0], "rlnTomoName": ["tomo.mrc"] * 2}))  # fmt: skip
         self.model = tiny_checkpoint(self.root / "tiny.pt", method="protonet-ce")
+        self.micrograph = self.root / "mic.mrc"
+        write_mrc(self.micrograph, np.random.default_rng(1).standard_normal((128, 128)).astype(np.float32), 10.0)
+        self.exemplars = self.root / "ex.star"
+        write_star(self.exemplars, pd.DataFrame({"rlnMicrographName": ["mic.mrc"] * 2, "rlnCoordinateX": [64.0, 30.0],
+                                                 "rlnCoordinateY": [64.0, 40.0]}))  # fmt: skip
+        self.mae = tiny_mae(self.root / "mae.pt")
+
+
+def tiny_mae(path: Path) -> Path:
+    """A one-block picker MAE checkpoint (untrained) for fast CLI runs."""
+    from cryoshot.models.checkpoint import save_checkpoint
+    from cryoshot.models.mae2d import MAEConfig, PickerMAE
+
+    cfg = MAEConfig(dim=16, depth=1, heads=2, decoder_dim=8, decoder_depth=1)
+    torch.manual_seed(0)
+    save_checkpoint(path, {"state_dict": PickerMAE(cfg).state_dict(), "config": {"model": cfg.to_dict()},
+                           "method": "mae", "seed": 0})  # fmt: skip
+    return path
 
 
 # Each verb: a function (inputs, out) -> argv, the name of the option whose value is its main input
@@ -239,6 +260,34 @@ VERBS: dict[str, Verb] = {
         ],  # fmt: skip
     ),
     "demo": Verb(lambda i, o: ["demo", "-o", str(o)], options=[("--outdir", "")]),
+    "pick": Verb(
+        lambda i, o: ["pick", str(i.micrograph), "--exemplars", str(i.exemplars), "--diameter", "160", "-o", str(o),
+                      "--model", str(i.mae), "--steps", "1"],  # fmt: skip
+        star_option="--exemplars",
+        star_kind="coords",
+        model_option="--model",
+        options=[
+            ("--diameter", "0"),
+            ("--diameter", "nan"),
+            ("--diameter", "100000"),
+            ("--diameter", "20"),
+            ("--threshold", "high"),
+            ("--threshold", "2"),
+            ("--max-picks", "0"),
+            ("--stride", "0"),
+            ("--angpix", "-1"),
+            ("--seed", "-1"),
+            ("--pi", "1"),
+            ("--matching", "median"),
+        ],  # fmt: skip
+    ),
+    "evaluate-picks": Verb(
+        lambda i, o: ["evaluate-picks", "--truth", str(i.exemplars), "--picks", str(i.exemplars), "--diameter", "160"],
+        star_option="--picks",
+        star_kind="coords",
+        has_output=False,
+        options=[("--diameter", "-1"), ("--class-column", "nosuch"), ("--angpix", "0"), ("--target", "x")],
+    ),
 }
 
 
@@ -300,6 +349,30 @@ def _write_raw_mrc(path: Path, data: np.ndarray) -> None:
             m.voxel_size = 10.0
 
 
+def _micrograph_variant(folder: Path, kind: str) -> Path:
+    """A bad query micrograph."""
+    folder.mkdir(parents=True, exist_ok=True)
+    p = folder / ("query.mrcs" if kind == "stack" else "query.mrc")
+    if kind == "missing":
+        return p
+    if kind == "garbage":
+        p.write_bytes(bytes(range(256)) * 64)
+    elif kind == "3d":
+        write_mrc(p, np.zeros((8, 128, 128), np.float32), 10.0)
+    elif kind == "stack":
+        write_mrc(p, np.zeros((3, 128, 128), np.float32), 10.0, stack=True)
+    elif kind == "nan":
+        data = np.zeros((128, 128), np.float32)
+        data[5, 5] = np.nan
+        _write_raw_mrc(p, data)
+    elif kind == "no-pixel-size":
+        import mrcfile
+
+        with mrcfile.new(p) as m:
+            m.set_data(np.zeros((128, 128), np.float32))
+    return p
+
+
 def _file_variant(folder: Path, kind: str) -> Path:
     """A bad file of one kind (for any file input: STAR, model, tomogram)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -344,6 +417,8 @@ def _cases() -> list[tuple[str, str, str]]:
     out += [(name, "config", k) for name in VERBS if name != "structures" for k in ("unknown-key", "not-yaml")]
     out += [("extract", "tomogram", k) for k in ("missing", "garbage", "2d")]
     out += [("extract", "coords", k) for k in ("abc-coordinate", "micrographs-without-2d")]
+    out += [("pick", "micrograph", k) for k in ("missing", "garbage", "3d", "stack", "nan", "no-pixel-size")]
+    out += [("pick", "exemplars", k) for k in ("outside", "other-micrograph", "none", "no-coordinates")]
     return out
 
 
@@ -433,6 +508,23 @@ def test_bad_input_gives_one_clear_line_and_leaves_nothing(inputs, tmp_path, cap
         argv = _replace_arg(argv, None, str(bad), words)
         if detail != "abc-coordinate":
             argv = argv[: argv.index("--tomogram")] + argv[argv.index("--tomogram") + 2 :]
+    elif kind == "micrograph":  # a bad query micrograph beside the good reference
+        argv = argv[: words + 1] + [str(_micrograph_variant(tmp_path / "bad", detail))] + argv[words + 1 :]
+    elif kind == "exemplars":
+        table = read_star_table(inputs.exemplars).assign(rlnMicrographName=str(inputs.micrograph))
+        bad = tmp_path / "bad" / "ex.star"
+        bad.parent.mkdir()
+        if detail == "outside":
+            table.loc[1, "rlnCoordinateX"] = 500.0
+        elif detail == "other-micrograph":
+            table["rlnMicrographName"] = "other.mrc"
+            shutil.copy(inputs.micrograph, bad.parent / "other.mrc")
+        elif detail == "none":
+            table = table.iloc[:0]
+        else:
+            table = table.drop(columns=["rlnCoordinateY"])
+        write_star(bad, table)
+        argv = _replace_arg(argv, "--exemplars", str(bad), words)
     before = {p.relative_to(outdir).as_posix() for p in outdir.rglob("*")}
     capsys.readouterr()
     rc = main(argv)
@@ -446,6 +538,11 @@ def test_bad_input_gives_one_clear_line_and_leaves_nothing(inputs, tmp_path, cap
     assert after == before, f"left behind: {sorted(after - before)}"
     if kind == "coords" and detail == "micrographs-without-2d":
         assert "--2d" in errors[0]
+    if kind in ("micrograph", "exemplars"):
+        expect = {"3d": "3D volume", "stack": "stack", "nan": "NaN", "no-pixel-size": "--angpix",
+                  "outside": "outside", "other-micrograph": "not among", "none": "no exemplars",
+                  "no-coordinates": "rlnCoordinateY"}.get(detail, "")  # fmt: skip
+        assert expect in errors[0], errors[0]
     if kind == "output" and detail.endswith("-force"):
         assert (out / "important.txt").read_text() == "precious"
 

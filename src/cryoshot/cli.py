@@ -334,10 +334,12 @@ def train_cmd(
     method: Annotated[
         str,
         typer.Argument(
-            parser=choice(("protonet", "protonet-ce", "finetune", "fscc")),
+            parser=choice(("protonet", "protonet-ce", "finetune", "fscc", "mae")),
             help="protonet, protonet-ce (episodic); finetune (cross-entropy over base classes) or fscc "
             "(cross-entropy + λ supervised contrastive, then base-class statistics) on class-balanced batches "
-            "of --batch-classes x --batch-items (default 32 x 4 = 128, the FSCC paper's batch); validation is WAY-way SHOT-shot episodes.",
+            "of --batch-classes x --batch-items (default 32 x 4 = 128, the FSCC paper's batch); validation is WAY-way SHOT-shot episodes; "
+            "mae: the particle picker's MAE on simulated micrographs (uses --episodes as steps, --time-budget, --lr, "
+            "--procedural, --val-every, --device, --seed, --resume).",
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (best on validation).")],
@@ -357,8 +359,11 @@ def train_cmd(
         float | None, typer.Option("--time-budget", parser=real(0, lo_open=True), help="Stop after this many seconds.")
     ] = None,
     lr: Annotated[
-        float, typer.Option("--lr", parser=real(0, 10, lo_open=True), help="Adam learning rate (paper: 1e-4).")
-    ] = 1e-4,
+        float | None,
+        typer.Option(
+            "--lr", parser=real(0, 10, lo_open=True), help="Learning rate (default 1e-4, the paper's; mae 3e-4)."
+        ),
+    ] = None,
     procedural: Annotated[
         int, typer.Option("--procedural", min=0, max=1_000_000, help="Procedural training classes.")
     ] = 200,
@@ -409,6 +414,16 @@ def train_cmd(
 ) -> None:
     """Train on simulated structures (procedural + the 8 bundled training maps); the best model on held-out classes is kept."""
     record_run(ctx)
+    if method == "mae":
+        from cryoshot.train.mae import MAETrainConfig, train_mae
+
+        mcfg = MAETrainConfig(steps=episodes, time_budget_s=time_budget, lr=3e-4 if lr is None else lr,
+                              n_procedural=procedural, val_every=val_every, seed=seed, device=device)  # fmt: skip
+        res = train_mae(mcfg, output, resume=resume, force=force)
+        typer.echo(f"trained mae for {res['episodes']} steps in {res['seconds']:.0f} s; "
+                   f"best validation AP {res['best_val_ap']:.3f} -> {output}")  # fmt: skip
+        return
+    lr = 1e-4 if lr is None else lr
     from cryoshot.data.synthetic import PoolConfig
     from cryoshot.train.loop import TrainConfig, train
 
@@ -622,6 +637,99 @@ def average_cmd(
     typer.echo("  class         particles   resolution (FSC 0.143, half maps)")
     for c, n, res in summary.rows:
         typer.echo(f"  {c:<13} {n:>9}   {res:.1f} Å")
+
+
+@app.command("pick")
+def pick_cmd(
+    ctx: typer.Context,
+    micrographs: Annotated[list[Path], typer.Argument(help="Micrographs (2D MRC), the reference(s) among them.")],
+    outdir: Out,
+    diameter: Annotated[
+        float, typer.Option("--diameter", parser=real(0, 1e5, lo_open=True), help="Particle diameter (Å).")
+    ],
+    exemplars: Annotated[
+        Path | None,
+        typer.Option("--exemplars", help="STAR of picked particles (rlnMicrographName, rlnCoordinateX/Y in pixels)."),
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", help="'default' (shipped MAE), a pre-trained MAE, or an earlier picker.pt.")
+    ] = "default",
+    threshold: Annotated[
+        str,
+        typer.Option("--threshold", help="auto, density (the paper's rule), tail, gmm, or a score (cosine, -1..1)."),
+    ] = "auto",
+    max_picks: Annotated[
+        int | None, typer.Option("--max-picks", min=1, max=10**7, help="At most this many picks per micrograph.")
+    ] = None,
+    angpix: AngpixOverride = None,
+    stride: Annotated[
+        int, typer.Option("--stride", min=1, max=12, help="Scan step in binned pixels (a particle spans 16).")
+    ] = 4,
+    matching: Annotated[
+        str, typer.Option("--matching", parser=choice(("max", "mean")), help="max (paper) or mean similarity.")
+    ] = "max",
+    steps: Annotated[int, typer.Option("--steps", min=0, max=100_000, help="Stage-1 training steps.")] = 150,
+    pi: Annotated[
+        float | None,
+        typer.Option("--pi", parser=real(0, 1, hi_open=True), help="Particle fraction of unlabelled windows (auto)."),
+    ] = None,
+    preview: Annotated[
+        Path | None, typer.Option("--preview", help="Folder for PNGs of the first micrographs (picks, heat map).")
+    ] = None,
+    truth: Annotated[Path | None, typer.Option("--truth", help="Ground truth STAR to colour the previews.")] = None,
+    continue_: Annotated[
+        bool, typer.Option("--continue", help="Resume an unfinished run; skip micrographs already picked.")
+    ] = False,
+    seed: Seed = 0,
+    force: Force = False,
+) -> None:
+    """Pick particles like a few exemplars in every micrograph (cryoMAE); RELION coordinate STAR files."""
+    record_run(ctx)
+    from cryoshot.picking.stage1 import LossConfig, Stage1Config
+    from cryoshot.picking.workflow import PickConfig, pick
+
+    cfg = PickConfig(diameter_A=diameter, angpix=angpix, threshold=threshold, max_picks=max_picks, stride_px=stride,
+                     matching=matching, seed=seed, stage1=Stage1Config(steps=steps, loss=LossConfig(pi=pi)))  # fmt: skip
+    out = pick([str(m) for m in micrographs], exemplars, outdir, cfg, model=model, force=force,
+               continue_=continue_, preview=preview, truth=truth, log=typer.echo)  # fmt: skip
+    if out.stage1 is not None:
+        typer.echo(f"stage 1: {out.stage1['steps']} steps in {out.stage1['seconds']:.1f} s (pi = {out.pi:.3f})")
+    typer.echo(f"picked {out.n_picks} particles in {out.n_micrographs} micrographs -> {out.picks_star}"
+               + (f" ({out.skipped} already done)" if out.skipped else ""))  # fmt: skip
+    for p in out.previews:
+        typer.echo(f"preview: {p}")
+
+
+@app.command("evaluate-picks")
+def evaluate_picks_cmd(
+    ctx: typer.Context,
+    truth: Annotated[Path, typer.Option("--truth", help="Ground-truth coordinates (STAR).")],
+    picks: Annotated[Path, typer.Option("--picks", help="Picked coordinates (STAR), e.g. OUTDIR/picks.star.")],
+    diameter: Annotated[
+        float,
+        typer.Option("--diameter", parser=real(0, 1e5, lo_open=True), help="Particle diameter (Å): the box side."),
+    ],
+    class_column: Annotated[
+        str | None, typer.Option("--class-column", help="Truth column naming each particle's structure.")
+    ] = None,
+    target: Annotated[str | None, typer.Option("--target", help="Keep truth rows with this value only.")] = None,
+    angpix: AngpixOverride = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Also print the result as one JSON line (last).")] = False,
+) -> None:
+    """Precision, recall and F1 of picks (IoU >= 0.5 of diameter-sized boxes, each particle once)."""
+    record_run(ctx)
+    import json
+
+    from cryoshot.evaluate.picks import evaluate_picks
+
+    res = evaluate_picks(truth, picks, diameter, angpix=angpix, class_column=class_column, target=target)
+    for name, r in res["per_micrograph"].items():
+        typer.echo(f"  {name}: precision {r['precision']:.3f}, recall {r['recall']:.3f}, F1 {r['f1']:.3f} "
+                   f"({r['n_picks']} picks, {r['n_truth']} particles)")  # fmt: skip
+    typer.echo(f"precision {res['precision']:.3f}, recall {res['recall']:.3f}, F1 {res['f1']:.3f} "
+               f"({res['n_picks']} picks, {res['n_truth']} particles, {res['true_positives']} matched)")  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(_json_safe(res), allow_nan=False))
 
 
 @app.command("demo")

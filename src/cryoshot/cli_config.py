@@ -151,5 +151,10 @@ def record_run(ctx) -> None:
     from cryoshot import __version__
 
     # --force is left out: replaying a run file must never replace an output unasked
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in ctx.params.items() if k != "force"}
+    def plain(v):
+        if isinstance(v, Path):
+            return str(v)
+        return [plain(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+    settings = {k: plain(v) for k, v in ctx.params.items() if k != "force"}
     current_run.set({"command": ctx.command_path.split(" ", 1)[-1], "cryoshot": __version__, "settings": settings})

@@ -131,3 +131,40 @@ def average_figure(
             else:
                 ax.axis("off")
     return _save(fig, path, force)
+
+
+def pick_preview(
+    image: np.ndarray,
+    xy: np.ndarray,
+    diameter_px: float,
+    scores: np.ndarray,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    path: str | os.PathLike,
+    *,
+    hit: np.ndarray | None = None,
+    title: str = "",
+    force: bool = False,
+) -> Path:
+    """A binned micrograph with its picks (green true, red false positives when ``hit`` is given)
+    beside the similarity map of the scan (cryoMAE Fig. 5)."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 6))
+    lo, hi = np.percentile(image, [1, 99])
+    a.imshow(image, cmap="gray", vmin=lo, vmax=hi)
+    for k, (x, y) in enumerate(xy):
+        color = "yellow" if hit is None else ("lime" if hit[k] else "red")
+        a.add_patch(plt.Circle((x, y), diameter_px / 2, fill=False, color=color, lw=0.8))
+    if hit is not None:
+        a.set_title(f"{title}\n{int(hit.sum())} true (green), {int((~hit).sum())} false (red)", fontsize=9)
+    else:
+        a.set_title(title, fontsize=9)
+    a.axis("off")
+    step = (xs[1] - xs[0]) if len(xs) > 1 else 1.0
+    extent = (xs[0] - step / 2, xs[-1] + step / 2, ys[-1] + step / 2, ys[0] - step / 2)
+    im = b.imshow(scores, cmap="magma", extent=extent)
+    b.set_xlim(-0.5, image.shape[1] - 0.5)
+    b.set_ylim(image.shape[0] - 0.5, -0.5)
+    b.set_title("similarity to the exemplars (max cosine)", fontsize=9)
+    b.axis("off")
+    fig.colorbar(im, ax=b, fraction=0.046)
+    return _save(fig, path, force)

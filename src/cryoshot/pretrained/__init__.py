@@ -8,6 +8,7 @@ from pathlib import Path
 from cryoshot.errors import CryoshotError
 
 DEFAULT_MODEL = "protonet-ce_cryoshot-small.pt"
+DEFAULT_PICKER = "mae_cryoshot-picker.pt"
 
 
 def resolve_model(name: str | None) -> Path:
@@ -20,4 +21,17 @@ def resolve_model(name: str | None) -> Path:
     path = Path(name)
     if not path.is_file():
         raise CryoshotError(f"model file {path} does not exist; use --model default for the shipped model")
+    return path
+
+
+def resolve_picker_model(name: str | None) -> Path:
+    """``default`` (or None) -> the shipped picker MAE; otherwise a path to an MAE or a picker.pt."""
+    if name in (None, "default"):
+        path = Path(str(resources.files("cryoshot.pretrained") / DEFAULT_PICKER))
+        if not path.is_file():
+            raise CryoshotError(f"the shipped picker model {DEFAULT_PICKER} is missing from this installation")
+        return path
+    path = Path(name)
+    if not path.is_file():
+        raise CryoshotError(f"model file {path} does not exist; use --model default for the shipped picker")
     return path

@@ -1,0 +1,143 @@
+"""Micrographs for picking: read strictly, bin so the particle spans a fixed size, normalise.
+
+Binning from the particle diameter makes every later step independent of the pixel size:
+a 160 Å particle at 1 Å/px in a 4096² micrograph becomes 16 px in a 410² image, so
+the scan costs the same for any detector and micrographs of different pixel sizes are
+resampled onto the same scale automatically.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cryoshot.errors import CryoshotError
+from cryoshot.io.mrc import read_mrc
+
+MIN_DIAMETER_PX = 4.0  # a particle smaller than this (input pixels) cannot be picked
+
+
+@dataclass
+class BinnedMicrograph:
+    """A micrograph on the picker's scale.
+
+    Attributes
+    ----------
+    image : (h, w) float32, robustly standardised (median 0, MAD-based sigma 1, clipped at ±5)
+    factor : input pixels per binned pixel
+    shape : (H, W) of the input micrograph (pixels)
+    pixel_size_A : input pixel size (Å)
+    """
+
+    image: np.ndarray
+    factor: float
+    shape: tuple[int, int]
+    pixel_size_A: float
+
+    def to_input(self, xy: np.ndarray) -> np.ndarray:
+        """(N, 2) binned pixel coordinates -> input pixel coordinates (pixel centres at integers)."""
+        return (np.asarray(xy, dtype=np.float64) + 0.5) * self.factor - 0.5
+
+    def to_binned(self, xy: np.ndarray) -> np.ndarray:
+        """(N, 2) input pixel coordinates -> binned pixel coordinates."""
+        return (np.asarray(xy, dtype=np.float64) + 0.5) / self.factor - 0.5
+
+
+def read_micrograph(path: str | os.PathLike, angpix: float | None = None) -> tuple[np.ndarray, float]:
+    """One 2D micrograph and its pixel size (Å): the header's, or ``angpix`` when given.
+
+    Raises
+    ------
+    CryoshotError
+        Not a readable MRC, a 3D volume or an image stack, NaN/Inf, or no pixel size.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".mrcs":
+        raise CryoshotError(f"{path} is an image stack (.mrcs); pick needs micrographs, one 2D image per file")
+    vol = read_mrc(path, ndim=(2, 3))
+    data = vol.data
+    if data.ndim == 3:
+        what = "an image stack" if vol.is_stack else "a 3D volume"
+        raise CryoshotError(
+            f"{path} is {what} of shape {data.shape}; pick needs 2D micrographs (motion-corrected sums), one per file"
+        )
+    size = angpix if angpix is not None else vol.voxel_size_A
+    if size is None or not size > 0:
+        raise CryoshotError(f"{path} has no pixel size in its header; pass --angpix (Å per pixel)")
+    return np.asarray(data, dtype=np.float32), float(size)
+
+
+def micrograph_header(path: str | os.PathLike, angpix: float | None = None) -> tuple[tuple[int, int], float]:
+    """Shape (H, W) and pixel size (Å) of a 2D micrograph, from its header (the data are not read).
+
+    Raises
+    ------
+    CryoshotError
+        As :func:`read_micrograph`, except for NaN, which only a full read finds.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".mrcs":
+        raise CryoshotError(f"{path} is an image stack (.mrcs); pick needs micrographs, one 2D image per file")
+    vol = read_mrc(path, mmap=True, ndim=(2, 3))
+    if vol.data.ndim == 3:
+        what = "an image stack" if vol.is_stack else "a 3D volume"
+        raise CryoshotError(
+            f"{path} is {what} of shape {vol.data.shape}; pick needs 2D micrographs (motion-corrected sums), one per file"
+        )
+    size = angpix if angpix is not None else vol.voxel_size_A
+    if size is None or not size > 0:
+        raise CryoshotError(f"{path} has no pixel size in its header; pass --angpix (Å per pixel)")
+    return (int(vol.data.shape[0]), int(vol.data.shape[1])), float(size)
+
+
+def binning_factor(diameter_A: float, pixel_size_A: float, particle_px: int, shape: tuple[int, int]) -> float:
+    """Input pixels per binned pixel so that ``diameter_A`` spans ``particle_px`` pixels; checks the size."""
+    d_px = diameter_A / pixel_size_A
+    if d_px < MIN_DIAMETER_PX:
+        raise CryoshotError(
+            f"a {diameter_A:g} Å particle spans only {d_px:.1f} px at {pixel_size_A:g} Å/px; it must span at least "
+            f"{MIN_DIAMETER_PX:g} px. Check --diameter (Å) and the pixel size (--angpix)"
+        )
+    if d_px > min(shape):
+        raise CryoshotError(
+            f"a {diameter_A:g} Å particle spans {d_px:.0f} px at {pixel_size_A:g} Å/px, more than the micrograph "
+            f"({shape[1]} x {shape[0]} px). Check --diameter (Å, not pixels) and --angpix"
+        )
+    return d_px / particle_px
+
+
+def robust_standardise(img: np.ndarray, clip: float = 5.0) -> np.ndarray:
+    """(img - median) / (1.4826 MAD), clipped to ±``clip`` (hot pixels, ice and carbon stay bounded)."""
+    sample = img.ravel()[:: max(1, img.size // 200_000)]
+    med = float(np.median(sample))
+    mad = float(np.median(np.abs(sample - med))) * 1.4826
+    if not mad > 0:
+        mad = float(sample.std()) or 1.0
+    return np.clip((img - med) / mad, -clip, clip).astype(np.float32)
+
+
+def bin_image(img: np.ndarray, factor: float) -> np.ndarray:
+    """Resample ``img`` by 1/``factor``: block-average by the integer part, then antialiased bilinear."""
+    arr = np.ascontiguousarray(img, dtype=np.float32)
+    t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())[None, None]
+    k = int(np.floor(factor))
+    if k >= 2:
+        t = F.avg_pool2d(t, k, ceil_mode=False)
+    out = (max(1, round(img.shape[0] / factor)), max(1, round(img.shape[1] / factor)))
+    if tuple(t.shape[-2:]) != out:
+        t = F.interpolate(t, size=out, mode="bilinear", align_corners=False, antialias=factor > 1)
+    return t[0, 0].numpy()
+
+
+def bin_micrograph(img: np.ndarray, pixel_size_A: float, diameter_A: float, particle_px: int) -> BinnedMicrograph:
+    """Bin ``img`` so the particle spans ``particle_px`` pixels, then standardise it robustly."""
+    factor = binning_factor(diameter_A, pixel_size_A, particle_px, img.shape)
+    binned = robust_standardise(bin_image(img, factor))
+    # the exact factor of the integer output grid (differs from ``factor`` by rounding)
+    eff = img.shape[1] / binned.shape[1]
+    return BinnedMicrograph(binned, float(eff), (int(img.shape[0]), int(img.shape[1])), float(pixel_size_A))

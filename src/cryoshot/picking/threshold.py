@@ -1,0 +1,91 @@
+"""Automatic per-micrograph score thresholds for the picks left after non-maximum suppression."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import norm
+
+THRESHOLD_RULES = ("density", "tail", "gmm")
+
+
+def density_threshold(scores: np.ndarray, k: int = 5, window: int = 10) -> float:
+    """The paper's rule (§3.3, §4.1.4): the sharpest change in the k-nearest-neighbour distances.
+
+    Scores sorted in descending order; for each, the average distance to its ``k`` nearest
+    neighbours in score. Particle scores are few and spread out (large distances); the
+    background's are many and dense (small distances). The cut is where the average
+    distance drops most sharply going down the list, the start of the dense background.
+    Scores above the cut are kept.
+
+    Parameters
+    ----------
+    scores : (N,) peak scores
+    k : neighbours (paper: 5)
+    window : scores averaged on each side when measuring the change (robust to the random spacing of
+        a few scores)
+    """
+    s = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
+    n = len(s)
+    if n <= k + 1:
+        return float(s[-1]) if n else np.inf
+    # sorted 1D: the k nearest neighbours lie within k places on either side
+    idx = np.arange(n)
+    offs = [o for o in range(-k, k + 1) if o]
+    nb = np.clip(idx[:, None] + np.array(offs)[None, :], 0, n - 1)
+    dist = np.abs(s[:, None] - s[nb])
+    dist[nb == idx[:, None]] = np.inf  # a clipped index is the score itself
+    knn = np.sort(dist, axis=1)[:, :k].mean(axis=1)
+    # the change in log distance across each position, each side averaged over ``window`` scores
+    w = max(1, min(window, (n - 1) // 2))
+    c = np.concatenate([[0.0], np.cumsum(np.log(knn + 1e-12))])
+    i = np.arange(w, n - w + 1)
+    drop = (c[i] - c[i - w]) / w - (c[i + w] - c[i]) / w
+    j = int(i[np.argmax(drop)])  # scores[:j] are kept
+    return float((s[j - 1] + s[j]) / 2)
+
+
+def tail_threshold(scores: np.ndarray, false_alarms: float = 1.0) -> float:
+    """Background-tail rule: a Gaussian fitted robustly to the bulk of the scores, cut where
+    about ``false_alarms`` background peaks per micrograph are expected above it (as
+    pytom-match-pick sets its threshold from a false-alarm rate)."""
+    s = np.asarray(scores, dtype=np.float64)
+    if len(s) < 3:
+        return float(s.min()) if len(s) else np.inf
+    med = np.median(s)
+    lower = s[s <= med]  # the lower half is background for any particle fraction under 50%
+    sigma = np.sqrt(np.mean((lower - med) ** 2)) or 1e-6
+    z = norm.isf(min(0.5, false_alarms / len(s)))
+    return float(med + z * sigma)
+
+
+def gmm_threshold(scores: np.ndarray, seed: int = 0) -> float:
+    """Two-component Gaussian mixture on the scores: the score where the upper component becomes the likelier."""
+    from sklearn.mixture import GaussianMixture
+
+    s = np.asarray(scores, dtype=np.float64)[:, None]
+    if len(s) < 4:
+        return float(s.min()) if len(s) else np.inf
+    gm = GaussianMixture(2, random_state=seed).fit(s)
+    hi = int(np.argmax(gm.means_[:, 0]))
+    grid = np.linspace(s.min(), s.max(), 2001)[:, None]
+    post = gm.predict_proba(grid)[:, hi]
+    above = np.nonzero(post >= 0.5)[0]
+    return float(grid[above[0], 0]) if len(above) else float(s.max())
+
+
+def auto_threshold(scores: np.ndarray, rule: str) -> float:
+    """Threshold on cosine ``scores`` by ``rule`` (one of :data:`THRESHOLD_RULES`).
+
+    The rules see Fisher's z = artanh(score), which spreads the scores that crowd near 1
+    and makes their distribution closer to normal; the cut is mapped back to a cosine.
+    """
+    z = np.arctanh(np.clip(np.asarray(scores, dtype=np.float64), -0.999999, 0.999999))
+    if rule == "density":
+        t = density_threshold(z)
+    elif rule == "tail":
+        t = tail_threshold(z)
+    elif rule == "gmm":
+        t = gmm_threshold(z)
+    else:
+        raise ValueError(f"unknown threshold rule {rule!r}; use one of {', '.join(THRESHOLD_RULES)}")
+    return float(np.tanh(t)) if np.isfinite(t) else t

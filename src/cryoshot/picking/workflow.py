@@ -1,0 +1,449 @@
+"""``cryoshot pick`` as one library call: exemplars + micrographs -> RELION coordinate files.
+
+Order of work: check everything (settings, output, micrographs, exemplars, model), run
+stage 1 on the reference micrograph(s), save ``picker.pt``, then run stage 2 on every
+micrograph. Progress is kept in a hidden folder beside the output
+(``.OUTDIR.cryoshot-partial``), so ``continue_=True`` after a kill skips finished
+micrographs and reuses the stage-1 model; the output folder appears, complete, only at
+the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from cryoshot import __version__
+from cryoshot.errors import CryoshotError
+from cryoshot.io.mrc import require_input_file
+from cryoshot.io.star import read_star_table, require_columns, write_star
+from cryoshot.models.checkpoint import save_checkpoint
+from cryoshot.models.mae2d import PickerMAE, load_mae
+from cryoshot.picking.matching import match_picks
+from cryoshot.picking.micrograph import (
+    BinnedMicrograph,
+    bin_micrograph,
+    binning_factor,
+    micrograph_header,
+    read_micrograph,
+)
+from cryoshot.picking.scan import candidate_picks, exemplar_features
+from cryoshot.picking.stage1 import Stage1Config, fine_tune
+from cryoshot.picking.threshold import THRESHOLD_RULES, auto_threshold
+from cryoshot.pretrained import resolve_picker_model
+from cryoshot.utils.files import atomic_dir, check_output_free, output_lock
+from cryoshot.utils.hashing import file_sha256
+from cryoshot.utils.threads import configure_threads
+
+DEFAULT_RULE = "density"
+PARTIAL_MARK = "cryoshot-pick-partial.json"
+
+
+@dataclass
+class PickConfig:
+    """Settings of ``cryoshot pick`` (diameter in Å; distances on the binned scale in diameters)."""
+
+    diameter_A: float
+    angpix: float | None = None
+    threshold: str = "auto"
+    max_picks: int | None = None
+    stride_px: int = 4
+    nms_distance: float = 0.7
+    matching: str = "max"
+    seed: int = 0
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+
+    def validate(self) -> None:
+        if not (np.isfinite(self.diameter_A) and self.diameter_A > 0):
+            raise CryoshotError(f"--diameter must be a positive number of Å, got {self.diameter_A}")
+        if self.angpix is not None and not self.angpix > 0:
+            raise CryoshotError(f"--angpix must be positive, got {self.angpix}")
+        threshold_value(self.threshold)
+        if self.max_picks is not None and self.max_picks < 1:
+            raise CryoshotError("--max-picks must be at least 1")
+        if not 1 <= self.stride_px <= 12:
+            raise CryoshotError(f"--stride must be 1..12 binned pixels, got {self.stride_px}")
+        if self.matching not in ("max", "mean"):
+            raise CryoshotError(f"--matching must be max or mean, got {self.matching!r}")
+        if not 0.1 <= self.nms_distance <= 3:
+            raise CryoshotError(f"NMS distance must be 0.1..3 diameters, got {self.nms_distance}")
+        (self.stage1.loss.validate() if self.stage1.loss else None)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def threshold_value(text: str) -> str | float:
+    """``auto`` -> the default rule; a rule name; or a score (float)."""
+    t = str(text).strip().lower()
+    if t == "auto":
+        return DEFAULT_RULE
+    if t in THRESHOLD_RULES:
+        return t
+    try:
+        v = float(t)
+    except ValueError:
+        raise CryoshotError(
+            f"--threshold must be auto, {', '.join(THRESHOLD_RULES)} or a score (cosine similarity, -1..1), got '{text}'"
+        ) from None
+    if not -1 <= v <= 1:
+        raise CryoshotError(f"--threshold as a score is a cosine similarity in -1..1, got {v}")
+    return v
+
+
+@dataclass
+class MicrographPicks:
+    """Picks of one micrograph (input pixels) and how they were cut."""
+
+    name: str
+    xy: np.ndarray
+    score: np.ndarray
+    threshold: float
+    n_candidates: int
+
+
+@dataclass
+class PickSummary:
+    n_micrographs: int
+    n_picks: int
+    outdir: Path
+    picks_star: Path
+    model: Path
+    stage1: dict | None
+    pi: float | None
+    skipped: int = 0
+    previews: list[Path] = field(default_factory=list)
+
+
+# ---- inputs ---------------------------------------------------------------------------------
+def _resolve_exemplar_names(star: Path, names: list[str], mics: list[Path]) -> dict[str, int]:
+    """Map each rlnMicrographName to the index of the micrograph argument it names."""
+    by_path = {m.resolve(): i for i, m in enumerate(mics)}
+    out = {}
+    for name in names:
+        for cand in (Path(name), star.parent / name):
+            if cand.exists() and cand.resolve() in by_path:
+                out[name] = by_path[cand.resolve()]
+                break
+        else:
+            given = ", ".join(str(m) for m in mics[:3]) + (" ..." if len(mics) > 3 else "")
+            raise CryoshotError(
+                f"exemplars in {star} are on micrograph '{name}', which is not among the micrographs given ({given}); "
+                "give that micrograph too (its name is resolved as written, or relative to the STAR file)"
+            )
+    return out
+
+
+def read_exemplars(star: str | os.PathLike, mics: list[Path]) -> pd.DataFrame:
+    """Exemplar table with a ``mic`` column (index into ``mics``); checks names and counts."""
+    star = require_input_file(star, "STAR")
+    df = read_star_table(star)
+    require_columns(df, ["rlnCoordinateX", "rlnCoordinateY"], star)
+    if len(df) < 1:
+        raise CryoshotError(f"{star} holds no exemplars; pick at least one particle (15 is a good number)")
+    if "rlnMicrographName" not in df.columns:
+        if len(mics) != 1:
+            raise CryoshotError(f"{star} lacks rlnMicrographName, so its exemplars cannot be placed on one of "
+                                f"{len(mics)} micrographs; add the column")  # fmt: skip
+        df = df.assign(mic=0)
+    else:
+        names = [str(v) for v in df["rlnMicrographName"]]
+        where = _resolve_exemplar_names(star, sorted(set(names)), mics)
+        df = df.assign(mic=[where[n] for n in names])
+    xy = df[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float)
+    if not np.isfinite(xy).all():
+        raise CryoshotError(f"{star} has non-numeric or infinite exemplar coordinates")
+    return df.reset_index(drop=True)
+
+
+def coordinate_file_name(mic: Path) -> str:
+    """RELION's autopick naming: ``<micrograph stem>_autopick.star``."""
+    return f"{mic.name.rsplit('.', 1)[0]}_autopick.star"
+
+
+# ---- the model ------------------------------------------------------------------------------
+def _picker_payload(model: PickerMAE, cfg: PickConfig, base: dict, base_path: Path, exemplar_feats: torch.Tensor,
+                    exemplar_file: Path, stage1: dict, pi: float) -> dict:  # fmt: skip
+    this = {"method": "picker", "config": {"pick": cfg.to_dict(), "stage1": stage1, "pi": pi},
+            "version": __version__, "seed": cfg.seed, "argv": list(sys.argv)}  # fmt: skip
+    stages = [*(base.get("stages") or []), this]
+    return {
+        "state_dict": model.state_dict(), "method": "picker", "seed": cfg.seed,
+        "config": {"model": model.config.to_dict(), "pick": cfg.to_dict(), "pi": pi},
+        "exemplar_features": exemplar_feats.clone(),
+        "base_model": {"name": base_path.name, "sha256": file_sha256(base_path)},
+        "exemplars": {"name": exemplar_file.name, "sha256": file_sha256(exemplar_file), "n": len(exemplar_feats)},
+        "stages": stages,
+    }  # fmt: skip
+
+
+def estimate_pi(model: PickerMAE, images: list[BinnedMicrograph], ex: torch.Tensor, cfg: PickConfig) -> float:
+    """Fraction of random windows holding a particle, from the particle count the untuned model finds."""
+    d = model.config.particle_px
+    n, area = 0, 0
+    for b in images:
+        xy, s, _ = candidate_picks(model, b.image, ex, cfg.stride_px, cfg.nms_distance, cfg.matching)
+        n += int((s >= auto_threshold(s, DEFAULT_RULE)).sum()) if len(s) else 0
+        area += b.image.size
+    return float(min(0.5, n * np.pi * (d / 2) ** 2 / max(area, 1)))
+
+
+# ---- the whole verb -------------------------------------------------------------------------
+def pick(
+    micrographs: list[str | os.PathLike],
+    exemplars: str | os.PathLike | None,
+    outdir: str | os.PathLike,
+    config: PickConfig,
+    *,
+    model: str = "default",
+    force: bool = False,
+    continue_: bool = False,
+    preview: str | os.PathLike | None = None,
+    n_preview: int = 3,
+    truth: str | os.PathLike | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> PickSummary:
+    """Pick particles like the exemplars in every micrograph; write RELION STAR files to ``outdir``.
+
+    Parameters
+    ----------
+    micrographs : 2D MRC files (the exemplars' reference micrographs among them)
+    exemplars : STAR with rlnMicrographName, rlnCoordinateX, rlnCoordinateY (pixels); may be None
+        with a ``picker.pt`` model, whose stored exemplar features are then used
+    outdir : gets ``picks.star``, ``coordinates/<mic>_autopick.star``, ``picker.pt``
+    model : ``default`` (the shipped MAE), a pre-trained MAE, or an earlier run's ``picker.pt`` (no stage 1)
+    continue_ : resume a killed run (or extend a finished one), skipping finished micrographs
+    preview : folder for PNGs of the first ``n_preview`` micrographs (picks and similarity map)
+    truth : ground-truth coordinates, to colour previews (true / false positives)
+    """
+    config.validate()
+    configure_threads()
+    outdir = Path(outdir)
+    if not micrographs:
+        raise CryoshotError("no micrographs given: pass one or more .mrc files")
+    mics = [require_input_file(m, "micrograph") for m in micrographs]
+    if len({m.resolve() for m in mics}) != len(mics):
+        raise CryoshotError("a micrograph is given twice; give each once")
+    stems = [coordinate_file_name(m) for m in mics]
+    if len(set(stems)) != len(stems):
+        raise CryoshotError("two micrographs share a file name (in different folders); their coordinate files would "
+                            "collide in OUTDIR/coordinates. Rename one")  # fmt: skip
+    if not continue_:
+        check_output_free(outdir, force, folder=True)
+    elif outdir.exists():
+        check_output_free(outdir, True, folder=True)  # ours to extend
+    elif not outdir.parent.is_dir():
+        raise CryoshotError(f"output folder {outdir.parent} does not exist; create it first")
+    if preview is not None:
+        check_output_free(preview, force, folder=True)
+    if truth is not None:
+        truth_df = read_star_table(require_input_file(truth, "STAR"))
+        require_columns(truth_df, ["rlnCoordinateX", "rlnCoordinateY"], truth)
+    else:
+        truth_df = None
+    # every micrograph's header: 2D, a pixel size, big enough for the particle (data are read later)
+    headers = [micrograph_header(m, config.angpix) for m in mics]
+    model_path = resolve_picker_model(model)
+    net, ck = load_mae(model_path)
+    d_px = net.config.particle_px
+    for m, (shape, ps) in zip(mics, headers, strict=True):
+        try:
+            binning_factor(config.diameter_A, ps, d_px, shape)
+        except CryoshotError as exc:
+            raise CryoshotError(f"{m}: {exc}") from None
+    sizes = {round(ps, 4) for _, ps in headers}
+    if len(sizes) > 1:
+        log(f"cryoshot: warning: the micrographs have {len(sizes)} pixel sizes ({', '.join(map(str, sorted(sizes)))} Å); "
+            "each is binned from its own pixel size, so picks stay in each micrograph's pixels")  # fmt: skip
+    is_picker = ck["method"] == "picker"
+    if exemplars is None and not is_picker:
+        raise CryoshotError("--exemplars is needed (a STAR file of particles you picked) unless --model is a "
+                            "picker.pt from an earlier run")  # fmt: skip
+    ex_df = read_exemplars(exemplars, mics) if exemplars is not None else None
+    if ex_df is not None:
+        for i in sorted(set(ex_df["mic"])):
+            (h, w_), _ = headers[i]
+            xy = ex_df.loc[ex_df["mic"] == i, ["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float)
+            bad = (xy[:, 0] < 0) | (xy[:, 0] > w_ - 1) | (xy[:, 1] < 0) | (xy[:, 1] > h - 1)
+            if bad.any():
+                x, y = xy[np.argmax(bad)]
+                raise CryoshotError(f"exemplar ({x:g}, {y:g}) lies outside micrograph {mics[i]} ({w_} x {h} px); "
+                                    "coordinates are in pixels of that micrograph")  # fmt: skip
+    w = net.config.window_px
+    with output_lock(outdir):
+        partial = outdir.parent / f".{outdir.name}.cryoshot-partial"
+        settings = {"config": config.to_dict(), "model": file_sha256(model_path),
+                    "exemplars": file_sha256(exemplars) if exemplars is not None else None}  # fmt: skip
+        fresh = _prepare_partial(partial, outdir, settings, continue_, log)
+        try:
+            return _run(net, ck, mics, micrographs, stems, ex_df, exemplars, model_path, outdir, partial, config,
+                        continue_, is_picker, preview, n_preview, truth_df, force, progress, log, w, d_px)  # fmt: skip
+        except Exception:
+            if fresh:  # an input error found mid-run: leave nothing behind (a kill or Ctrl-C keeps the progress)
+                shutil.rmtree(partial, ignore_errors=True)
+            raise
+
+
+def _run(net, ck, mics, micrographs, stems, ex_df, exemplars, model_path, outdir, partial, config, continue_,
+         is_picker, preview, n_preview, truth_df, force, progress, log, w, d_px) -> PickSummary:  # fmt: skip
+    """The work of :func:`pick` once every input has been checked."""
+    stage1_info, pi = None, None
+    picker_path = partial / "picker.pt"
+    if continue_ and picker_path.exists():
+        net, ck = load_mae(picker_path)
+        ex_feats = ck["exemplar_features"]
+        log(f"continuing: reusing the stage-1 model in {outdir.name}/picker.pt")
+    else:
+        refs: dict[int, BinnedMicrograph] = {}
+        ex_xy: list[tuple[int, float, float]] = []
+        if ex_df is not None:
+            for i in sorted(set(ex_df["mic"])):
+                img, ps = read_micrograph(mics[i], config.angpix)
+                refs[i] = bin_micrograph(img, ps, config.diameter_A, d_px)
+                xy = ex_df.loc[ex_df["mic"] == i, ["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float)
+                ex_xy += [(len(refs) - 1, float(x), float(y)) for x, y in refs[i].to_binned(xy)]
+        ref_list = list(refs.values())
+        if is_picker and ex_df is None:
+            ex_feats = ck["exemplar_features"]
+        elif is_picker:
+            ex_feats = _features(net, ref_list, ex_xy, w)
+        else:
+            base_feats = _features(net, ref_list, ex_xy, w)
+            loss = config.stage1.loss
+            pi = loss.pi if loss is not None and loss.pi is not None else estimate_pi(net, ref_list, base_feats, config)
+            stage1_info = fine_tune(net, [r.image for r in ref_list], ex_xy, config.stage1, pi, config.seed,
+                                    progress, log)  # fmt: skip
+            ex_feats = _features(net, ref_list, ex_xy, w)
+            save_checkpoint(picker_path, _picker_payload(net, config, ck, model_path, ex_feats, Path(exemplars),
+                                                         stage1_info, pi))  # fmt: skip
+    coord_dir = partial / "coordinates"
+    coord_dir.mkdir(exist_ok=True)
+    results, skipped, previews = [], 0, []
+    for k, (mic, stem) in enumerate(
+        tqdm(list(zip(mics, stems, strict=True)), desc="picking", unit="mic", disable=not progress)
+    ):
+        out = coord_dir / stem
+        if continue_ and out.exists():
+            skipped += 1
+            results.append((str(micrographs[k]), read_star_table(out), micrograph_header(mic, config.angpix)[1]))
+            continue
+        img, ps = read_micrograph(mic, config.angpix)
+        b = bin_micrograph(img, ps, config.diameter_A, d_px)
+        del img
+        r, maps = pick_one(net, b, ex_feats, config, str(micrographs[k]))
+        table = _autopick_table(r)
+        write_star(out, {"": table}, force=True)
+        results.append((str(micrographs[k]), table, ps))
+        if preview is not None and k < n_preview:
+            previews.append((mic, b, r, maps))
+    cols = ["rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit",
+            "rlnMicrographPixelSize"]  # fmt: skip
+    frames = [pd.DataFrame({
+        "rlnMicrographName": name, "rlnCoordinateX": t["rlnCoordinateX"].to_numpy(float),
+        "rlnCoordinateY": t["rlnCoordinateY"].to_numpy(float),
+        "rlnAutopickFigureOfMerit": t["rlnAutopickFigureOfMerit"].to_numpy(float), "rlnMicrographPixelSize": ps})
+        for name, t, ps in results if len(t)]  # fmt: skip
+    allp = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+    write_star(partial / "picks.star", allp, force=True)
+    written = _write_previews(previews, preview, truth_df, config, force) if preview else []
+    _finish(partial, outdir)
+    return PickSummary(len(mics), len(allp), outdir, outdir / "picks.star", outdir / "picker.pt", stage1_info, pi,
+                       skipped, written)  # fmt: skip
+
+
+def _features(net: PickerMAE, refs: list[BinnedMicrograph], ex_xy: list, w: int) -> torch.Tensor:
+    """Unit-norm exemplar features, each centred on its own reference micrograph's background."""
+    out = []
+    for i, ref in enumerate(refs):
+        xy = np.array([(x, y) for j, x, y in ex_xy if j == i]).reshape(-1, 2)
+        if len(xy):
+            out.append(exemplar_features(net, ref.image, xy))
+    return torch.cat(out)
+
+
+def pick_one(
+    net: PickerMAE, b: BinnedMicrograph, ex_feats: torch.Tensor, cfg: PickConfig, name: str = ""
+) -> tuple[MicrographPicks, tuple]:
+    """Stage 2 on one binned micrograph: scan, suppress, threshold; coordinates in input pixels."""
+    xy, s, maps = candidate_picks(net, b.image, ex_feats, cfg.stride_px, cfg.nms_distance, cfg.matching)
+    rule = threshold_value(cfg.threshold)
+    thr = float(rule) if isinstance(rule, float) else auto_threshold(s, rule) if len(s) else np.inf
+    keep = s >= thr
+    xy, s_kept = xy[keep], s[keep]
+    if cfg.max_picks is not None:
+        xy, s_kept = xy[: cfg.max_picks], s_kept[: cfg.max_picks]
+    return MicrographPicks(name, b.to_input(xy), s_kept, thr, len(s)), maps
+
+
+def _autopick_table(r: MicrographPicks) -> pd.DataFrame:
+    """RELION autopick columns."""
+    n = len(r.xy)
+    return pd.DataFrame({
+        "rlnCoordinateX": r.xy[:, 0] if n else np.zeros(0), "rlnCoordinateY": r.xy[:, 1] if n else np.zeros(0),
+        "rlnClassNumber": np.zeros(n, int), "rlnAutopickFigureOfMerit": r.score.astype(float),
+        "rlnAnglePsi": np.full(n, -999.0)})  # fmt: skip
+
+
+def _prepare_partial(partial: Path, outdir: Path, settings: dict, continue_: bool, log) -> bool:
+    """Create (or, continuing, check and reuse) the progress folder; True when created now."""
+    mark = partial / PARTIAL_MARK
+    if partial.exists() and not mark.exists():
+        raise CryoshotError(f"{partial} exists but was not made by cryoshot pick; move it away")
+    if partial.exists() and not continue_:
+        shutil.rmtree(partial)
+        log(f"removed the progress of an earlier, unfinished run into {outdir} (pass --continue to resume one)")
+    if partial.exists():
+        old = json.loads(mark.read_text())
+        if old != json.loads(json.dumps(settings)):
+            diffs = [k for k in settings if old.get(k) != json.loads(json.dumps(settings)).get(k)]
+            raise CryoshotError(f"--continue with different {', '.join(diffs)} than the unfinished run into {outdir}; "
+                                "rerun with the original settings, or start over without --continue")  # fmt: skip
+        return False
+    partial.mkdir()
+    if continue_ and outdir.exists():  # extend a finished run: start from its files
+        for f in ("picker.pt",):
+            if (outdir / f).exists():
+                shutil.copy2(outdir / f, partial / f)
+        if (outdir / "coordinates").is_dir():
+            shutil.copytree(outdir / "coordinates", partial / "coordinates")
+    mark.write_text(json.dumps(settings))
+    return True
+
+
+def _finish(partial: Path, outdir: Path) -> None:
+    """Move the finished files into ``outdir`` atomically, then drop the progress folder."""
+    with atomic_dir(outdir, force=True) as tmp:
+        shutil.copytree(partial / "coordinates", tmp / "coordinates")
+        for f in ("picks.star", "picker.pt"):
+            if (partial / f).exists():
+                shutil.copy2(partial / f, tmp / f)
+    shutil.rmtree(partial, ignore_errors=True)
+
+
+def _write_previews(previews, folder, truth_df, cfg: PickConfig, force: bool) -> list[Path]:
+    from cryoshot.plotting import pick_preview
+
+    paths = []
+    with atomic_dir(folder, force=force) as tmp:
+        for mic, b, r, (scores, xs, ys) in previews:
+            hit = None
+            if truth_df is not None and "rlnMicrographName" in truth_df.columns:
+                rows = truth_df[[Path(str(n)).name == mic.name for n in truth_df["rlnMicrographName"]]]
+                t_xy = rows[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float)
+                hit = match_picks(r.xy, t_xy, cfg.diameter_A / b.pixel_size_A, r.score)
+            name = mic.name.rsplit(".", 1)[0] + "_picks.png"
+            pick_preview(b.image, b.to_binned(r.xy), cfg.diameter_A / b.pixel_size_A / b.factor, scores, xs, ys,
+                         tmp / name, hit=hit, title=f"{mic.name}: {len(r.xy)} picks, threshold {r.threshold:.3f}")  # fmt: skip
+            paths.append(Path(folder) / name)
+    return paths

@@ -1,0 +1,163 @@
+"""``cryoshot pick`` end to end on tiny simulated micrographs, and ``evaluate-picks``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cryoshot.cli import main
+from cryoshot.evaluate.picks import evaluate_picks
+from cryoshot.io.mrc import write_mrc
+from cryoshot.io.star import read_star_table, write_star
+from cryoshot.models.mae2d import load_mae
+from cryoshot.picking.stage1 import Stage1Config
+from cryoshot.picking.workflow import PickConfig, pick
+from cryoshot.simulate.micrographs import MicrographConfig
+from cryoshot.simulate.workflow import simulate_micrographs
+
+DIAMETER = 160.0  # Å; 1bxn spans about 157 Å
+
+
+@pytest.fixture(scope="module")
+def easy(tmp_path_factory) -> Path:
+    """Two 192^2 micrographs at 10 Å/px of 1bxn only, high SNR, dark protein; 10 exemplars on the first."""
+    root = tmp_path_factory.mktemp("pick")
+    cfg = MicrographConfig(size_px=192, pixel_size_A=10.0, particle_box_px=24, n_particles=30, snr=3.0,
+                           ice_gradient=0.2, invert=True, seed=5)  # fmt: skip
+    simulate_micrographs(["1bxn"], root / "data", cfg, 2, progress=False)
+    truth = read_star_table(root / "data" / "coordinates.star")
+    ex = truth[truth["rlnMicrographName"] == "mic_0000.mrc"].iloc[:10]
+    write_star(root / "data" / "ex.star", ex[["rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY"]])
+    return root
+
+
+def _run(easy: Path, out: Path, **kw):
+    mics = sorted(str(p) for p in (easy / "data").glob("mic_*.mrc"))
+    cfg = PickConfig(diameter_A=DIAMETER, stage1=Stage1Config(steps=kw.pop("steps", 15)))
+    return pick(mics, kw.pop("exemplars", easy / "data" / "ex.star"), out, cfg, progress=False, log=lambda s: None,
+                **kw)  # fmt: skip
+
+
+def test_pick_finds_most_particles_of_an_easy_micrograph(easy):
+    out = easy / "out1"
+    res = _run(easy, out)
+    assert res.stage1 is not None and res.stage1["steps"] == 15
+    r = evaluate_picks(easy / "data" / "coordinates.star", out / "picks.star", DIAMETER)
+    assert r["recall"] >= 0.7, r
+    assert r["precision"] >= 0.6, r
+    # RELION's columns, read back
+    picks = read_star_table(out / "picks.star")
+    for col in ("rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit"):
+        assert col in picks.columns
+    assert set(picks["rlnMicrographName"]) <= {str(p) for p in (easy / "data").glob("mic_*.mrc")}
+    for mic in ("mic_0000", "mic_0001"):
+        t = read_star_table(out / "coordinates" / f"{mic}_autopick.star")
+        assert {"rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit"} <= set(t.columns)
+    assert (out / "run.yaml").exists() is False or True  # written by the CLI only
+    _, ck = load_mae(out / "picker.pt")
+    assert ck["method"] == "picker" and len(ck["stages"]) >= 2  # pre-training + this stage 1
+    assert ck["exemplars"]["n"] == 10
+
+
+def test_picker_model_is_reused_without_retraining(easy):
+    first = easy / "out1"
+    if not first.exists():
+        _run(easy, first)
+    again = _run(easy, easy / "out2", model=str(first / "picker.pt"), exemplars=None)
+    assert again.stage1 is None
+    a = read_star_table(first / "picks.star")
+    b = read_star_table(again.picks_star)
+    assert len(a) == len(b)
+    np.testing.assert_allclose(a["rlnCoordinateX"].to_numpy(float), b["rlnCoordinateX"].to_numpy(float), atol=1e-3)
+
+
+def test_continue_skips_finished_micrographs(easy):
+    out = easy / "out3"
+    _run(easy, out, steps=2)
+    res = _run(easy, out, steps=2, continue_=True)
+    assert res.skipped == 2 and res.stage1 is None
+
+
+def test_interrupted_run_keeps_progress_that_continue_uses(easy, monkeypatch):
+    import cryoshot.picking.workflow as wf
+
+    out = easy / "out4"
+    real = wf.pick_one
+    calls = []
+
+    def interrupt_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(wf, "pick_one", interrupt_second)
+    with pytest.raises(KeyboardInterrupt):
+        _run(easy, out, steps=2)
+    partial = easy / ".out4.cryoshot-partial"
+    assert not out.exists() and (partial / "picker.pt").exists()
+    monkeypatch.setattr(wf, "pick_one", real)
+    res = _run(easy, out, steps=2, continue_=True)
+    assert res.skipped == 1 and res.stage1 is None
+    assert out.exists() and not partial.exists()
+    with pytest.raises(Exception, match="different"):  # other settings cannot continue it
+        (partial / "x").parent.mkdir()
+        (partial / wf.PARTIAL_MARK).write_text('{"config": {}}')
+        _run(easy, out, steps=3, continue_=True)
+
+
+def test_bad_exemplars_are_refused_before_any_work(easy, tmp_path):
+    mics = sorted(str(p) for p in (easy / "data").glob("mic_*.mrc"))
+    outside = tmp_path / "outside.star"
+    write_star(outside, read_star_table(easy / "data" / "ex.star").assign(rlnCoordinateX=5000.0))
+    elsewhere = tmp_path / "elsewhere.star"
+    write_star(elsewhere, read_star_table(easy / "data" / "ex.star").assign(rlnMicrographName="nosuch.mrc"))
+    empty = tmp_path / "empty.star"
+    write_star(empty, read_star_table(easy / "data" / "ex.star").iloc[:0])
+    cases = {outside: "outside micrograph", elsewhere: "not among the micrographs", empty: "no exemplars"}
+    for star, msg in cases.items():
+        with pytest.raises(Exception, match=msg):
+            pick(mics, star, tmp_path / "o", PickConfig(diameter_A=DIAMETER), progress=False, log=lambda s: None)
+        assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.*"))
+
+
+@pytest.mark.parametrize(
+    "diameter,msg", [(5000.0, "more than the micrograph"), (20.0, "at least")]
+)
+def test_diameter_must_fit(easy, tmp_path, diameter, msg):
+    mics = sorted(str(p) for p in (easy / "data").glob("mic_*.mrc"))
+    with pytest.raises(Exception, match=msg):
+        pick(mics, easy / "data" / "ex.star", tmp_path / "o", PickConfig(diameter_A=diameter), progress=False)
+
+
+def test_volumes_stacks_and_nan_are_refused(easy, tmp_path):
+    vol = tmp_path / "vol.mrc"
+    write_mrc(vol, np.zeros((8, 64, 64), np.float32), 10.0)
+    stack = tmp_path / "stack.mrcs"
+    write_mrc(stack, np.zeros((3, 64, 64), np.float32), 10.0, stack=True)
+    for bad, msg in ((vol, "3D volume"), (stack, "image stack")):
+        with pytest.raises(Exception, match=msg):
+            pick([str(bad)], easy / "data" / "ex.star", tmp_path / "o", PickConfig(diameter_A=DIAMETER))
+
+
+def test_cli_pick_and_evaluate_picks_in_process(easy, capsys):
+    mics = sorted(str(p) for p in (easy / "data").glob("mic_*.mrc"))
+    out = easy / "cli_out"
+    rc = main(["pick", *mics, "--exemplars", str(easy / "data" / "ex.star"), "--diameter", "160", "-o", str(out),
+               "--steps", "5", "--preview", str(easy / "prev"), "--truth", str(easy / "data" / "coordinates.star")])  # fmt: skip
+    assert rc == 0
+    assert (out / "run.yaml").exists() and (out / "picks.star").exists()
+    assert sorted(p.name for p in (easy / "prev").glob("*.png")) == ["mic_0000_picks.png", "mic_0001_picks.png"]
+    capsys.readouterr()
+    rc = main(["evaluate-picks", "--truth", str(easy / "data" / "coordinates.star"), "--picks", str(out / "picks.star"),
+               "--diameter", "160", "--json"])  # fmt: skip
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"precision", "recall", "f1", "n_picks", "n_truth"} <= set(res)
+    assert res["n_truth"] == len(read_star_table(easy / "data" / "coordinates.star"))
+    # without --force the same output is refused and left as it was
+    rc = main(["pick", *mics, "--exemplars", str(easy / "data" / "ex.star"), "--diameter", "160", "-o", str(out)])
+    assert rc != 0 and "--force" in capsys.readouterr().err
