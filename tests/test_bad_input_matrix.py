@@ -261,8 +261,20 @@ VERBS: dict[str, Verb] = {
     ),
     "demo": Verb(lambda i, o: ["demo", "-o", str(o)], options=[("--outdir", "")]),
     "pick": Verb(
-        lambda i, o: ["pick", str(i.micrograph), "--exemplars", str(i.exemplars), "--diameter", "160", "-o", str(o),
-                      "--model", str(i.mae), "--steps", "1"],  # fmt: skip
+        lambda i, o: [
+            "pick",
+            str(i.micrograph),
+            "--exemplars",
+            str(i.exemplars),
+            "--diameter",
+            "160",
+            "-o",
+            str(o),
+            "--model",
+            str(i.mae),
+            "--steps",
+            "1",
+        ],  # fmt: skip
         star_option="--exemplars",
         star_kind="coords",
         model_option="--model",

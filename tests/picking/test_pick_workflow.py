@@ -124,9 +124,7 @@ def test_bad_exemplars_are_refused_before_any_work(easy, tmp_path):
         assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.*"))
 
 
-@pytest.mark.parametrize(
-    "diameter,msg", [(5000.0, "more than the micrograph"), (20.0, "at least")]
-)
+@pytest.mark.parametrize("diameter,msg", [(5000.0, "more than the micrograph"), (20.0, "at least")])
 def test_diameter_must_fit(easy, tmp_path, diameter, msg):
     mics = sorted(str(p) for p in (easy / "data").glob("mic_*.mrc"))
     with pytest.raises(Exception, match=msg):
