@@ -1,0 +1,97 @@
+"""Topaz on the picking benchmark's datasets: trained on the same 15 exemplars, and its general model.
+
+Needs ``benchmarks/setup_topaz.sh`` (Topaz 0.3.20 in runs/topaz-venv) and the datasets that
+``bench_picking.py`` writes to runs/bench_picking. Per dataset: ``topaz preprocess`` (downsampled
+so the particle spans about 20 px), ``topaz train`` on the reference micrograph with the 15
+exemplars (``-n`` set to the true number of target particles there, which favours Topaz),
+``topaz extract`` on the queries with the trained model and with Topaz's pre-trained general
+model (resnet16_u64), and precision / recall / F1 at the best threshold chosen from the truth
+(which favours Topaz again), scored as in bench_picking.py.
+
+    .venv/bin/python benchmarks/bench_topaz.py [--epochs 5] [--epoch-size 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+from bench_picking import DATASETS, DIAMETER_A, SNRS, oracle_f1
+
+from cryoshot.io.star import read_star_table
+from cryoshot.picking.matching import MatchCounts
+
+TOPAZ = Path("runs/topaz-venv/bin/topaz")
+
+
+def run(cmd: list[str]) -> None:
+    subprocess.run([str(c) for c in cmd], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def picks_table(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", default="runs/bench_picking")
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--epoch-size", type=int, default=200)
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args()
+    root = Path(a.root)
+    snrs = SNRS[:1] if a.quick else SNRS
+    print("Topaz 0.3.20 (CPU); precision recall F1 over the queries at the best threshold (chosen from the truth)")
+    for target in DATASETS:
+        for snr in snrs:
+            ds = root / f"{target}_snr{snr:g}"
+            if not (ds / "coordinates.star").exists():
+                print(f"{ds} missing: run bench_picking.py first")
+                continue
+            work = ds / "topaz"
+            work.mkdir(exist_ok=True)
+            mics = sorted(ds.glob("mic_*.mrc"))
+            pix = 2.0
+            scale = max(1, int(round(DIAMETER_A[target] / pix / 20)))
+            radius = int(round(DIAMETER_A[target] / pix / scale / 2))
+            t0 = time.perf_counter()
+            run([TOPAZ, "preprocess", "-s", scale, "-o", work / "proc", *mics])
+            truth = read_star_table(ds / "coordinates.star")
+            ref_truth = truth[(truth["rlnMicrographName"] == mics[0].name) & (truth["cryoshotStructureName"] == target)]
+            ex = read_star_table(ds / "exemplars25.star").iloc[:15]
+            tg = pd.DataFrame({"image_name": mics[0].stem,
+                               "x_coord": (ex["rlnCoordinateX"].to_numpy(float) / scale).round().astype(int),
+                               "y_coord": (ex["rlnCoordinateY"].to_numpy(float) / scale).round().astype(int)})  # fmt: skip
+            tg.to_csv(work / "targets.txt", sep="\t", index=False)
+            run([TOPAZ, "train", "--train-images", work / "proc" / f"{mics[0].stem}.mrc", "--train-targets",
+                 work / "targets.txt", "-n", len(ref_truth), "-r", max(1, radius // 3), "--num-epochs", a.epochs,
+                 "--epoch-size", a.epoch_size, "-o", work / "train.txt", "--save-prefix", work / "model",
+                 "-d", "-1", "-j", "2"])  # fmt: skip
+            model = sorted(work.glob("model_epoch*.sav"))[-1]
+            t_train = time.perf_counter() - t0
+            queries = [work / "proc" / f"{m.stem}.mrc" for m in mics[1:]]
+            rows = {}
+            for name, m in (("Topaz, 15 exemplars", model), ("Topaz general (resnet16_u64)", "resnet16_u64")):
+                out = work / f"picks_{'trained' if m == model else 'general'}.txt"
+                run([TOPAZ, "extract", "-m", m, "-r", radius, "-x", scale, "-o", out, "-d", "-1", *queries])
+                p = picks_table(out)
+                c = MatchCounts(0, 0, 0)
+                for mq in mics[1:]:
+                    pp = p[p["image_name"] == mq.stem]
+                    t = truth[(truth["rlnMicrographName"] == mq.name) & (truth["cryoshotStructureName"] == target)]
+                    c = c + oracle_f1(pp[["x_coord", "y_coord"]].to_numpy(float), pp["score"].to_numpy(float),
+                                      t[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float),
+                                      DIAMETER_A[target] / pix)[0]  # fmt: skip
+                rows[name] = c
+            print(f"\n{target} (+{', '.join(DATASETS[target])}) SNR {snr:g}: preprocess + train {t_train:.0f} s")
+            for r, c in rows.items():
+                print(
+                    f"  {r:42s} {c.precision:.3f} {c.recall:.3f} {c.f1:.3f}   ({c.n_picks} picks, {c.n_truth} particles)"
+                )
+
+
+if __name__ == "__main__":
+    main()
