@@ -656,7 +656,10 @@ def pick_cmd(
     ] = "default",
     threshold: Annotated[
         str,
-        typer.Option("--threshold", help="auto, density (the paper's rule), tail, gmm, or a score (cosine, -1..1)."),
+        typer.Option(
+            "--threshold",
+            help="auto (= gmm, the best rule on the benchmark), density (the paper's rule), tail, gmm, or a score (cosine, -1..1).",
+        ),
     ] = "auto",
     max_picks: Annotated[
         int | None, typer.Option("--max-picks", min=1, max=10**7, help="At most this many picks per micrograph.")

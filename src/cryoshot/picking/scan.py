@@ -189,7 +189,9 @@ def candidate_picks(
     (scores, xs, ys) : the score map and its window centres
     """
     scores, xs, ys = score_map(model, image, exemplars, stride, matching)
-    # a light blur (0.15 diameter) puts each peak at the centre of the windows that hold the particle
-    smooth = ndimage.gaussian_filter(scores, 0.15 * model.config.particle_px / stride, mode="nearest")
+    # a light blur (0.15 diameter) puts each peak at the centre of the windows that hold the particle;
+    # blurred as Fisher's z = artanh(cosine), where scores crowding near 1 stay apart
+    z = np.arctanh(np.clip(scores, -0.999999, 0.999999))
+    smooth = ndimage.gaussian_filter(z, 0.15 * model.config.particle_px / stride, mode="nearest")
     xy, s = peaks(smooth, xs, ys, nms_distance * model.config.particle_px)
-    return xy, s, (scores, xs, ys)
+    return xy, np.tanh(s), (scores, xs, ys)

@@ -45,7 +45,7 @@ from cryoshot.utils.files import atomic_dir, check_output_free, output_lock
 from cryoshot.utils.hashing import file_sha256
 from cryoshot.utils.threads import configure_threads
 
-DEFAULT_RULE = "density"
+DEFAULT_RULE = "gmm"  # chosen on the picking benchmark (docs/benchmarks.md): best mean F1 of the three rules
 PARTIAL_MARK = "cryoshot-pick-partial.json"
 
 
