@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
@@ -211,7 +210,7 @@ def main() -> None:
     snrs = SNRS[:1] if a.quick else SNRS
     n_mic = 3 if a.quick else 5
     results = {}
-    print(f"model {a.model}; {n_mic - 1} query micrographs per dataset (2048^2 at 2 Å/px), 15 exemplars; "
+    print(f"model {a.model}; queries: every micrograph of a dataset but the first (2048^2 at 2 Å/px), 15 exemplars; "
           "precision recall F1 over the queries")  # fmt: skip
     for k, (target, snr) in enumerate((t, s) for t in DATASETS for s in snrs):
         ds = make_dataset(root, target, snr, n_mic, 2048, k)
@@ -258,5 +257,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    pd.options.mode.chained_assignment = None
     main()

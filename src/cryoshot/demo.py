@@ -176,7 +176,11 @@ def _pick_demo(tmp: Path) -> dict:
     ex = ref.sample(15, random_state=0)[["rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY"]]
     write_star(data / "exemplars.star", ex)
     mics = [str(p) for p in sorted(data.glob("mic_*.mrc"))]
-    pick(mics, data / "exemplars.star", tmp / "picking", PickConfig(diameter_A=160.0, seed=0), progress=False,
+    from cryoshot.picking.stage1 import Stage1Config
+
+    # 50 stage-1 steps instead of the default 150 keep the demo short (see the ablation in docs/benchmarks.md)
+    cfg_pick = PickConfig(diameter_A=160.0, seed=0, stage1=Stage1Config(steps=50))
+    pick(mics, data / "exemplars.star", tmp / "picking", cfg_pick, progress=False,
          preview=tmp / "picking_preview", truth=data / "coordinates.star", log=lambda s: None)  # fmt: skip
     return evaluate_picks(data / "coordinates.star", tmp / "picking" / "picks.star", 160.0,
                           class_column="cryoshotStructureName", target=PICK_TARGET)  # fmt: skip
