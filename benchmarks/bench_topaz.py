@@ -24,11 +24,13 @@ from bench_picking import DATASETS, DIAMETER_A, SNRS, oracle_f1
 from cryoshot.io.star import read_star_table
 from cryoshot.picking.matching import MatchCounts
 
-TOPAZ = Path("runs/topaz-venv/bin/topaz")
+TOPAZ = Path(__file__).resolve().parents[1] / "runs" / "topaz-venv" / "bin" / "topaz"
 
 
 def run(cmd: list[str]) -> None:
-    subprocess.run([str(c) for c in cmd], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    r = subprocess.run([str(c) for c in cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if r.returncode:
+        raise SystemExit(f"{' '.join(map(str, cmd[:2]))} failed:\n{r.stderr[-2000:]}")
 
 
 def picks_table(path: Path) -> pd.DataFrame:
@@ -66,7 +68,11 @@ def main() -> None:
                                "x_coord": (ex["rlnCoordinateX"].to_numpy(float) / scale).round().astype(int),
                                "y_coord": (ex["rlnCoordinateY"].to_numpy(float) / scale).round().astype(int)})  # fmt: skip
             tg.to_csv(work / "targets.txt", sep="\t", index=False)
-            run([TOPAZ, "train", "--train-images", work / "proc" / f"{mics[0].stem}.mrc", "--train-targets",
+            ref_dir = work / "train_images"  # Topaz reads a folder (or a list file) of training images
+            ref_dir.mkdir(exist_ok=True)
+            if not (ref_dir / f"{mics[0].stem}.mrc").exists():
+                (ref_dir / f"{mics[0].stem}.mrc").symlink_to((work / "proc" / f"{mics[0].stem}.mrc").resolve())
+            run([TOPAZ, "train", "--train-images", ref_dir, "--train-targets",
                  work / "targets.txt", "-n", len(ref_truth), "-r", max(1, radius // 3), "--num-epochs", a.epochs,
                  "--epoch-size", a.epoch_size, "-o", work / "train.txt", "--save-prefix", work / "model",
                  "-d", "-1", "-j", "2"])  # fmt: skip
