@@ -81,3 +81,18 @@ def test_positional_arguments_and_checkpoints(tmp_path, capsys):
     finally:
         current_run.reset(token)
     assert torch.load(tmp_path / "m.pt", weights_only=True)["run"]["settings"]["lr"] == 0.1
+
+
+def test_a_list_positional_replays_as_separate_arguments(tmp_path):
+    """pick's micrographs come back from run.yaml as one argument each, not joined by commas."""
+    import typer
+
+    from cryoshot.cli import app
+    from cryoshot.cli_config import apply_config
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({"command": "pick", "settings": {"micrographs": ["a.mrc", "b.mrc"],
+                                                                     "diameter": 160.0}}))  # fmt: skip
+    argv = apply_config(typer.main.get_command(app), ["pick", "--config", str(cfg), "-o", "out"])
+    assert argv[argv.index("--") + 1 :] == ["a.mrc", "b.mrc"]
+    assert argv[argv.index("--diameter") + 1] == "160.0"

@@ -86,6 +86,8 @@ def _tokens(param, value) -> list[str]:
             raise CryoshotError(f"config key '{param.name}' is a switch: give true or false, got {value!r}")
         return [param.opts[0]] if value else []
     if isinstance(value, (list, tuple)):
+        if param.param_type_name == "argument" and getattr(param, "nargs", 1) == -1:
+            return [str(v) for v in value]  # a list positional (pick's micrographs): one token each
         value = ",".join(str(v) for v in value)
     if isinstance(value, bool) or isinstance(value, dict):
         raise CryoshotError(f"config key '{param.name}': expected a single value, got {value!r}")
