@@ -48,6 +48,22 @@ class BinnedMicrograph:
         return (np.asarray(xy, dtype=np.float64) + 0.5) / self.factor - 0.5
 
 
+def _open_micrograph(path: Path, angpix: float | None, mmap: bool):
+    """The checks every micrograph gets: not a stack or volume, and a pixel size; returns (MrcVolume, Å)."""
+    if path.suffix.lower() == ".mrcs":
+        raise CryoshotError(f"{path} is an image stack (.mrcs); pick needs micrographs, one 2D image per file")
+    vol = read_mrc(path, mmap=mmap, ndim=(2, 3))
+    if vol.data.ndim == 3:
+        what = "an image stack" if vol.is_stack else "a 3D volume"
+        raise CryoshotError(
+            f"{path} is {what} of shape {vol.data.shape}; pick needs 2D micrographs (motion-corrected sums), one per file"
+        )
+    size = angpix if angpix is not None else vol.voxel_size_A
+    if size is None or not size > 0:
+        raise CryoshotError(f"{path} has no pixel size in its header; pass --angpix (Å per pixel)")
+    return vol, float(size)
+
+
 def read_micrograph(path: str | os.PathLike, angpix: float | None = None) -> tuple[np.ndarray, float]:
     """One 2D micrograph and its pixel size (Å): the header's, or ``angpix`` when given.
 
@@ -56,20 +72,8 @@ def read_micrograph(path: str | os.PathLike, angpix: float | None = None) -> tup
     CryoshotError
         Not a readable MRC, a 3D volume or an image stack, NaN/Inf, or no pixel size.
     """
-    path = Path(path)
-    if path.suffix.lower() == ".mrcs":
-        raise CryoshotError(f"{path} is an image stack (.mrcs); pick needs micrographs, one 2D image per file")
-    vol = read_mrc(path, ndim=(2, 3))
-    data = vol.data
-    if data.ndim == 3:
-        what = "an image stack" if vol.is_stack else "a 3D volume"
-        raise CryoshotError(
-            f"{path} is {what} of shape {data.shape}; pick needs 2D micrographs (motion-corrected sums), one per file"
-        )
-    size = angpix if angpix is not None else vol.voxel_size_A
-    if size is None or not size > 0:
-        raise CryoshotError(f"{path} has no pixel size in its header; pass --angpix (Å per pixel)")
-    return np.asarray(data, dtype=np.float32), float(size)
+    vol, size = _open_micrograph(Path(path), angpix, mmap=False)
+    return np.asarray(vol.data, dtype=np.float32), size
 
 
 def micrograph_header(path: str | os.PathLike, angpix: float | None = None) -> tuple[tuple[int, int], float]:
@@ -80,19 +84,8 @@ def micrograph_header(path: str | os.PathLike, angpix: float | None = None) -> t
     CryoshotError
         As :func:`read_micrograph`, except for NaN, which only a full read finds.
     """
-    path = Path(path)
-    if path.suffix.lower() == ".mrcs":
-        raise CryoshotError(f"{path} is an image stack (.mrcs); pick needs micrographs, one 2D image per file")
-    vol = read_mrc(path, mmap=True, ndim=(2, 3))
-    if vol.data.ndim == 3:
-        what = "an image stack" if vol.is_stack else "a 3D volume"
-        raise CryoshotError(
-            f"{path} is {what} of shape {vol.data.shape}; pick needs 2D micrographs (motion-corrected sums), one per file"
-        )
-    size = angpix if angpix is not None else vol.voxel_size_A
-    if size is None or not size > 0:
-        raise CryoshotError(f"{path} has no pixel size in its header; pass --angpix (Å per pixel)")
-    return (int(vol.data.shape[0]), int(vol.data.shape[1])), float(size)
+    vol, size = _open_micrograph(Path(path), angpix, mmap=True)
+    return (int(vol.data.shape[0]), int(vol.data.shape[1])), size
 
 
 def binning_factor(diameter_A: float, pixel_size_A: float, particle_px: int, shape: tuple[int, int]) -> float:

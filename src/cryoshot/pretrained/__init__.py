@@ -11,27 +11,24 @@ DEFAULT_MODEL = "protonet-ce_cryoshot-small.pt"
 DEFAULT_PICKER = "mae_cryoshot-picker.pt"
 
 
-def resolve_model(name: str | None) -> Path:
-    """``default`` (or None) -> the shipped ProtoNet-CE model; otherwise a path to a checkpoint."""
+def _resolve(name: str | None, shipped: str, what: str) -> Path:
+    """``default`` (or None) -> the shipped file ``shipped``; otherwise ``name`` as a path that must exist."""
     if name in (None, "default"):
-        path = Path(str(resources.files("cryoshot.pretrained") / DEFAULT_MODEL))
+        path = Path(str(resources.files("cryoshot.pretrained") / shipped))
         if not path.is_file():
-            raise CryoshotError(f"the shipped model {DEFAULT_MODEL} is missing from this installation")
+            raise CryoshotError(f"the shipped {what} {shipped} is missing from this installation")
         return path
     path = Path(name)
     if not path.is_file():
-        raise CryoshotError(f"model file {path} does not exist; use --model default for the shipped model")
+        raise CryoshotError(f"model file {path} does not exist; use --model default for the shipped {what}")
     return path
+
+
+def resolve_model(name: str | None) -> Path:
+    """``default`` (or None) -> the shipped ProtoNet-CE model; otherwise a path to a checkpoint."""
+    return _resolve(name, DEFAULT_MODEL, "model")
 
 
 def resolve_picker_model(name: str | None) -> Path:
     """``default`` (or None) -> the shipped picker MAE; otherwise a path to an MAE or a picker.pt."""
-    if name in (None, "default"):
-        path = Path(str(resources.files("cryoshot.pretrained") / DEFAULT_PICKER))
-        if not path.is_file():
-            raise CryoshotError(f"the shipped picker model {DEFAULT_PICKER} is missing from this installation")
-        return path
-    path = Path(name)
-    if not path.is_file():
-        raise CryoshotError(f"model file {path} does not exist; use --model default for the shipped picker")
-    return path
+    return _resolve(name, DEFAULT_PICKER, "picker model")

@@ -154,6 +154,14 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def refuse_changed_settings(old: dict, new: dict, resumable: tuple[str, ...], last_path: Path) -> None:
+    """Raise when a ``--resume`` changes any setting other than ``resumable`` (names each difference)."""
+    diffs = [d for d in config_differences(old, new) if d.split(":")[0] not in resumable]
+    if diffs:
+        raise CryoshotError(f"--resume with settings that differ from the run in {last_path}: {'; '.join(diffs)}. "
+                            "Resume with the original settings, or start over with --force")  # fmt: skip
+
+
 def build_model(cfg: TrainConfig) -> ProtoNet:
     """The untrained model a training run starts from."""
     return build_model_from_config(cfg.to_dict())
@@ -353,10 +361,7 @@ def _train(cfg: TrainConfig, out_path: Path, *, resume: bool, progress: bool) ->
     best_state = None
     if resume and last_path.exists():
         ck = load_checkpoint(last_path, method=cfg.method)
-        diffs = [d for d in config_differences(ck["config"], cfg.to_dict()) if d.split(":")[0] not in RESUMABLE_CHANGES]
-        if diffs:
-            raise CryoshotError(f"--resume with settings that differ from the run in {last_path}: {'; '.join(diffs)}. "
-                                "Resume with the original settings, or start over with --force")  # fmt: skip
+        refuse_changed_settings(ck["config"], cfg.to_dict(), RESUMABLE_CHANGES, last_path)
         model.load_state_dict(ck["state_dict"])
         opt.load_state_dict(ck["optimizer"])
         start_ep, best_acc, history = ck["episode"], ck["best_val_accuracy"], ck["history"]

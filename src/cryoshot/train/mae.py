@@ -29,7 +29,7 @@ from cryoshot.models.mae2d import MAEConfig, PickerMAE
 from cryoshot.picking.matching import average_precision
 from cryoshot.picking.scan import candidate_picks, exemplar_features, windows_at
 from cryoshot.picking.stage1 import LossConfig, dihedral_np, picker_loss, random_windows, shifted_windows
-from cryoshot.train.loop import config_differences, pick_device, stage_record
+from cryoshot.train.loop import pick_device, refuse_changed_settings, stage_record
 from cryoshot.utils.files import check_output_free, output_lock
 from cryoshot.utils.threads import configure_threads
 
@@ -107,10 +107,7 @@ def _train(cfg: MAETrainConfig, out_path: Path, device: torch.device, resume: bo
     step, best, best_step, history, elapsed0, best_state = 0, -1.0, 0, [], 0.0, None
     if resume and last.exists():
         ck = load_checkpoint(last, method="mae")
-        diffs = [d for d in config_differences(ck["config"], cfg.to_dict()) if d.split(":")[0] not in RESUMABLE]
-        if diffs:
-            raise CryoshotError(f"--resume with settings that differ from the run in {last}: {'; '.join(diffs)}. "
-                                "Resume with the original settings, or start over with --force")  # fmt: skip
+        refuse_changed_settings(ck["config"], cfg.to_dict(), RESUMABLE, last)
         model.load_state_dict(ck["state_dict"])
         opt.load_state_dict(ck["optimizer"])
         step, best, best_step = ck["episode"], ck["best_val_ap"], ck["best_episode"]
