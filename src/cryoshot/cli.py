@@ -6,11 +6,12 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 
 from cryoshot import __version__
 from cryoshot.cli_config import apply_config, record_run
-from cryoshot.cli_types import SEED_MAX, choice, key_values, parse_key_values, positive_list, real
+from cryoshot.cli_types import SEED_MAX, choice, k_choice, key_values, parse_key_values, positive_list, real
 from cryoshot.errors import CryoshotError
 from cryoshot.fewshot.methods import METHOD_NAMES, methods_help
 from cryoshot.utils.runrecord import current_run
@@ -334,12 +335,14 @@ def train_cmd(
     method: Annotated[
         str,
         typer.Argument(
-            parser=choice(("protonet", "protonet-ce", "finetune", "fscc", "mae")),
+            parser=choice(("protonet", "protonet-ce", "finetune", "fscc", "mae", "siamese")),
             help="protonet, protonet-ce (episodic); finetune (cross-entropy over base classes) or fscc "
             "(cross-entropy + λ supervised contrastive, then base-class statistics) on class-balanced batches "
             "of --batch-classes x --batch-items (default 32 x 4 = 128, the FSCC paper's batch); validation is WAY-way SHOT-shot episodes; "
             "mae: the particle picker's MAE on simulated micrographs (uses --episodes as steps, --time-budget, --lr, "
-            "--procedural, --val-every, --device, --seed, --resume).",
+            "--procedural, --val-every, --device, --seed, --resume); siamese: the 2D particle embedding (triplet loss) on "
+            "simulated projections (uses --episodes as steps, --lr, --procedural, --val-every, --patience, --margin, "
+            "--backbone, --backbone-weights, --structures).",
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (best on validation).")],
@@ -406,6 +409,31 @@ def train_cmd(
     batch_items: Annotated[
         int, typer.Option("--batch-items", min=1, max=100_000, help="fscc/finetune: items per class in a batch.")
     ] = 4,
+    margin: Annotated[
+        float, typer.Option("--margin", parser=real(0, 10, lo_open=True), help="siamese: triplet margin m.")
+    ] = 0.5,
+    patience: Annotated[
+        int,
+        typer.Option("--patience", min=1, max=10_000, help="siamese: stop after N validations without a better loss."),
+    ] = 5,
+    backbone: Annotated[
+        str,
+        typer.Option(
+            "--backbone",
+            parser=choice(("polar", "resnet50")),
+            help="siamese: polar (rotation-invariant, for noisy particles) or resnet50 (the thesis's).",
+        ),
+    ] = "polar",
+    backbone_weights: Annotated[
+        Path | None,
+        typer.Option("--backbone-weights", help="siamese resnet50: torchvision-layout weights to start from (frozen)."),
+    ] = None,
+    structures: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--structures", "-s", help="siamese: training structures instead of procedural + the 8 training maps."
+        ),
+    ] = None,
     bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast on CPU.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run from OUTPUT.last.")] = False,
@@ -422,6 +450,21 @@ def train_cmd(
         res = train_mae(mcfg, output, resume=resume, force=force)
         typer.echo(f"trained mae for {res['episodes']} steps in {res['seconds']:.0f} s; "
                    f"best validation AP {res['best_val_ap']:.3f} -> {output}")  # fmt: skip
+        return
+    if method == "siamese":
+        from cryoshot.models.siamese2d import SiameseConfig
+        from cryoshot.train.siamese import SiameseTrainConfig, train_siamese
+
+        scfg = SiameseTrainConfig(
+            steps=episodes, time_budget_s=time_budget, lr=1e-4 if lr is None else lr, margin=margin,
+            n_procedural=procedural, structures=_split(structures) if structures else [], val_every=val_every, patience=patience,
+            backbone_weights=str(backbone_weights) if backbone_weights else None,
+            freeze_backbone=backbone_weights is not None, seed=seed, device=device,
+            model=SiameseConfig(backbone=backbone),
+        )  # fmt: skip
+        res = train_siamese(scfg, output, resume=resume, force=force)
+        typer.echo(f"trained siamese for {res['episodes']} steps in {res['seconds']:.0f} s; best validation loss "
+                   f"{res['best_val_loss']:.4f} at step {res['best_episode']} -> {output}")  # fmt: skip
         return
     lr = 1e-4 if lr is None else lr
     from cryoshot.data.synthetic import PoolConfig
@@ -733,6 +776,90 @@ def evaluate_picks_cmd(
                f"({res['n_picks']} picks, {res['n_truth']} particles, {res['true_positives']} matched)")  # fmt: skip
     if as_json:
         typer.echo(json.dumps(_json_safe(res), allow_nan=False))
+
+
+CtfMode = Annotated[
+    str,
+    typer.Option(
+        "--ctf",
+        parser=choice(("auto", "flip", "none")),
+        help="auto: phase-flip with the STAR file's defocus columns when present; flip: require them; none.",
+    ),
+]
+Siamese = Annotated[str, typer.Option("--model", help="'default' (shipped Siamese embedding) or a model file.")]
+
+
+@app.command("cluster")
+def cluster_cmd(
+    ctx: typer.Context,
+    particles: Annotated[Path, typer.Argument(help="Particle STAR file (rlnImageName, e.g. 000001@particles.mrcs).")],
+    outdir: Out,
+    k: Annotated[
+        str, typer.Option("--k", parser=k_choice, help="Clusters: auto (the elbow, kneedle rule) or N >= 2.")
+    ] = "auto",
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            parser=choice(("siamese", "mra")),
+            help="siamese (learned embedding + k-means) or mra (classical multi-reference alignment).",
+        ),
+    ] = "siamese",
+    model: Siamese = "default",
+    label_column: Annotated[
+        str | None, typer.Option("--label-column", help="Known classes: colour the t-SNE, print ARI and NMI.")
+    ] = None,
+    ctf: CtfMode = "auto",
+    angpix: AngpixOverride = None,
+    k_max: Annotated[
+        int | None, typer.Option("--k-max", min=2, max=1000, help="Largest k of the elbow (default 20).")
+    ] = None,
+    seed: Seed = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON line (last).")] = False,
+    force: Force = False,
+) -> None:
+    """2D classification: cluster particle images (Siamese embedding or MRA), class averages, t-SNE, elbow."""
+    record_run(ctx)
+    import json
+
+    from cryoshot.embedding.workflow import ClusterConfig, cluster_particles
+    from cryoshot.utils.threads import configure_threads
+
+    configure_threads()
+    cfg = ClusterConfig(
+        k=None if k == "auto" else int(k), method=method, ctf=ctf, angpix=angpix, k_max=k_max, seed=seed
+    )
+    res = cluster_particles(particles, outdir, cfg, model=model, label_column=label_column, force=force,
+                            log=typer.echo)  # fmt: skip
+    sizes = np.bincount(res.labels, minlength=res.k)
+    typer.echo(f"clustered {len(res.labels)} particles into k = {res.k} classes with {method}"
+               + (f" (automatic; elbow at {res.k_auto})" if k == "auto" else f" (given; elbow at {res.k_auto})")
+               + f" in {res.seconds:.1f} s -> {outdir}")  # fmt: skip
+    typer.echo("  class sizes: " + ", ".join(f"{i + 1}: {n}" for i, n in enumerate(sizes)))
+    if res.ari is not None:
+        typer.echo(f"  against {label_column}: ARI {res.ari:.3f}, NMI {res.nmi:.3f}")
+    if as_json:
+        typer.echo(json.dumps(_json_safe(res.summary()), allow_nan=False))
+
+
+@app.command("embed")
+def embed_cmd(
+    ctx: typer.Context,
+    particles: Annotated[Path, typer.Argument(help="Particle STAR file (rlnImageName, e.g. 000001@particles.mrcs).")],
+    outdir: Out,
+    model: Siamese = "default",
+    ctf: CtfMode = "auto",
+    angpix: AngpixOverride = None,
+    force: Force = False,
+) -> None:
+    """Embed 2D particle images with the Siamese network: OUTDIR/embeddings.npy (row i = particle i) + the STAR."""
+    record_run(ctx)
+    from cryoshot.embedding.workflow import embed_particles
+    from cryoshot.utils.threads import configure_threads
+
+    configure_threads()
+    out, z = embed_particles(particles, outdir, model=model, ctf=ctf, angpix=angpix, force=force)
+    typer.echo(f"embedded {len(z)} particles ({z.shape[1]}-d, unit length) -> {out / 'embeddings.npy'}")
 
 
 @app.command("demo")

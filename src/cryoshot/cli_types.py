@@ -80,3 +80,17 @@ def key_values(text: str) -> str:
 def parse_key_values(text: str | None) -> dict[str, str]:
     """'a=1,b=x' -> {'a': '1', 'b': 'x'}."""
     return dict((k.strip(), v.strip()) for k, v in (p.split("=", 1) for p in (text or "").split(",") if p.strip()))
+
+
+def k_choice(text: str) -> str:
+    """Parser of ``--k``: 'auto' or a whole number of clusters >= 2; returns the text."""
+    t = str(text).strip().lower()
+    if t == "auto":
+        return t
+    if not (t.isascii() and t.isdigit()):
+        raise typer.BadParameter(f"got '{text}'; use auto or a whole number of clusters (at least 2)")
+    if int(t) < 2:
+        raise typer.BadParameter(f"got {int(t)}; a clustering needs at least 2 clusters (or use auto)")
+    if int(t) > 100_000:
+        raise typer.BadParameter(f"got {t}; at most 100000 clusters")
+    return t

@@ -168,3 +168,73 @@ def pick_preview(
     b.axis("off")
     fig.colorbar(im, ax=b, fraction=0.046)
     return _save(fig, path, force)
+
+
+def scatter_2d(
+    xy: np.ndarray, groups: np.ndarray, path: str | os.PathLike, *, title: str = "", force: bool = False
+) -> Path:
+    """A 2D embedding (t-SNE) coloured by group (thesis Figs. 4 and 7). ``xy`` (N, 2), ``groups`` (N,)."""
+    names, inv = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    cmap = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
+    for j, name in enumerate(names):
+        sel = inv == j
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=4, color=cmap(j % cmap.N), label=name, alpha=0.8, linewidths=0)
+    if len(names) <= 24:
+        ax.legend(fontsize=6, markerscale=3, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel("t-SNE 1")
+    ax.set_ylabel("t-SNE 2")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path, force)
+
+
+def elbow_plot(ks: np.ndarray, inertia: np.ndarray, k_auto: int, k_used: int, path: str | os.PathLike,
+               *, force: bool = False) -> Path:  # fmt: skip
+    """k-means inertia against k (thesis Fig. 5) with the automatic and the used k marked."""
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    ax.plot(ks, inertia, "o-", color="0.2", ms=3)
+    ax.axvline(k_auto, color="tab:red", ls="--", lw=1, label=f"automatic k = {k_auto} (kneedle)")
+    if k_used != k_auto:
+        ax.axvline(k_used, color="tab:blue", ls=":", lw=1, label=f"used k = {k_used}")
+    ax.set_xlabel("k (clusters)")
+    ax.set_ylabel("k-means inertia")
+    ax.legend(fontsize=7, frameon=False)
+    return _save(fig, path, force)
+
+
+def similarity_plot(names: np.ndarray, matrix: np.ndarray, path: str | os.PathLike, *, title: str = "",
+                    force: bool = False) -> Path:  # fmt: skip
+    """Class-against-class mean cosine similarity (thesis Fig. 3)."""
+    g = len(names)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.32 * g, 1.0 + 0.3 * g))
+    im = ax.imshow(matrix, cmap="viridis", vmin=min(-0.1, float(matrix.min())), vmax=1.0)
+    ax.set_xticks(range(g), names, fontsize=6, rotation=90)
+    ax.set_yticks(range(g), names, fontsize=6)
+    if g <= 12:
+        for i in range(g):
+            for j in range(g):
+                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=5, color="w")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="mean cosine similarity")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path, force)
+
+
+def class_average_figure(columns: list[tuple[str, list[np.ndarray], list[str]]], path: str | os.PathLike,
+                         *, force: bool = False, suptitle: str = "") -> Path:  # fmt: skip
+    """Columns of images side by side (thesis Fig. 6): ``(column title, images, labels)`` each."""
+    rows = max(len(c[1]) for c in columns)
+    cols = len(columns)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.5 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for j, (title, imgs, labels) in enumerate(columns):
+        axes[0, j].set_title(title, fontsize=7)
+        for i, (img, lab) in enumerate(zip(imgs, labels, strict=True)):
+            ax = axes[i, j]
+            ax.imshow(img, cmap="gray", origin="lower")
+            ax.text(0.02, 0.98, lab, transform=ax.transAxes, fontsize=5, va="top", color="yellow")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    return _save(fig, path, force)

@@ -32,3 +32,11 @@ def resolve_model(name: str | None) -> Path:
 def resolve_picker_model(name: str | None) -> Path:
     """``default`` (or None) -> the shipped picker MAE; otherwise a path to an MAE or a picker.pt."""
     return _resolve(name, DEFAULT_PICKER, "picker model")
+
+
+DEFAULT_SIAMESE = "siamese_cryoshot-polar.pt"
+
+
+def resolve_siamese_model(name: str | None) -> Path:
+    """``default`` (or None) -> the shipped Siamese 2D embedding; otherwise a path to one."""
+    return _resolve(name, DEFAULT_SIAMESE, "Siamese 2D model")

@@ -197,3 +197,43 @@ def ctf_2d(box: int, pixel_size_A: float, defocus_um: float, mic: Microscope = M
     """Bright-protein CTF on the ``rfft2`` grid of a (D, D) image, shape (D, D//2+1)."""
     ky, kx = rfft_freqs_2d(box)
     return ctf(np.sqrt(kx**2 + ky**2) / (box * pixel_size_A), defocus_um, mic).astype(np.float32)
+
+
+def ctf_2d_batch(
+    box: int,
+    pixel_size_A: float,
+    defocus_u_um: np.ndarray,
+    defocus_v_um: np.ndarray | None = None,
+    astig_angle_deg: np.ndarray | None = None,
+    mic: Microscope = Microscope(),
+) -> np.ndarray:
+    """Bright-protein CTFs of a batch of (D, D) images on the ``rfft2`` grid, with astigmatism.
+
+    RELION's convention: the defocus along direction θ (from +x) is
+    ``(dU + dV)/2 + (dU - dV)/2 cos(2 (θ - angle))``.
+
+    Parameters
+    ----------
+    defocus_u_um, defocus_v_um : (B,) defocus in µm (underfocus > 0); V defaults to U
+    astig_angle_deg : (B,) azimuth of U in degrees (default 0)
+
+    Returns
+    -------
+    (B, D, D//2+1) float32
+    """
+    du = np.asarray(defocus_u_um, dtype=np.float64).reshape(-1)
+    dv = du if defocus_v_um is None else np.asarray(defocus_v_um, dtype=np.float64).reshape(-1)
+    ang = np.zeros_like(du) if astig_angle_deg is None else np.deg2rad(np.asarray(astig_angle_deg, float)).reshape(-1)
+    ky, kx = rfft_freqs_2d(box)
+    k = np.sqrt(kx**2 + ky**2) / (box * pixel_size_A)
+    theta = np.arctan2(ky, kx)
+    df = 0.5 * (du + dv)[:, None, None] + 0.5 * (du - dv)[:, None, None] * np.cos(
+        2 * (theta[None] - ang[:, None, None])
+    )
+    lam = electron_wavelength_A(mic.voltage_kv)
+    k2 = (k**2)[None]
+    chi = np.pi * lam * df * 1e4 * k2 - 0.5 * np.pi * mic.cs_mm * 1e7 * lam**3 * k2**2
+    out = np.sin(chi + np.arcsin(mic.amplitude_contrast))
+    if mic.b_factor_A2:
+        out = out * np.exp(-mic.b_factor_A2 * k2 / 4.0)
+    return out.astype(np.float32)

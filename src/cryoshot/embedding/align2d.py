@@ -1,0 +1,182 @@
+"""In-plane alignment of 2D images: rotation and shift search by FFT cross-correlation.
+
+Convention: an image ``x`` aligned to reference ``r`` with angle θ and shift s means
+``x ≈ shift(rotate(r, θ), s)``: ``r`` rotated counter-clockwise by θ (degrees, about pixel
+D // 2), then moved by s = (sx, sy) pixels. :func:`apply_alignment` undoes it, bringing
+``x`` onto ``r``'s frame. The search rotates the references (K x R copies) and correlates
+every image with each copy in Fourier space, keeping shifts within ``max_shift_px``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def rotate_images(x: torch.Tensor, angles_deg: torch.Tensor | float) -> torch.Tensor:
+    """Rotate (N, D, D) images counter-clockwise by ``angles_deg`` (N,) about pixel D // 2 (bilinear)."""
+    n, d = x.shape[0], x.shape[-1]
+    a = torch.as_tensor(angles_deg, dtype=torch.float32).expand(n) * (math.pi / 180)
+    cos, sin = torch.cos(a), torch.sin(a)
+    # output pixel p samples the input at R(-θ) p (about the centre), in pixel units
+    yy, xx = torch.meshgrid(torch.arange(d, dtype=torch.float32), torch.arange(d, dtype=torch.float32), indexing="ij")
+    c = d // 2
+    px, py = (xx - c)[None], (yy - c)[None]
+    sx = cos[:, None, None] * px + sin[:, None, None] * py + c
+    sy = -sin[:, None, None] * px + cos[:, None, None] * py + c
+    grid = torch.stack([sx / (d - 1) * 2 - 1, sy / (d - 1) * 2 - 1], dim=-1)
+    return F.grid_sample(x[:, None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)[:, 0]
+
+
+def shift_images(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Move (N, D, D) images by (N, 2) shifts (sx, sy) in pixels (Fourier phase, periodic)."""
+    d = x.shape[-1]
+    ky = torch.fft.fftfreq(d)[:, None]
+    kx = torch.fft.rfftfreq(d)[None, :]
+    s = torch.as_tensor(shifts, dtype=torch.float32)
+    phase = torch.exp(-2j * math.pi * (kx[None] * s[:, 0, None, None] + ky[None] * s[:, 1, None, None]))
+    return torch.fft.irfft2(torch.fft.rfft2(x.float()) * phase, s=(d, d))
+
+
+def apply_alignment(x: torch.Tensor, angles_deg: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Bring images onto their reference's frame: undo the shift, then the rotation. (N, D, D)."""
+    return rotate_images(shift_images(x, -torch.as_tensor(shifts, dtype=torch.float32)), -torch.as_tensor(angles_deg))
+
+
+@dataclass
+class Alignment:
+    """Best reference, angle (degrees), shift (N, 2) pixels and normalised correlation of each image."""
+
+    ref: np.ndarray
+    angle_deg: np.ndarray
+    shift_px: np.ndarray
+    score: np.ndarray
+
+
+def align_to_references(
+    images: np.ndarray | torch.Tensor,
+    refs: np.ndarray | torch.Tensor,
+    *,
+    n_angles: int = 36,
+    max_shift_px: int = 4,
+    chunk: int = 128,
+) -> Alignment:
+    """Align every image to its best reference over in-plane rotations and shifts.
+
+    Parameters
+    ----------
+    images : (N, D, D) float
+    refs : (K, D, D) float
+    n_angles : rotations searched, 360 / n_angles degrees apart
+    max_shift_px : largest shift searched along x and y (pixels)
+
+    Returns
+    -------
+    Alignment; ``score`` is the cross-correlation divided by both norms (cosine similarity).
+    """
+    x = torch.as_tensor(np.asarray(images, dtype=np.float32))
+    r = torch.as_tensor(np.asarray(refs, dtype=np.float32))
+    n, d, k = x.shape[0], x.shape[-1], r.shape[0]
+    angles = torch.arange(n_angles, dtype=torch.float32) * (360.0 / n_angles)
+    rot = rotate_images(r.repeat_interleave(n_angles, 0), angles.repeat(k))  # (K*R, D, D), ref-major
+    rot = rot / rot.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
+    fr = torch.conj(torch.fft.rfft2(rot))
+    s = int(max_shift_px)
+    idx = torch.arange(-s, s + 1) % d  # shifts -s..s on the periodic grid
+    best = torch.empty(n, dtype=torch.long)
+    best_shift = torch.empty((n, 2), dtype=torch.float32)
+    best_score = torch.empty(n, dtype=torch.float32)
+    for a in range(0, n, chunk):
+        xb = x[a : a + chunk]
+        norms = xb.flatten(1).norm(dim=1).clamp_min(1e-12)
+        cc = torch.fft.irfft2(torch.fft.rfft2(xb)[:, None] * fr[None], s=(d, d))  # (b, K*R, D, D)
+        win = cc[:, :, idx][:, :, :, idx]  # (b, K*R, 2s+1, 2s+1): [.., ty, tx]
+        flat = win.flatten(2)
+        val, pos = flat.max(dim=2)
+        v2, j = val.max(dim=1)
+        p = pos.gather(1, j[:, None])[:, 0]
+        ty, tx = p // (2 * s + 1) - s, p % (2 * s + 1) - s
+        best[a : a + chunk] = j
+        best_shift[a : a + chunk] = torch.stack([tx, ty], 1).float()
+        best_score[a : a + chunk] = v2 / norms
+    return Alignment(
+        ref=(best // n_angles).numpy(),
+        angle_deg=angles[best % n_angles].numpy(),
+        shift_px=best_shift.numpy(),
+        score=best_score.numpy(),
+    )
+
+
+def lowpass(x: torch.Tensor, cutoff_frac: float) -> torch.Tensor:
+    """Gaussian low-pass of (N, D, D) images: amplitude 0.5 at ``cutoff_frac`` of Nyquist."""
+    d = x.shape[-1]
+    ky = torch.fft.fftfreq(d)[:, None]
+    kx = torch.fft.rfftfreq(d)[None, :]
+    k2 = (kx**2 + ky**2) / 0.25  # (fraction of Nyquist)^2
+    g = torch.exp(-math.log(2) * k2 / cutoff_frac**2)
+    return torch.fft.irfft2(torch.fft.rfft2(x.float()) * g, s=(d, d))
+
+
+def centre_images(x: torch.Tensor) -> torch.Tensor:
+    """Move each image's centre of (positive) mass to pixel D // 2 (references drift otherwise)."""
+    d = x.shape[-1]
+    w = x.clamp_min(0)
+    tot = w.flatten(1).sum(1).clamp_min(1e-12)
+    coords = torch.arange(d, dtype=torch.float32) - d // 2
+    cx = (w.sum(1) * coords).sum(1) / tot
+    cy = (w.sum(2) * coords).sum(1) / tot
+    return shift_images(x, -torch.stack([cx, cy], 1))
+
+
+def aligned_average(
+    images: np.ndarray,
+    *,
+    seed_index: int = 0,
+    iterations: int = 4,
+    n_angles: int = 72,
+    max_shift_px: int = 4,
+    lowpass_frac: float = 0.5,
+) -> tuple[np.ndarray, Alignment]:
+    """Reference-free aligned average of one class of (N, D, D) images.
+
+    Starts from image ``seed_index`` (for a cluster: its most typical member), aligns
+    every image to the low-passed, centred reference, averages, and repeats.
+
+    Returns
+    -------
+    average : (D, D) float32, unfiltered mean of the aligned images
+    alignment : of each image to the final reference
+    """
+    x = torch.as_tensor(np.asarray(images, dtype=np.float32))
+    ref = x[seed_index : seed_index + 1].clone()
+    avg = ref[0]
+    al = None
+    for _ in range(iterations):
+        r = centre_images(lowpass(ref, lowpass_frac))
+        al = align_to_references(x, r, n_angles=n_angles, max_shift_px=max_shift_px)
+        aligned = apply_alignment(x, torch.from_numpy(al.angle_deg), torch.from_numpy(al.shift_px))
+        avg = aligned.mean(0)
+        ref = avg[None]
+    return avg.numpy().astype(np.float32), al
+
+
+def rotational_invariants(images: np.ndarray, rings: int = 16, angles: int = 64, harmonics: int = 12) -> np.ndarray:
+    """Rotation-invariant features of (N, D, D) images: |angular Fourier harmonics| on polar rings.
+
+    A rotation is a cyclic shift along angle, which changes only the phases of the angular
+    harmonics, so their magnitudes (rings x harmonics values) do not change. Returns (N, rings * harmonics).
+    """
+    x = torch.as_tensor(np.asarray(images, dtype=np.float32))[:, None]
+    d = x.shape[-1]
+    r = (torch.arange(rings, dtype=torch.float32) + 0.5) / rings * 0.95 * (d / 2)
+    t = torch.arange(angles, dtype=torch.float32) * (2 * math.pi / angles)
+    gx = (r[:, None] * torch.cos(t)[None] + d // 2) / (d - 1) * 2 - 1
+    gy = (r[:, None] * torch.sin(t)[None] + d // 2) / (d - 1) * 2 - 1
+    grid = torch.stack([gx, gy], -1)[None].expand(len(x), -1, -1, -1)
+    polar = F.grid_sample(x, grid, mode="bilinear", align_corners=True)[:, 0]  # (N, rings, angles)
+    mag = torch.fft.rfft(polar, dim=-1).abs()[..., :harmonics]
+    return mag.flatten(1).numpy()

@@ -1,0 +1,339 @@
+"""``cryoshot embed`` and ``cryoshot cluster``: 2D particle images -> embeddings, clusters, class averages, plots.
+
+``cluster`` reads a particle STAR file, embeds every image with the Siamese network
+(or runs the classical MRA baseline), picks k from the elbow (kneedle) unless given,
+clusters with k-means, aligns and averages each cluster, and writes RELION-style outputs:
+``particles.star`` (every input column, the cluster in ``rlnClassNumber``),
+``class_averages.mrcs``, the embeddings, and the thesis's figures (t-SNE, elbow,
+class-against-class cosine similarity, class averages).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cryoshot.data.particles2d import CTFParams, prepare_images, standardise
+from cryoshot.embedding.align2d import aligned_average, rotational_invariants
+from cryoshot.embedding.cluster import (
+    agreement,
+    check_k,
+    cluster_features,
+    reduce_dimensions,
+    similarity_matrix,
+)
+from cryoshot.embedding.mra import MRAConfig, mra_classify
+from cryoshot.errors import CryoshotError
+from cryoshot.io.images2d import ParticleImages, load_particle_images
+from cryoshot.io.mrc import write_mrc
+from cryoshot.io.star import write_star
+from cryoshot.utils.files import atomic_dir, check_output_free
+from cryoshot.utils.hashing import file_sha256
+
+CLUSTER_METHODS = ("siamese", "mra")
+CTF_MODES = ("auto", "flip", "none")
+INPUT_CLASS_COLUMN = "cryoshotInputClassNumber"
+
+
+@dataclass
+class ClusterConfig:
+    """Settings of ``cryoshot cluster`` (units in the names)."""
+
+    k: int | None = None
+    method: str = "siamese"
+    ctf: str = "auto"
+    angpix: float | None = None
+    k_max: int | None = None
+    pca_components: int = 50
+    tsne_max_points: int = 3000
+    average_iterations: int = 3
+    max_shift_px: int = 4
+    mra: MRAConfig = field(default_factory=MRAConfig)
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.method not in CLUSTER_METHODS:
+            raise CryoshotError(f"unknown method '{self.method}'; choose {' or '.join(CLUSTER_METHODS)}")
+        if self.ctf not in CTF_MODES:
+            raise CryoshotError(f"--ctf must be one of {', '.join(CTF_MODES)}, got '{self.ctf}'")
+        if self.k is not None and self.k < 2:
+            raise CryoshotError(f"--k {self.k} is not a clustering: use at least 2 clusters, or --k auto")
+
+
+def _ctf_params(p: ParticleImages, mode: str) -> CTFParams | None:
+    if mode == "none":
+        return None
+    if p.ctf is None:
+        if mode == "flip":
+            raise CryoshotError(f"--ctf flip needs defocus columns (rlnDefocusU) in {p.star_path}; they are missing")
+        return None
+    c = p.ctf
+    return CTFParams(c["defocus_u_A"] / 1e4, c["defocus_v_A"] / 1e4, c["angle_deg"], c["voltage_kv"], c["cs_mm"],
+                     c["amplitude_contrast"])  # fmt: skip
+
+
+def embed_images(net, prepared: np.ndarray, *, chunk: int = 1024, progress: bool = True) -> np.ndarray:
+    """Embeddings (N, E) float32 of (N, D, D) prepared images (eval mode, no gradients)."""
+    from tqdm.auto import tqdm
+
+    net.eval()
+    out = []
+    with torch.inference_mode():
+        for s in tqdm(range(0, len(prepared), chunk), desc="embedding", unit="batch", disable=not progress,
+                      leave=False):  # fmt: skip
+            out.append(net(torch.from_numpy(prepared[s : s + chunk])[:, None]).numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def embed_particle_images(p: ParticleImages, model_path: str | os.PathLike, ctf: str = "auto",
+                          progress: bool = True) -> np.ndarray:  # fmt: skip
+    """Embeddings (N, E) of loaded particles with a Siamese model file (images resampled to its grid)."""
+    from cryoshot.train.siamese import load_siamese
+
+    net, _ = load_siamese(model_path)
+    prepared = prepare_images(p.images, p.pixel_size_A, net.cfg.box_px, net.cfg.pixel_size_A, _ctf_params(p, ctf))
+    return embed_images(net, prepared, progress=progress)
+
+
+@dataclass
+class ClusterResult:
+    """What ``cluster_particles`` did: the chosen k, labels, timings and agreement with known labels."""
+
+    k: int
+    k_auto: int | None
+    method: str
+    labels: np.ndarray
+    seconds: float
+    seconds_cluster: float
+    ari: float | None = None
+    nmi: float | None = None
+    outdir: Path | None = None
+    files: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        d = {"k": self.k, "k_auto": self.k_auto, "method": self.method, "seconds": self.seconds,
+             "seconds_cluster": self.seconds_cluster, "n_particles": int(len(self.labels)),
+             "cluster_sizes": np.bincount(self.labels, minlength=self.k).tolist(),
+             "outdir": str(self.outdir) if self.outdir else None}  # fmt: skip
+        if self.ari is not None:
+            d.update(ari=self.ari, nmi=self.nmi)
+        return d
+
+
+def cluster_images(
+    p: ParticleImages,
+    cfg: ClusterConfig,
+    *,
+    model_path: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> tuple[ClusterResult, dict]:
+    """Cluster loaded particle images; returns the result and the arrays the outputs are made of."""
+    cfg.validate()
+    check_k(cfg.k, len(p))
+    t0 = time.perf_counter()
+    ctf = _ctf_params(p, cfg.ctf)
+    extra: dict = {}
+    if cfg.method == "siamese":
+        from cryoshot.train.siamese import load_siamese
+
+        net, _ = load_siamese(model_path)
+        prepared = prepare_images(p.images, p.pixel_size_A, net.cfg.box_px, net.cfg.pixel_size_A, ctf)
+        z = embed_images(net, prepared, progress=progress)
+        feats = reduce_dimensions(z, cfg.pca_components, cfg.seed)
+        cl = cluster_features(feats, cfg.k, k_max=cfg.k_max, seed=cfg.seed)
+        labels, k_auto, ks, inertia = cl.labels, cl.k_auto, cl.ks, cl.inertia
+        extra["embeddings"] = z
+    else:
+        prepared = prepare_images(p.images, p.pixel_size_A, p.box, p.pixel_size_A, ctf)
+        k_auto = ks = inertia = None
+        k = cfg.k
+        if k is None:  # the elbow of rotation-invariant features (the MRA itself needs K)
+            cl = cluster_features(reduce_dimensions(rotational_invariants(prepared), cfg.pca_components, cfg.seed),
+                                  None, k_max=cfg.k_max, seed=cfg.seed)  # fmt: skip
+            k, k_auto, ks, inertia = cl.k, cl.k_auto, cl.ks, cl.inertia
+        res = mra_classify(prepared, k, MRAConfig(**{**asdict(cfg.mra), "seed": cfg.seed}), progress=progress)
+        labels = res.labels
+        extra["mra_averages"] = res.averages
+        z = rotational_invariants(prepared)
+        extra["embeddings"] = z
+    seconds_cluster = time.perf_counter() - t0
+    k_used = int(labels.max()) + 1 if cfg.method == "siamese" else (cfg.k or k)
+    out = ClusterResult(k=int(k_used), k_auto=k_auto, method=cfg.method, labels=labels, seconds=0.0,
+                        seconds_cluster=seconds_cluster)  # fmt: skip
+    if p.labels is not None:
+        a = agreement(p.labels, labels)
+        out.ari, out.nmi = a["ari"], a["nmi"]
+    extra.update(ks=ks, inertia=inertia, prepared_ctf=ctf)
+    return out, extra
+
+
+def _class_averages(p: ParticleImages, labels: np.ndarray, k: int, z: np.ndarray, cfg: ClusterConfig, ctf,
+                    progress: bool) -> np.ndarray:  # fmt: skip
+    """Aligned average of each cluster on the input grid (phase-flipped when the CTF is known). (k, D, D)."""
+    from tqdm.auto import tqdm
+
+    imgs = prepare_images(p.images, p.pixel_size_A, p.box, p.pixel_size_A, ctf)
+    out = np.zeros((k, p.box, p.box), np.float32)
+    rng = np.random.default_rng([cfg.seed, 41])
+    for c in tqdm(range(k), desc="class averages", unit="class", disable=not progress, leave=False):
+        members = np.nonzero(labels == c)[0]
+        if len(members) == 0:
+            continue
+        if len(members) > 2000:  # plenty for a sharp average
+            members = np.sort(rng.choice(members, 2000, replace=False))
+        zc = z[members] / np.maximum(np.linalg.norm(z[members], axis=1, keepdims=True), 1e-12)
+        seed_index = int(np.argmax(zc @ zc.mean(0)))  # the most typical member starts the reference
+        out[c], _ = aligned_average(imgs[members], seed_index=seed_index, iterations=cfg.average_iterations,
+                                    max_shift_px=cfg.max_shift_px)  # fmt: skip
+    return out
+
+
+def _tsne(feats: np.ndarray, max_points: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """t-SNE (2D) of PCA-reduced features, on a random subset of at most ``max_points``; (xy, indices)."""
+    from sklearn.manifold import TSNE
+
+    n = len(feats)
+    idx = np.arange(n) if n <= max_points else np.sort(np.random.default_rng(seed).choice(n, max_points, False))
+    perplexity = float(min(30.0, max(2.0, (len(idx) - 1) / 3.0)))
+    xy = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(feats[idx])
+    return xy, idx
+
+
+def cluster_particles(
+    star: str | os.PathLike,
+    outdir: str | os.PathLike,
+    cfg: ClusterConfig = ClusterConfig(),
+    *,
+    model: str | os.PathLike | None = "default",
+    label_column: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda s: None,
+) -> ClusterResult:
+    """Cluster the particles of ``star`` into ``outdir`` (see the module docstring for the files).
+
+    Raises
+    ------
+    CryoshotError
+        Before any work: an existing ``outdir`` without ``force``, an unreadable STAR or
+        stack, an index beyond a stack, mixed image sizes, a 3D volume, NaN images, k < 2,
+        fewer images than clusters.
+    """
+    from cryoshot.plotting import elbow_plot, scatter_2d, similarity_plot
+    from cryoshot.pretrained import resolve_siamese_model
+
+    cfg.validate()
+    outdir = Path(outdir)
+    check_output_free(outdir, force, folder=True)
+    model_path = resolve_siamese_model(None if model is None else str(model)) if cfg.method == "siamese" else None
+    if model_path is not None:
+        from cryoshot.train.siamese import load_siamese
+
+        load_siamese(model_path)  # a wrong model file fails before the images are read
+    t0 = time.perf_counter()
+    p = load_particle_images(star, label_column=label_column, angpix=cfg.angpix, progress=progress)
+    check_k(cfg.k, len(p))
+    log(f"read {len(p)} particle images of {p.box} x {p.box} px at {p.pixel_size_A:.3g} Å/px"
+        + ("; phase-flipping with the STAR file's CTF" if _ctf_params(p, cfg.ctf) is not None else ""))  # fmt: skip
+    res, extra = cluster_images(p, cfg, model_path=model_path, progress=progress)
+    k, labels, z = res.k, res.labels, extra["embeddings"]
+    if cfg.method == "mra":
+        averages = extra["mra_averages"]
+    else:
+        averages = _class_averages(p, labels, k, z, cfg, extra["prepared_ctf"], progress)
+    feats = reduce_dimensions(z, cfg.pca_components, cfg.seed)
+    xy, tidx = _tsne(feats, cfg.tsne_max_points, cfg.seed)
+    names, sim = similarity_matrix(z, p.labels if p.labels is not None else labels + 1)
+    table = table_with_clusters(p.table, labels)
+    res.seconds = time.perf_counter() - t0
+    res.outdir = outdir
+    with atomic_dir(outdir, force=force) as tmp:
+        blocks = {"optics": p.optics, "particles": table} if p.optics is not None else table
+        write_star(tmp / "particles.star", blocks)
+        write_mrc(tmp / "class_averages.mrcs", averages, p.pixel_size_A, stack=True)
+        np.save(tmp / "embeddings.npy", z)
+        scatter_2d(
+            xy,
+            labels[tidx] + 1,
+            tmp / "tsne_clusters.png",
+            title=f"t-SNE of the embeddings, k-means clusters (k = {k})",
+        )
+        if p.labels is not None:
+            scatter_2d(xy, p.labels[tidx], tmp / "tsne_labels.png", title=f"t-SNE coloured by {label_column}")
+        if extra.get("ks") is not None:
+            elbow_plot(extra["ks"], extra["inertia"], int(res.k_auto), k, tmp / "elbow.png")
+        similarity_plot(names, sim, tmp / "similarity.png",
+                        title=f"mean cosine similarity, {label_column or 'cluster'} against {label_column or 'cluster'}")  # fmt: skip
+        _averages_figure(p, labels, k, averages, cfg, tmp / "class_averages.png", label_column)
+        summary = res.summary()
+        summary["model"] = None if model_path is None else f"{Path(model_path).name}:{file_sha256(model_path)[:12]}"
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=1))
+        res.files = sorted(f.name for f in tmp.iterdir())
+    return res
+
+
+def _averages_figure(p: ParticleImages, labels, k, averages, cfg: ClusterConfig, path: Path, label_column) -> None:
+    """Thesis Fig. 6: a random subset's average, the true classes' averages (when known), the aligned cluster averages."""
+    from cryoshot.plotting import class_average_figure
+
+    imgs = standardise(p.images)
+    rng = np.random.default_rng([cfg.seed, 43])
+    rand = imgs[rng.choice(len(imgs), min(len(imgs), 200), replace=False)].mean(0)
+    columns = [("random subset (unaligned)", [rand], [f"n={min(len(imgs), 200)}"])]
+    show = min(k, 12)
+    if p.labels is not None:
+        names = np.unique(p.labels.astype(str))[:show]
+        lab = p.labels.astype(str)
+        columns.append(
+            (f"{label_column} (unaligned)", [imgs[lab == n].mean(0) for n in names], [str(n) for n in names])
+        )
+    order = np.argsort(-np.bincount(labels, minlength=k))[:show]
+    columns.append(("clusters (aligned)", [averages[c] for c in order],
+                    [f"{c + 1}: n={int((labels == c).sum())}" for c in order]))  # fmt: skip
+    class_average_figure(columns, path, suptitle="class averages")
+
+
+def embed_particles(
+    star: str | os.PathLike,
+    outdir: str | os.PathLike,
+    *,
+    model: str | os.PathLike | None = "default",
+    ctf: str = "auto",
+    angpix: float | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> tuple[Path, np.ndarray]:
+    """Write ``embeddings.npy`` (row i = particle i of the STAR) and ``particles.star`` into ``outdir``."""
+    from cryoshot.pretrained import resolve_siamese_model
+    from cryoshot.train.siamese import load_siamese
+
+    if ctf not in CTF_MODES:
+        raise CryoshotError(f"--ctf must be one of {', '.join(CTF_MODES)}, got '{ctf}'")
+    outdir = Path(outdir)
+    check_output_free(outdir, force, folder=True)
+    model_path = resolve_siamese_model(None if model is None else str(model))
+    load_siamese(model_path)
+    p = load_particle_images(star, angpix=angpix, progress=progress)
+    z = embed_particle_images(p, model_path, ctf, progress)
+    with atomic_dir(outdir, force=force) as tmp:
+        np.save(tmp / "embeddings.npy", z)
+        blocks = {"optics": p.optics, "particles": p.table} if p.optics is not None else p.table
+        write_star(tmp / "particles.star", blocks)
+    return outdir, z
+
+
+def table_with_clusters(table: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
+    """The input table with clusters in ``rlnClassNumber`` (1-based); an input one kept as cryoshotInputClassNumber."""
+    t = table.copy()
+    if "rlnClassNumber" in t.columns:
+        t[INPUT_CLASS_COLUMN] = t["rlnClassNumber"]
+    t["rlnClassNumber"] = np.asarray(labels) + 1
+    return t
