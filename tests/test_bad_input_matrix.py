@@ -20,6 +20,7 @@ import torch
 from cryoshot.cli import main
 from cryoshot.io.mrc import write_mrc
 from cryoshot.io.star import read_star_table, write_star
+from tests.embedding.helpers import tiny_siamese, write_toy_particles
 from tests.fewshot.helpers import tiny_checkpoint, write_toy_set
 
 
@@ -35,6 +36,8 @@ class Inputs:
     micrograph: Path = field(init=False)  # 128^2 at 10 Å/px
     exemplars: Path = field(init=False)  # two exemplars on it
     mae: Path = field(init=False)  # a tiny picker MAE
+    particles2d: Path = field(init=False)  # 2D particle stack + STAR (32^2 at 10 Å, two toy views)
+    siamese: Path = field(init=False)  # a tiny Siamese 2D model
 
     def __post_init__(self):
         self.set_star = write_toy_set(self.root / "set", [0, 1, 2], per_class=5, seed=3)
@@ -50,6 +53,8 @@ class Inputs:
         write_star(self.exemplars, pd.DataFrame({"rlnMicrographName": ["mic.mrc"] * 2, "rlnCoordinateX": [64.0, 30.0],
                                                  "rlnCoordinateY": [64.0, 40.0]}))  # fmt: skip
         self.mae = tiny_mae(self.root / "mae.pt")
+        self.particles2d = write_toy_particles(self.root / "p2d", per_view=4)
+        self.siamese = tiny_siamese(self.root / "siamese.pt")
 
 
 def tiny_mae(path: Path) -> Path:
@@ -71,7 +76,7 @@ def tiny_mae(path: Path) -> Path:
 class Verb:
     argv: Callable[[Inputs, Path], list[str]]
     star_option: str | None = ""  # "" no STAR input, None positional, else the option
-    star_kind: str = "set"  # "set" (subtomogram set) or "coords"
+    star_kind: str = "set"  # "set" (subtomogram set), "coords" or "images" (2D particle stack)
     model_option: str | None = None
     options: list[tuple[str, str]] = field(default_factory=list)  # bad option values
     output_is_folder: bool = True
@@ -293,6 +298,31 @@ VERBS: dict[str, Verb] = {
             ("--matching", "median"),
         ],  # fmt: skip
     ),
+    "cluster": Verb(
+        lambda i, o: ["cluster", str(i.particles2d), "-o", str(o), "--model", str(i.siamese), "--k", "2"],
+        star_option=None,
+        star_kind="images",
+        model_option="--model",
+        options=[
+            ("--k", "0"),
+            ("--k", "1"),
+            ("--k", "abc"),
+            ("--k", "500"),
+            ("--method", "kmeans"),
+            ("--ctf", "x"),
+            ("--angpix", "0"),
+            ("--label-column", "nosuch"),
+            ("--seed", "-1"),
+            ("--k-max", "1"),
+        ],  # fmt: skip
+    ),
+    "embed": Verb(
+        lambda i, o: ["embed", str(i.particles2d), "-o", str(o), "--model", str(i.siamese)],
+        star_option=None,
+        star_kind="images",
+        model_option="--model",
+        options=[("--ctf", "x"), ("--angpix", "-1")],
+    ),
     "evaluate-picks": Verb(
         lambda i, o: ["evaluate-picks", "--truth", str(i.exemplars), "--picks", str(i.exemplars), "--diameter", "160"],
         star_option="--picks",
@@ -345,6 +375,38 @@ def _set_variant(inputs: Inputs, folder: Path, kind: str) -> Path:
     elif kind == "no-image-column":
         star.unlink()
         write_star(star, table.drop(columns=["rlnImageName"]))
+    return star
+
+
+def _images_variant(inputs: Inputs, folder: Path, kind: str) -> Path:
+    """A copy of the good 2D particle set with one kind of defect; returns its STAR path."""
+    from cryoshot.io.star import read_star_blocks
+
+    shutil.copytree(inputs.particles2d.parent, folder)
+    star = folder / "particles.star"
+    blocks = read_star_blocks(star)
+    t = blocks["particles"]
+    if kind == "beyond":
+        t.loc[0, "rlnImageName"] = "000099@particles.mrcs"
+    elif kind == "mixed-sizes":
+        write_mrc(folder / "big.mrcs", np.zeros((2, 40, 40), np.float32), 10.0, stack=True)
+        t.loc[0, "rlnImageName"] = "000001@big.mrcs"
+    elif kind == "volume":
+        write_mrc(folder / "vol.mrc", np.zeros((32, 32, 32), np.float32), 10.0)
+        t.loc[0, "rlnImageName"] = "vol.mrc"
+    elif kind == "nan-image":
+        data = np.zeros((2, 32, 32), np.float32)
+        data[1, 5, 5] = np.nan
+        _write_raw_mrc(folder / "nan.mrcs", data)
+        t.loc[0, "rlnImageName"] = "000002@nan.mrcs"
+    elif kind == "missing-stack":
+        (folder / "particles.mrcs").unlink()
+    elif kind == "no-image-column":
+        t = t.drop(columns=["rlnImageName"])
+    elif kind == "too-few":
+        t = t.iloc[:1]
+    star.unlink()
+    write_star(star, {"optics": blocks["optics"], "particles": t})
     return star
 
 
@@ -406,6 +468,7 @@ def _file_variant(folder: Path, kind: str) -> Path:
 STAR_FILE_KINDS = ["missing", "folder", "empty", "garbage", "text"]
 SET_KINDS = ["missing-mrc", "not-mrc", "truncated-mrc", "nan-mrc", "2d-mrc", "wrong-box", "truncated-star",
              "bad-image-index", "no-image-column"]  # fmt: skip
+IMAGE_KINDS = ["beyond", "mixed-sizes", "volume", "nan-image", "missing-stack", "no-image-column", "too-few"]
 MODEL_KINDS = ["missing", "folder", "empty", "garbage", "truncated-model", "pickle"]
 
 
@@ -419,6 +482,8 @@ def _cases() -> list[tuple[str, str, str]]:
             out += [(name, "star-file", k) for k in STAR_FILE_KINDS]
             if v.star_kind == "set":
                 out += [(name, "set", k) for k in SET_KINDS]
+            if v.star_kind == "images":
+                out += [(name, "images", k) for k in IMAGE_KINDS if k != "too-few" or name == "cluster"]
         if v.model_option:
             out += [(name, "model", k) for k in MODEL_KINDS]
         if v.has_output:
@@ -462,6 +527,8 @@ def test_bad_input_gives_one_clear_line_and_leaves_nothing(inputs, tmp_path, cap
         argv = _replace_arg(argv, v.star_option, str(_file_variant(tmp_path / "bad", detail)), words)
     elif kind == "set":
         argv = _replace_arg(argv, v.star_option, str(_set_variant(inputs, tmp_path / "badset", detail)), words)
+    elif kind == "images":
+        argv = _replace_arg(argv, v.star_option, str(_images_variant(inputs, tmp_path / "badimg", detail)), words)
     elif kind == "model":
         bad = tmp_path / "bad" / "model.pt"
         if detail == "truncated-model":
@@ -554,6 +621,11 @@ def test_bad_input_gives_one_clear_line_and_leaves_nothing(inputs, tmp_path, cap
         expect = {"3d": "3D volume", "stack": "stack", "nan": "NaN", "no-pixel-size": "--angpix",
                   "outside": "outside", "other-micrograph": "not among", "none": "no exemplars",
                   "no-coordinates": "rlnCoordinateY"}.get(detail, "")  # fmt: skip
+        assert expect in errors[0], errors[0]
+    if kind == "images":
+        expect = {"beyond": "beyond the end", "mixed-sizes": "mixed image sizes", "volume": "3D volume",
+                  "nan-image": "NaN", "missing-stack": "does not exist", "no-image-column": "rlnImageName",
+                  "too-few": "at least 3"}[detail]  # fmt: skip
         assert expect in errors[0], errors[0]
     if kind == "output" and detail.endswith("-force"):
         assert (out / "important.txt").read_text() == "precious"

@@ -1,9 +1,13 @@
 """Clustering embeddings: PCA, k-means, the elbow and an automatic k, agreement with labels.
 
 The thesis picks k by eye from an elbow plot of k-means inertia against k. Here the
-kneedle rule (Satopää et al. 2011) picks it: with inertia and k both scaled to [0, 1]
+kneedle rule (Satopää et al. 2011) picks it: with the curve and k both scaled to [0, 1]
 over k = 1 .. k_max, the knee is the k farthest below the straight line joining the ends
-of the curve. ``--k N`` overrides it.
+of the curve. Applied to the inertia itself, kneedle stops one cluster early whenever the
+last real split removes little inertia compared with the first ones (two close clusters
+among distant ones); applied to the logarithm of the inertia (the default, ``log-kneedle``)
+every split that removes a constant fraction counts alike, and the knee falls where the
+drops turn into the slow decline of splitting noise. ``--k N`` overrides it.
 """
 
 from __future__ import annotations
@@ -42,10 +46,17 @@ def elbow_curve(z: np.ndarray, k_max: int, seed: int = 0, n_init: int = 4) -> tu
     return ks, np.asarray(inertia)
 
 
-def kneedle(ks: np.ndarray, inertia: np.ndarray) -> int:
-    """The k at the knee of a decreasing, convex inertia curve (kneedle rule)."""
+K_RULES = ("log-kneedle", "kneedle")
+
+
+def kneedle(ks: np.ndarray, inertia: np.ndarray, rule: str = "log-kneedle") -> int:
+    """The k at the knee of a decreasing inertia curve (kneedle on log inertia, or on inertia)."""
+    if rule not in K_RULES:
+        raise CryoshotError(f"unknown rule for k '{rule}'; choose one of {', '.join(K_RULES)}")
     ks = np.asarray(ks, float)
     y = np.asarray(inertia, float)
+    if rule == "log-kneedle":
+        y = np.log(np.maximum(y, 1e-12 * max(float(y.max()), 1e-300)))
     if len(ks) < 3 or y[0] <= y[-1]:
         return int(ks[0] if len(ks) < 2 else ks[1])
     xn = (ks - ks[0]) / (ks[-1] - ks[0])
@@ -80,7 +91,9 @@ class Clustering:
     inertia: np.ndarray | None
 
 
-def cluster_features(z: np.ndarray, k: int | None = None, *, k_max: int | None = None, seed: int = 0) -> Clustering:
+def cluster_features(
+    z: np.ndarray, k: int | None = None, *, k_max: int | None = None, seed: int = 0, rule: str = "log-kneedle"
+) -> Clustering:
     """k-means on (N, F) features; k from the kneedle rule unless given.
 
     The elbow curve is always computed (for the plot); with ``k`` given, the automatic
@@ -93,7 +106,7 @@ def cluster_features(z: np.ndarray, k: int | None = None, *, k_max: int | None =
         k_max = max(k_max, min(k + 2, n))
     k_max = min(k_max, n)
     ks, inertia = elbow_curve(z, k_max, seed)
-    k_auto = kneedle(ks, inertia)
+    k_auto = kneedle(ks, inertia, rule)
     k_use = k if k is not None else max(2, k_auto)
     labels, _ = kmeans(z, k_use, seed)
     return Clustering(labels=labels, k=k_use, k_auto=k_auto, ks=ks, inertia=inertia)

@@ -96,7 +96,7 @@ def embed_images(net, prepared: np.ndarray, *, chunk: int = 1024, progress: bool
 def embed_particle_images(p: ParticleImages, model_path: str | os.PathLike, ctf: str = "auto",
                           progress: bool = True) -> np.ndarray:  # fmt: skip
     """Embeddings (N, E) of loaded particles with a Siamese model file (images resampled to its grid)."""
-    from cryoshot.train.siamese import load_siamese
+    from cryoshot.models.siamese2d import load_siamese
 
     net, _ = load_siamese(model_path)
     prepared = prepare_images(p.images, p.pixel_size_A, net.cfg.box_px, net.cfg.pixel_size_A, _ctf_params(p, ctf))
@@ -142,7 +142,7 @@ def cluster_images(
     ctf = _ctf_params(p, cfg.ctf)
     extra: dict = {}
     if cfg.method == "siamese":
-        from cryoshot.train.siamese import load_siamese
+        from cryoshot.models.siamese2d import load_siamese
 
         net, _ = load_siamese(model_path)
         prepared = prepare_images(p.images, p.pixel_size_A, net.cfg.box_px, net.cfg.pixel_size_A, ctf)
@@ -235,7 +235,7 @@ def cluster_particles(
     check_output_free(outdir, force, folder=True)
     model_path = resolve_siamese_model(None if model is None else str(model)) if cfg.method == "siamese" else None
     if model_path is not None:
-        from cryoshot.train.siamese import load_siamese
+        from cryoshot.models.siamese2d import load_siamese
 
         load_siamese(model_path)  # a wrong model file fails before the images are read
     t0 = time.perf_counter()
@@ -312,8 +312,8 @@ def embed_particles(
     progress: bool = True,
 ) -> tuple[Path, np.ndarray]:
     """Write ``embeddings.npy`` (row i = particle i of the STAR) and ``particles.star`` into ``outdir``."""
+    from cryoshot.models.siamese2d import load_siamese
     from cryoshot.pretrained import resolve_siamese_model
-    from cryoshot.train.siamese import load_siamese
 
     if ctf not in CTF_MODES:
         raise CryoshotError(f"--ctf must be one of {', '.join(CTF_MODES)}, got '{ctf}'")

@@ -19,7 +19,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from cryoshot.errors import CryoshotError
-from cryoshot.io.mrc import _open
+from cryoshot.io.mrc import _open, require_input_file
 from cryoshot.io.particles import labels_from_table, resolve_image_path
 from cryoshot.io.star import read_star_blocks, require_columns
 
@@ -123,6 +123,7 @@ def _stack_reader(path: Path, star_path: Path):
     """Open an MRC once; return (data array, voxel size, is_stack)."""
     from cryoshot.io.mrc import _voxel_size
 
+    path = require_input_file(path, "MRC")
     mrc = _open(path, mmap=True)
     data = mrc.data
     if data is None:
@@ -179,43 +180,42 @@ def load_particle_images(
     images: np.ndarray | None = None
     shape = None
     sizes: set[float] = set()
-    bar = tqdm(total=len(df), desc="reading particles", unit="img", disable=not progress, leave=False)
-    for p, rows in by_file.items():
-        mrc, data, vs, volume = _stack_reader(p, star_path)
-        try:
-            stack = data[None] if data.ndim == 2 else data
-            if vs is not None:
-                sizes.add(round(vs, 4))
-            idx = np.array([parsed[r][0] if parsed[r][0] is not None else -1 for r in rows])
-            if (idx < 0).any():
-                if data.ndim != 2:
-                    what = "a 3D volume" if volume else f"a stack of {data.shape[0]} images"
-                    raise CryoshotError(f"{p} is {what} (shape {data.shape}), but {star_path} names it without an "
-                                        "index; 2D particle images are needed (use N@stack.mrcs for stack images)")  # fmt: skip
-                idx[idx < 0] = 0
-            elif volume:
-                raise CryoshotError(f"{p} is a 3D volume (shape {data.shape}), not a stack of 2D particle images; "
-                                    "give the particle stack (.mrcs), or use classify/average for subtomograms")  # fmt: skip
-            if idx.max() >= stack.shape[0]:
-                bad = int(idx.max())
-                raise CryoshotError(f"{star_path}: image {bad + 1}@{p.name} is beyond the end of {p}, which holds "
-                                    f"{stack.shape[0]} image(s); fix rlnImageName or use the right stack")  # fmt: skip
-            item_shape = tuple(stack.shape[1:])
-            if shape is None:
-                shape = item_shape
-                if len(shape) != 2 or shape[0] != shape[1]:
-                    raise CryoshotError(f"{p} holds images of shape {shape}; square 2D images are needed")
-                images = np.empty((len(df), *shape), np.float32)
-            elif item_shape != shape:
-                raise CryoshotError(f"mixed image sizes in {star_path}: {p} holds {item_shape[0]}x{item_shape[1]} "
-                                    f"images, the first file {shape[0]}x{shape[1]}; re-extract with one box size")  # fmt: skip
-            order = np.argsort(idx, kind="stable")
-            block = np.asarray(stack[np.sort(idx)], dtype=np.float32)
-            images[np.asarray(rows)[order]] = block
-        finally:
-            mrc.close()
-        bar.update(len(rows))
-    bar.close()
+    with tqdm(total=len(df), desc="reading particles", unit="img", disable=not progress, leave=False) as bar:
+        for p, rows in by_file.items():
+            mrc, data, vs, volume = _stack_reader(p, star_path)
+            try:
+                stack = data[None] if data.ndim == 2 else data
+                if vs is not None:
+                    sizes.add(round(vs, 4))
+                idx = np.array([parsed[r][0] if parsed[r][0] is not None else -1 for r in rows])
+                if (idx < 0).any():
+                    if data.ndim != 2:
+                        what = "a 3D volume" if volume else f"a stack of {data.shape[0]} images"
+                        raise CryoshotError(f"{p} is {what} (shape {data.shape}), but {star_path} names it without an "
+                                            "index; 2D particle images are needed (use N@stack.mrcs for stack images)")  # fmt: skip
+                    idx[idx < 0] = 0
+                elif volume:
+                    raise CryoshotError(f"{p} is a 3D volume (shape {data.shape}), not a stack of 2D particle images; "
+                                        "give the particle stack (.mrcs), or use classify/average for subtomograms")  # fmt: skip
+                if idx.max() >= stack.shape[0]:
+                    bad = int(idx.max())
+                    raise CryoshotError(f"{star_path}: image {bad + 1}@{p.name} is beyond the end of {p}, which holds "
+                                        f"{stack.shape[0]} image(s); fix rlnImageName or use the right stack")  # fmt: skip
+                item_shape = tuple(stack.shape[1:])
+                if shape is None:
+                    shape = item_shape
+                    if len(shape) != 2 or shape[0] != shape[1]:
+                        raise CryoshotError(f"{p} holds images of shape {shape}; square 2D images are needed")
+                    images = np.empty((len(df), *shape), np.float32)
+                elif item_shape != shape:
+                    raise CryoshotError(f"mixed image sizes in {star_path}: {p} holds {item_shape[0]}x{item_shape[1]} "
+                                        f"images, the first file {shape[0]}x{shape[1]}; re-extract with one box size")  # fmt: skip
+                order = np.argsort(idx, kind="stable")
+                block = np.asarray(stack[np.sort(idx)], dtype=np.float32)
+                images[np.asarray(rows)[order]] = block
+            finally:
+                mrc.close()
+            bar.update(len(rows))
     bad = ~np.isfinite(images.reshape(len(images), -1)).all(1)
     if bad.any():
         r = int(np.argmax(bad))

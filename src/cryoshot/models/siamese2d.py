@@ -22,6 +22,7 @@ with margin 0.5, otherwise has no scale); cosine similarity is then a dot produc
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
 
 import torch
@@ -42,6 +43,8 @@ class SiameseConfig:
     box_px, pixel_size_A : the grid the network expects; other images are resampled to it.
     backbone : ``polar`` or ``resnet50``.
     rings, angles : polar grid (radial samples out to ``radius_frac`` of half the box, angular samples).
+    lowpass_px : the image is area-resampled to this size before the polar resampling.
+    harmonics : angular Fourier harmonics per ring in the invariant branch (0: no branch).
     channels : widths of the polar backbone's three stages.
     dense : the head's dense layers; the last is the embedding size.
     """
@@ -49,11 +52,12 @@ class SiameseConfig:
     box_px: int = 64
     pixel_size_A: float = 5.0
     backbone: str = "polar"
-    rings: int = 16
+    rings: int = 24
     angles: int = 48
     radius_frac: float = 0.95
-    lowpass_px: int = 32
-    channels: tuple[int, int, int] = (32, 64, 128)
+    lowpass_px: int = 64
+    harmonics: int = 13
+    channels: tuple[int, int, int] = (16, 32, 64)
     dense: tuple[int, int, int] = (512, 256, 256)
 
     def validate(self) -> None:
@@ -61,6 +65,8 @@ class SiameseConfig:
             raise CryoshotError(f"unknown backbone '{self.backbone}'; choose one of {', '.join(BACKBONES)}")
         if self.box_px < 16 or self.rings < 4 or self.angles < 8 or self.angles % 4:
             raise CryoshotError("the Siamese grid needs box >= 16, rings >= 4 and angles >= 8 (a multiple of 4)")
+        if not 0 <= self.harmonics <= self.angles // 2 + 1:
+            raise CryoshotError(f"harmonics must be in 0..{self.angles // 2 + 1}, got {self.harmonics}")
         if len(self.dense) < 1 or min(self.dense) < 2:
             raise CryoshotError("the dense head needs at least one layer of width >= 2")
 
@@ -110,8 +116,11 @@ class _PolarConv(nn.Module):
 
 
 class PolarBackbone(nn.Module):
-    """Low-pass, polar resampling, circular convolutions, pooling over angle.
+    """Low-pass, polar resampling, circular convolutions pooled over angle, plus angular spectra.
 
+    Two rotation-invariant branches: the convolutional features pooled over angle, and the
+    magnitudes of the first ``harmonics`` angular Fourier harmonics of each ring (a rotation
+    changes only their phases; the classical rotational invariants), log-compressed.
     Input (B, 1, D, D) standardised images; output (B, F) rotation-invariant features.
     """
 
@@ -122,10 +131,12 @@ class PolarBackbone(nn.Module):
         self.register_buffer(
             "grid", polar_grid(cfg.lowpass_px, cfg.rings, cfg.angles, cfg.radius_frac), persistent=False
         )
-        self.stage1 = nn.Sequential(_PolarConv(1, c1), _PolarConv(c1, c1))
+        self.stage1 = nn.Sequential(_PolarConv(1, c1))
         self.stage2 = nn.Sequential(_PolarConv(c1, c2), _PolarConv(c2, c2))
         self.stage3 = nn.Sequential(_PolarConv(c2, c3), _PolarConv(c3, c3))
-        self.out_features = 2 * c3 * (cfg.rings // 4)
+        self.n_spectral = cfg.rings * cfg.harmonics
+        self.spectral_norm = nn.BatchNorm1d(self.n_spectral) if cfg.harmonics else None
+        self.out_features = 2 * c3 * (cfg.rings // 4) + self.n_spectral
 
     def polar(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, D, D) -> (B, 1, rings, angles): area-downsampled to ``lowpass_px``, then polar."""
@@ -134,12 +145,16 @@ class PolarBackbone(nn.Module):
         return F.grid_sample(x, self.grid.expand(x.shape[0], -1, -1, -1), mode="bilinear", align_corners=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.stage1(self.polar(x))
+        p = self.polar(x)
+        h = self.stage1(p)
         h = F.max_pool2d(self.stage2(F.max_pool2d(h, 2)), 2)
         h = self.stage3(h)  # (B, C, rings/4, angles/4)
         # pool over angle only: radius stays (where a feature lies from the centre matters)
-        pooled = torch.cat([h.mean(-1), h.amax(-1)], dim=1)
-        return pooled.flatten(1)
+        feats = [torch.cat([h.mean(-1), h.amax(-1)], dim=1).flatten(1)]
+        if self.spectral_norm is not None:
+            spec = torch.fft.rfft(p[:, 0], dim=-1).abs()[..., : self.cfg.harmonics] / self.cfg.angles
+            feats.append(self.spectral_norm(torch.log1p(spec.flatten(1))))
+        return torch.cat(feats, dim=1)
 
 
 class _Bottleneck(nn.Module):
@@ -294,3 +309,19 @@ def load_backbone_weights(model: SiameseNet, path: str) -> None:
     if unexpected or len(missing) == len(model.backbone.state_dict()):
         raise CryoshotError(f"{path} does not hold ResNet50 weights in torchvision's layout ({len(unexpected)} "
                             f"unexpected, {len(missing)} missing tensors)")  # fmt: skip
+
+
+def build_siamese(checkpoint: dict) -> SiameseNet:
+    """Rebuild a trained network from a checkpoint's config and weights (eval mode)."""
+    cfg = checkpoint["config"]
+    net = SiameseNet(SiameseConfig.from_dict(cfg["model"] if "model" in cfg else cfg))
+    net.load_state_dict(checkpoint["state_dict"])
+    return net.eval()
+
+
+def load_siamese(path: str | os.PathLike) -> tuple[SiameseNet, dict]:
+    """A shipped or trained Siamese model and its checkpoint (weights-only loading)."""
+    from cryoshot.models.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(path, method="siamese")
+    return build_siamese(ck), ck

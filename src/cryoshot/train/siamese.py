@@ -26,7 +26,12 @@ from cryoshot import __version__
 from cryoshot.data.projection_triplets import ProjectionTriplets, TripletDataConfig
 from cryoshot.errors import CryoshotError
 from cryoshot.models.checkpoint import load_checkpoint, save_checkpoint
-from cryoshot.models.siamese2d import SiameseConfig, SiameseNet, batch_triplet_loss, load_backbone_weights
+from cryoshot.models.siamese2d import (
+    SiameseConfig,
+    SiameseNet,
+    batch_triplet_loss,
+    load_backbone_weights,
+)
 from cryoshot.train.loop import pick_device, refuse_changed_settings, stage_record
 from cryoshot.utils.files import check_output_free, output_lock
 from cryoshot.utils.threads import configure_threads
@@ -76,20 +81,6 @@ class SiameseTrainConfig:
         from cryoshot.data.micrograph_episodes import training_specs
 
         return list(self.structures) if self.structures else training_specs(self.n_procedural)
-
-
-def build_siamese(checkpoint: dict) -> SiameseNet:
-    """Rebuild a trained network from a checkpoint's config and weights (eval mode)."""
-    cfg = checkpoint["config"]
-    net = SiameseNet(SiameseConfig.from_dict(cfg["model"] if "model" in cfg else cfg))
-    net.load_state_dict(checkpoint["state_dict"])
-    return net.eval()
-
-
-def load_siamese(path: str | os.PathLike) -> tuple[SiameseNet, dict]:
-    """A shipped or trained Siamese model and its checkpoint (weights-only loading)."""
-    ck = load_checkpoint(path, method="siamese")
-    return build_siamese(ck), ck
 
 
 @torch.no_grad()

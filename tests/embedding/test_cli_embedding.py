@@ -1,0 +1,88 @@
+"""``cryoshot cluster``, ``embed`` and ``train siamese`` in-process on tiny data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cryoshot.cli import main
+from cryoshot.io.mrc import read_mrc
+from cryoshot.io.star import read_star_blocks
+from tests.embedding.helpers import tiny_siamese, write_toy_particles
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy2d")
+    return write_toy_particles(root / "set", per_view=12, box=32, angpix=10.0, noise=0.3), tiny_siamese(root / "s.pt")
+
+
+def test_cluster_siamese_writes_relion_outputs(toy, tmp_path, capsys):
+    star, model = toy
+    out = tmp_path / "c"
+    rc = main(["cluster", str(star), "-o", str(out), "--model", str(model), "--k", "2", "--label-column",
+               "rlnClassNumber", "--json"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    res = json.loads(captured.out.strip().splitlines()[-1])
+    assert res["k"] == 2 and res["method"] == "siamese" and res["seconds"] > 0
+    assert 0 <= res["nmi"] <= 1 and -1 <= res["ari"] <= 1
+    blocks = read_star_blocks(out / "particles.star")
+    inp = read_star_blocks(star)
+    t, t_in = blocks["particles"], inp["particles"]
+    assert list(t["rlnImageName"]) == list(t_in["rlnImageName"])  # unchanged
+    assert set(t_in.columns) <= set(t.columns) and "optics" in blocks
+    assert list(t["cryoshotInputClassNumber"]) == list(t_in["rlnClassNumber"])
+    assert set(t["rlnClassNumber"]) <= {1, 2}
+    avg = read_mrc(out / "class_averages.mrcs")
+    assert avg.data.shape == (2, 32, 32) and avg.voxel_size_A == pytest.approx(10.0)
+    for png in ("tsne_clusters.png", "tsne_labels.png", "elbow.png", "similarity.png", "class_averages.png"):
+        assert (out / png).stat().st_size > 1000, png
+    assert np.load(out / "embeddings.npy").shape[0] == len(t)
+    assert (out / "run.yaml").exists()
+
+
+def test_cluster_mra_separates_the_toy_views_with_automatic_k(toy, tmp_path, capsys):
+    star, _ = toy
+    out = tmp_path / "m"
+    rc = main(["cluster", str(star), "-o", str(out), "--method", "mra", "--label-column", "rlnClassNumber", "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    res = json.loads(captured.out.strip().splitlines()[-1])
+    assert res["method"] == "mra" and res["k"] == 2 and res["ari"] > 0.9
+
+
+def test_cluster_refuses_k_one_and_too_many_clusters(toy, tmp_path, capsys):
+    star, model = toy
+    for k in ("1", "0", "500"):
+        assert main(["cluster", str(star), "-o", str(tmp_path / k), "--model", str(model), "--k", k]) != 0
+        assert not (tmp_path / k).exists()
+    assert "cluster" in capsys.readouterr().err
+
+
+def test_embed_writes_one_row_per_particle(toy, tmp_path, capsys):
+    star, model = toy
+    out = tmp_path / "e"
+    assert main(["embed", str(star), "-o", str(out), "--model", str(model)]) == 0, capsys.readouterr().err
+    z = np.load(out / "embeddings.npy")
+    assert z.shape == (24, 8) and np.allclose(np.linalg.norm(z, axis=1), 1, atol=1e-5)
+    assert (out / "particles.star").exists()
+    assert main(["embed", str(star), "-o", str(out), "--model", str(model)]) != 0  # exists, no --force
+
+
+def test_train_siamese_runs_resumes_and_records_provenance(tmp_path, capsys):
+    import torch
+
+    out = tmp_path / "s.pt"
+    args = ["train", "siamese", "-o", str(out), "-s", "procedural:0-3", "--episodes", "2", "--val-every", "2",
+            "--seed", "1"]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    ck = torch.load(out, weights_only=True)
+    assert ck["method"] == "siamese" and ck["seed"] == 1 and ck["stages"][0]["method"] == "siamese"
+    assert ck["config"]["structures"] == ["procedural:0-3"] and len(ck["history"]) >= 1
+    assert main(args) != 0  # exists: needs --resume or --force
+    assert main([*args[:7], "4", *args[8:], "--resume"]) == 0, capsys.readouterr().err
+    last = torch.load(tmp_path / "s.pt.last", weights_only=True)
+    assert last["episode"] == 4
