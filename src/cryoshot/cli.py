@@ -601,21 +601,24 @@ def classify_cmd(
     tilt_range: TiltRange = "-60,60",
     force: Force = False,
 ) -> None:
-    """Few labelled examples + unlabelled subtomograms -> predicted class, probability, or 'unknown'."""
+    """Few labelled examples + unlabelled subtomograms (or 2D particle images) -> predicted class, probability, or 'unknown'."""
     record_run(ctx)
     from cryoshot.fewshot.classify import classify_sets
-    from cryoshot.pretrained import resolve_model
+    from cryoshot.io.images2d import is_2d_particle_set
+    from cryoshot.pretrained import resolve_model, resolve_siamese_model
     from cryoshot.utils.threads import configure_threads
 
     configure_threads()
+    images2d = is_2d_particle_set(support)  # 2D particle stacks: the Siamese embedding
     out = classify_sets(
-        support, query, output, model_path=resolve_model(model), method=method, shot=shot,
+        support, query, output, model_path=(resolve_siamese_model if images2d else resolve_model)(model), method=method, shot=shot,
         label_column=label_column, angpix=angpix, unknown=not no_unknown, quantile=unknown_quantile,
         margin=unknown_margin, tilt_range=parse_tilt_range(tilt_range), force=force,
     )  # fmt: skip
     counts = out["cryoshotPredictedClass"].value_counts()
     thr = out.attrs.get("threshold")
-    typer.echo(f"classified {len(out)} subtomograms with {method} -> {output}")
+    typer.echo(f"classified {len(out)} {'particle images with siamese' if images2d else f'subtomograms with {method}'}"
+               f" -> {output}")  # fmt: skip
     typer.echo(f"  voxel sizes: support {out.attrs['voxel_size_support_A']:.3g} Å, "
                f"query {out.attrs['voxel_size_query_A']:.3g} Å")  # fmt: skip
     typer.echo("  " + ", ".join(f"{k}: {v}" for k, v in counts.items()))

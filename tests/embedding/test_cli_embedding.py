@@ -86,3 +86,28 @@ def test_train_siamese_runs_resumes_and_records_provenance(tmp_path, capsys):
     assert main([*args[:7], "4", *args[8:], "--resume"]) == 0, capsys.readouterr().err
     last = torch.load(tmp_path / "s.pt.last", weights_only=True)
     assert last["episode"] == 4
+
+
+def test_classify_takes_2d_particle_stacks_with_a_siamese_model(toy, tmp_path, capsys):
+    from cryoshot.io.star import read_star_table, write_star
+
+    star, model = toy
+    blocks = read_star_blocks(star)
+    t = blocks["particles"]
+    sup = t.groupby("rlnClassNumber").head(3)
+    write_star(star.parent / "support.star", {"optics": blocks["optics"], "particles": sup})
+    out = tmp_path / "pred.star"
+    rc = main(["classify", "--support", str(star.parent / "support.star"), "--query", str(star), "-o", str(out),
+               "--model", str(model), "--no-unknown"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    pred = read_star_table(out)
+    assert len(pred) == len(t) and set(pred["cryoshotPredictedClass"].astype(str)) <= {"1", "2"}
+    assert {"cryoshotProb_1", "cryoshotProb_2", "cryoshotMinDistance", "cryoshotModel"} <= set(pred.columns)
+    assert np.allclose(pred["cryoshotProb_1"] + pred["cryoshotProb_2"], 1.0, atol=1e-5)
+    # the 3D model is refused with a clear message
+    from tests.fewshot.helpers import tiny_checkpoint
+
+    m3 = tiny_checkpoint(tmp_path / "m3.pt", method="protonet")
+    assert main(["classify", "--support", str(star.parent / "support.star"), "--query", str(star), "-o",
+                 str(tmp_path / "p2.star"), "--model", str(m3)]) != 0  # fmt: skip
+    assert "Siamese" in capsys.readouterr().err

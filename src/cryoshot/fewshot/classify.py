@@ -14,6 +14,7 @@ import torch
 from cryoshot.errors import CryoshotError
 from cryoshot.fewshot.methods import make_method, method_spec, scores_and_distances
 from cryoshot.fewshot.openset import support_threshold
+from cryoshot.io.images2d import is_2d_particle_set
 from cryoshot.io.particles import load_subtomogram_set, rebase_image_names
 from cryoshot.io.star import write_star
 from cryoshot.utils.files import check_output_free
@@ -61,6 +62,10 @@ def classify_sets(
     from cryoshot.models.loading import load_model
 
     check_output_free(output, force)
+    if is_2d_particle_set(support_star):
+        return classify_images(support_star, query_star, output, model_path=model_path, shot=shot,
+                               label_column=label_column, angpix=angpix, unknown=unknown, quantile=quantile,
+                               margin=margin, force=force, progress=progress)  # fmt: skip
     spec = method_spec(method)  # the unknown-method error before any loading
     model = load_model(model_path)[0] if spec.needs_model else None
     if not 0.0 < quantile <= 1.0 or margin <= 0:
@@ -121,4 +126,68 @@ def classify_sets(
     write_star(output, out, force=force)
     out.attrs.update({"threshold": thr, "seconds_compute": seconds, "classes": list(map(str, classes)),
                       "voxel_size_support_A": sup.voxel_size_A, "voxel_size_query_A": qry.voxel_size_A})  # fmt: skip
+    return out
+
+
+def classify_images(
+    support_star: str | os.PathLike,
+    query_star: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    model_path: str | os.PathLike,
+    shot: int | None = None,
+    label_column: str = "rlnClassNumber",
+    angpix: float | None = None,
+    unknown: bool = True,
+    quantile: float = 0.95,
+    margin: float = 1.5,
+    force: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """2D particle images: prototypes of the support in the Siamese embedding; same columns as for subtomograms."""
+    from cryoshot.embedding.workflow import embed_particle_images
+    from cryoshot.fewshot.images2d import SiamesePrototypes
+    from cryoshot.io.images2d import load_particle_images
+    from cryoshot.models.checkpoint import load_checkpoint
+
+    check_output_free(output, force)
+    if load_checkpoint(model_path)["method"] != "siamese":
+        raise CryoshotError(f"{model_path} is not a Siamese 2D model, but the support set holds 2D particle images; "
+                            "use --model default (the shipped Siamese model) or a model from 'cryoshot train siamese'")  # fmt: skip
+    if not 0.0 < quantile <= 1.0 or margin <= 0:
+        raise CryoshotError(f"the unknown quantile must be in (0, 1] and the margin > 0, got {quantile}, {margin}")
+    sup = load_particle_images(support_star, label_column=label_column, angpix=angpix, progress=progress)
+    qry = load_particle_images(query_star, angpix=angpix, progress=progress)
+    classes, counts = np.unique(sup.labels, return_counts=True)
+    if shot is not None and (counts < shot).any():
+        c = classes[int(np.argmax(counts < shot))]
+        raise CryoshotError(f"support class {c} has {int(counts[classes == c][0])} examples, fewer than --shot {shot}; "
+                            "label more")  # fmt: skip
+    if len(classes) < 2 and not unknown:
+        raise CryoshotError("the support set has a single class; add classes or keep unknown detection on")
+    t0 = time.perf_counter()
+    zs = torch.from_numpy(embed_particle_images(sup, model_path, progress=progress))
+    zq = torch.from_numpy(embed_particle_images(qry, model_path, progress=progress))
+    ts = torch.as_tensor(np.searchsorted(classes, sup.labels))
+    m, n = SiamesePrototypes(), len(classes)
+    with torch.no_grad():
+        logp, dist = m.scores_and_distances(zs, ts, zq, n)
+        thr = support_threshold(m, zs, ts, n, quantile, margin) if unknown else None
+    probs = logp.exp().numpy()
+    min_d = dist.min(1).values.numpy()
+    pred = np.array([str(classes[b]) for b in probs.argmax(1)], dtype=object)
+    if thr is not None:
+        pred[min_d > thr] = UNKNOWN
+    out = qry.table.copy()
+    out["rlnImageName"] = rebase_image_names(out["rlnImageName"], qry.star_path.parent, Path(output).parent)
+    out["cryoshotPredictedClass"] = pred
+    out["cryoshotProbability"] = probs.max(1)
+    for j, c in enumerate(classes):
+        out[f"cryoshotProb_{c}"] = probs[:, j]
+    out["cryoshotMinDistance"] = min_d
+    out["cryoshotModel"] = f"{Path(model_path).name}:{file_sha256(model_path)[:12]}"
+    write_star(output, {"optics": qry.optics, "particles": out} if qry.optics is not None else out, force=force)
+    out.attrs.update({"threshold": thr, "seconds_compute": time.perf_counter() - t0,
+                      "classes": list(map(str, classes)), "voxel_size_support_A": sup.pixel_size_A,
+                      "voxel_size_query_A": qry.pixel_size_A})  # fmt: skip
     return out

@@ -231,3 +231,28 @@ def load_particle_images(
         angpix = sizes.pop()
     return ParticleImages(images=images, pixel_size_A=float(angpix), table=df, optics=optics, star_path=star_path,
                           labels=labels, ctf=star_ctf(df, optics, star_path))  # fmt: skip
+
+
+def is_2d_particle_set(star_path: str | os.PathLike) -> bool:
+    """True when the first image a STAR file names is a 2D image (a stack item or a 2D MRC).
+
+    Unreadable files give False, so that the subtomogram reader reports the problem.
+    """
+    from cryoshot.errors import CryoshotError as _E
+
+    try:
+        blocks = read_star_blocks(star_path)
+        df = blocks.get("particles")
+        if df is None:
+            df = next((v for k, v in blocks.items() if k != "optics" and "rlnImageName" in v.columns), None)
+        if df is None or "rlnImageName" not in df.columns or len(df) == 0:
+            return False
+        idx, p = resolve_image_path(df["rlnImageName"].iloc[0], Path(star_path).parent)
+        p = require_input_file(p, "MRC")
+        mrc, data, _, volume = _stack_reader(p, Path(star_path))
+        try:
+            return (idx is not None and not volume) or data.ndim == 2
+        finally:
+            mrc.close()
+    except (_E, OSError, ValueError):
+        return False

@@ -1,0 +1,34 @@
+"""Few-shot classification of 2D particle images with the Siamese embedding (``cryoshot classify`` on stacks).
+
+Prototypes are the means of the support embeddings of each class (unit vectors, so the
+squared Euclidean distance is 2 - 2 cos); probabilities are a softmax over ``-d / TEMPERATURE``.
+``TEMPERATURE`` = 0.1 is a fixed choice (not calibrated): on unit vectors d spans [0, 4],
+and a softmax over -d itself would leave every probability near 1/N.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+TEMPERATURE = 0.1
+
+
+@dataclass
+class SiamesePrototypes:
+    """Nearest prototype in a Siamese embedding; the ``FewShotMethod`` interface on embeddings."""
+
+    temperature: float = TEMPERATURE
+
+    def distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
+        protos = torch.zeros(n, zs.shape[1], dtype=zs.dtype).index_add_(0, ts, zs)
+        protos = protos / torch.bincount(ts, minlength=n).clamp_min(1)[:, None].to(zs.dtype)
+        return torch.cdist(zq, protos).pow(2)
+
+    def scores_and_distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int):
+        d = self.distances(zs, ts, zq, n)
+        return torch.log_softmax(-d / self.temperature, dim=1), d
+
+    def scores(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
+        return self.scores_and_distances(zs, ts, zq, n)[0]
