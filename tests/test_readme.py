@@ -28,7 +28,7 @@ def test_demo_transcript_in_the_readme_is_what_the_demo_prints(tmp_path, capsys)
 
     run_demo(tmp_path / "demo")
     out = capsys.readouterr().out
-    rows = [ln for ln in out.splitlines() if ln.startswith(("ProtoNet-CE", "ProtoNet3D", "fine-tune", "picking "))]
+    rows = [ln for ln in out.splitlines() if ln.startswith(("ProtoNet-CE", "ProtoNet3D", "fine-tune", "picking ", "2D classification"))]
     readme = (ROOT / "README.md").read_text()
     assert len(rows) == 4
     for row in rows:
