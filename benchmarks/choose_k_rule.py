@@ -53,6 +53,7 @@ def main() -> None:
             picks = {
                 "log-kneedle": kneedle(ks, inertia, "log-kneedle"),
                 "kneedle": kneedle(ks, inertia, "kneedle"),
+                "last-drop": kneedle(ks, inertia, "last-drop"),
                 "silhouette": max(labs, key=lambda k: silhouette_score(f, labs[k])),
                 "calinski-harabasz": max(labs, key=lambda k: calinski_harabasz_score(f, labs[k])),
             }

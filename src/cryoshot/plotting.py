@@ -226,7 +226,7 @@ def class_average_figure(columns: list[tuple[str, list[np.ndarray], list[str]]],
     """Columns of images side by side (thesis Fig. 6): ``(column title, images, labels)`` each."""
     rows = max(len(c[1]) for c in columns)
     cols = len(columns)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.5 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 1.6 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for j, (title, imgs, labels) in enumerate(columns):

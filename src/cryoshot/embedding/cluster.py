@@ -46,7 +46,7 @@ def elbow_curve(z: np.ndarray, k_max: int, seed: int = 0, n_init: int = 4) -> tu
     return ks, np.asarray(inertia)
 
 
-K_RULES = ("log-kneedle", "kneedle")
+K_RULES = ("log-kneedle", "kneedle", "last-drop")
 
 
 def kneedle(ks: np.ndarray, inertia: np.ndarray, rule: str = "log-kneedle") -> int:
@@ -55,6 +55,8 @@ def kneedle(ks: np.ndarray, inertia: np.ndarray, rule: str = "log-kneedle") -> i
         raise CryoshotError(f"unknown rule for k '{rule}'; choose one of {', '.join(K_RULES)}")
     ks = np.asarray(ks, float)
     y = np.asarray(inertia, float)
+    if rule == "last-drop":
+        return last_significant_drop(ks, y)
     if rule == "log-kneedle":
         y = np.log(np.maximum(y, 1e-12 * max(float(y.max()), 1e-300)))
     if len(ks) < 3 or y[0] <= y[-1]:
@@ -63,6 +65,21 @@ def kneedle(ks: np.ndarray, inertia: np.ndarray, rule: str = "log-kneedle") -> i
     yn = (y - y[-1]) / (y[0] - y[-1])
     diff = (1 - xn) - yn  # distance below the chord from (0, 1) to (1, 0)
     return int(ks[int(np.argmax(diff))])
+
+
+def last_significant_drop(ks: np.ndarray, inertia: np.ndarray, factor: float = 2.0) -> int:
+    """The largest k whose split still removes ``factor`` x more log-inertia than splitting noise does.
+
+    The noise level is the median drop of log inertia over the upper half of the curve.
+    """
+    ks = np.asarray(ks, float)
+    y = np.log(np.maximum(np.asarray(inertia, float), 1e-300))
+    if len(ks) < 4:
+        return int(ks[min(1, len(ks) - 1)])
+    drops = y[:-1] - y[1:]  # drops[i]: from k = ks[i] to ks[i + 1]
+    base = float(np.median(drops[len(drops) // 2 :]))
+    sig = np.nonzero(drops > factor * max(base, 1e-12))[0]
+    return int(ks[sig.max() + 1]) if len(sig) else int(ks[1])
 
 
 def default_k_max(n: int) -> int:

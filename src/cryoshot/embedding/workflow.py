@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cryoshot.data.particles2d import CTFParams, prepare_images, standardise
+from cryoshot.data.particles2d import CTFParams, prepare_images
 from cryoshot.embedding.align2d import aligned_average, rotational_invariants
 from cryoshot.embedding.cluster import (
     agreement,
@@ -175,24 +175,36 @@ def cluster_images(
     return out, extra
 
 
+MAX_AVERAGED = 500  # images aligned per class average: plenty for a sharp average, bounded time
+
+
+def _aligned_group_average(p: ParticleImages, members: np.ndarray, z: np.ndarray | None, ctf, cfg: ClusterConfig,
+                           rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+    """Aligned average (D, D) of the images ``members`` (at most MAX_AVERAGED of them, drawn at random)."""
+    if len(members) > MAX_AVERAGED:
+        members = np.sort(rng.choice(members, MAX_AVERAGED, replace=False))
+    imgs = prepare_images(p.images[members], p.pixel_size_A, p.box, p.pixel_size_A,
+                          None if ctf is None else ctf.subset(members))  # fmt: skip
+    seed_index = 0
+    if z is not None:  # the most typical member (closest to the mean embedding) starts the reference
+        zc = z[members] / np.maximum(np.linalg.norm(z[members], axis=1, keepdims=True), 1e-12)
+        seed_index = int(np.argmax(zc @ zc.mean(0)))
+    avg, _ = aligned_average(imgs, seed_index=seed_index, iterations=cfg.average_iterations,
+                             max_shift_px=cfg.max_shift_px)  # fmt: skip
+    return avg
+
+
 def _class_averages(p: ParticleImages, labels: np.ndarray, k: int, z: np.ndarray, cfg: ClusterConfig, ctf,
                     progress: bool) -> np.ndarray:  # fmt: skip
     """Aligned average of each cluster on the input grid (phase-flipped when the CTF is known). (k, D, D)."""
     from tqdm.auto import tqdm
 
-    imgs = prepare_images(p.images, p.pixel_size_A, p.box, p.pixel_size_A, ctf)
     out = np.zeros((k, p.box, p.box), np.float32)
     rng = np.random.default_rng([cfg.seed, 41])
     for c in tqdm(range(k), desc="class averages", unit="class", disable=not progress, leave=False):
         members = np.nonzero(labels == c)[0]
-        if len(members) == 0:
-            continue
-        if len(members) > 2000:  # plenty for a sharp average
-            members = np.sort(rng.choice(members, 2000, replace=False))
-        zc = z[members] / np.maximum(np.linalg.norm(z[members], axis=1, keepdims=True), 1e-12)
-        seed_index = int(np.argmax(zc @ zc.mean(0)))  # the most typical member starts the reference
-        out[c], _ = aligned_average(imgs[members], seed_index=seed_index, iterations=cfg.average_iterations,
-                                    max_shift_px=cfg.max_shift_px)  # fmt: skip
+        if len(members):
+            out[c] = _aligned_group_average(p, members, z, ctf, cfg, rng)
     return out
 
 
@@ -227,7 +239,7 @@ def cluster_particles(
         stack, an index beyond a stack, mixed image sizes, a 3D volume, NaN images, k < 2,
         fewer images than clusters.
     """
-    from cryoshot.plotting import elbow_plot, scatter_2d, similarity_plot
+    from cryoshot.plotting import class_average_figure, elbow_plot, scatter_2d, similarity_plot
     from cryoshot.pretrained import resolve_siamese_model
 
     cfg.validate()
@@ -253,6 +265,7 @@ def cluster_particles(
     xy, tidx = _tsne(feats, cfg.tsne_max_points, cfg.seed)
     names, sim = similarity_matrix(z, p.labels if p.labels is not None else labels + 1)
     table = table_with_clusters(p.table, labels)
+    fig_columns = _averages_columns(p, labels, k, averages, z, extra["prepared_ctf"], cfg, label_column)
     res.seconds = time.perf_counter() - t0
     res.outdir = outdir
     with atomic_dir(outdir, force=force) as tmp:
@@ -272,7 +285,7 @@ def cluster_particles(
             elbow_plot(extra["ks"], extra["inertia"], int(res.k_auto), k, tmp / "elbow.png")
         similarity_plot(names, sim, tmp / "similarity.png",
                         title=f"mean cosine similarity, {label_column or 'cluster'} against {label_column or 'cluster'}")  # fmt: skip
-        _averages_figure(p, labels, k, averages, cfg, tmp / "class_averages.png", label_column)
+        class_average_figure(fig_columns, tmp / "class_averages.png", suptitle="class averages")
         summary = res.summary()
         summary["model"] = None if model_path is None else f"{Path(model_path).name}:{file_sha256(model_path)[:12]}"
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -280,25 +293,23 @@ def cluster_particles(
     return res
 
 
-def _averages_figure(p: ParticleImages, labels, k, averages, cfg: ClusterConfig, path: Path, label_column) -> None:
-    """Thesis Fig. 6: a random subset's average, the true classes' averages (when known), the aligned cluster averages."""
-    from cryoshot.plotting import class_average_figure
-
-    imgs = standardise(p.images)
+def _averages_columns(p: ParticleImages, labels, k, averages, z, ctf, cfg: ClusterConfig, label_column) -> list:
+    """Thesis Fig. 6: a random subset's average, each known class's and each cluster's aligned average."""
     rng = np.random.default_rng([cfg.seed, 43])
-    rand = imgs[rng.choice(len(imgs), min(len(imgs), 200), replace=False)].mean(0)
-    columns = [("random subset (unaligned)", [rand], [f"n={min(len(imgs), 200)}"])]
+    sub = rng.choice(len(p), min(len(p), 200), replace=False)
+    rand = prepare_images(p.images[sub], p.pixel_size_A, p.box, p.pixel_size_A,
+                          None if ctf is None else ctf.subset(sub)).mean(0)  # fmt: skip
+    columns = [("random subset (unaligned)", [rand], [f"n={len(sub)}"])]
     show = min(k, 12)
     if p.labels is not None:
-        names = np.unique(p.labels.astype(str))[:show]
         lab = p.labels.astype(str)
-        columns.append(
-            (f"{label_column} (unaligned)", [imgs[lab == n].mean(0) for n in names], [str(n) for n in names])
-        )
+        names = np.unique(lab)[:show]
+        avgs = [_aligned_group_average(p, np.nonzero(lab == n)[0], z, ctf, cfg, rng) for n in names]
+        columns.append((f"{label_column} (aligned)", avgs, [str(n) for n in names]))
     order = np.argsort(-np.bincount(labels, minlength=k))[:show]
     columns.append(("clusters (aligned)", [averages[c] for c in order],
                     [f"{c + 1}: n={int((labels == c).sum())}" for c in order]))  # fmt: skip
-    class_average_figure(columns, path, suptitle="class averages")
+    return columns
 
 
 def embed_particles(
