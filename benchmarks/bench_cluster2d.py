@@ -8,9 +8,10 @@ at 5 Å/px, per-particle CTF with defocus 1-3 µm, random in-plane rotation, shi
 - mixture sets: three structures x 3 random views each (9 classes), 70 images each.
 
 Each at SNR 0.1 and 0.02. Rows, for every set: the Siamese embedding + k-means with the
-true k and with the automatic k (log-kneedle; plain kneedle reported beside it), the
-classical MRA 2D classification with the true k, and PCA (50) + k-means on the raw
-phase-flipped images as a floor. ARI and NMI against the true classes, seconds for the
+true k and with the automatic k (log-kneedle; plain kneedle reported beside it); the
+default of ``cryoshot cluster`` (the same, then 2 MRA iterations at 32 px started from the
+embedding's clusters), true and automatic k; the classical MRA 2D classification with the
+true k; and PCA (50) + k-means on the raw phase-flipped images as a floor. ARI and NMI against the true classes, seconds for the
 clustering on this machine (images in memory; reading and plots not counted).
 
     .venv/bin/python benchmarks/bench_cluster2d.py [--model PATH] [--snrs 0.1,0.02] [--quick]
@@ -29,7 +30,7 @@ import numpy as np
 from cryoshot.data.particles2d import prepare_images
 from cryoshot.embedding.cluster import agreement, cluster_features, kmeans, kneedle, reduce_dimensions
 from cryoshot.embedding.mra import MRAConfig, mra_classify
-from cryoshot.embedding.workflow import _ctf_params, embed_images
+from cryoshot.embedding.workflow import ClusterConfig, _ctf_params, cluster_images, embed_images
 from cryoshot.io.images2d import load_particle_images
 from cryoshot.models.siamese2d import load_siamese
 from cryoshot.pretrained import resolve_siamese_model
@@ -54,7 +55,7 @@ def make_set(root: Path, structures: tuple[str, ...], views: int, per_class: int
     return out / "particles.star"
 
 
-def run_set(star: Path, net, quick: bool) -> list[dict]:
+def run_set(star: Path, net, model_path: Path, quick: bool) -> list[dict]:
     p = load_particle_images(star, label_column="rlnClassNumber", progress=False)
     k_true = len(np.unique(p.labels))
     ctf = _ctf_params(p, "auto")
@@ -74,6 +75,11 @@ def run_set(star: Path, net, quick: bool) -> list[dict]:
     k_plain = kneedle(cl.ks, cl.inertia, "kneedle")
     rows.append({"method": "siamese, auto k", "k": cl.k, "k_plain_kneedle": k_plain, "seconds": sec,
                  **agreement(p.labels, cl.labels)})  # fmt: skip
+    for k, name in ((k_true, "siamese + refine, true k"), (None, "siamese + refine, auto k")):
+        t1 = time.perf_counter()  # the whole library call of `cryoshot cluster` (images already in memory)
+        res, _ = cluster_images(p, ClusterConfig(k=k), model_path=model_path, progress=False)
+        rows.append({"method": name, "k": res.k, "seconds": time.perf_counter() - t1,
+                     **agreement(p.labels, res.labels)})  # fmt: skip
     raw = prepare_images(p.images, p.pixel_size_A, p.box, p.pixel_size_A, ctf)
     t1 = time.perf_counter()
     lab, _ = kmeans(reduce_dimensions(raw.reshape(len(raw), -1), 50), k_true)
@@ -112,7 +118,8 @@ def main() -> None:
     args = ap.parse_args()
     configure_threads()
     args.root.mkdir(parents=True, exist_ok=True)
-    net, ck = load_siamese(resolve_siamese_model(args.model))
+    model_path = resolve_siamese_model(args.model)
+    net, ck = load_siamese(model_path)
     print(f"model {args.model}: step {ck.get('best_episode')}, backbone {net.cfg.backbone}")
     if args.speed:
         speed(net)
@@ -122,7 +129,7 @@ def main() -> None:
         stars = [make_set(args.root, (s,), 6, 100, snr) for s in VIEW_SETS]
         stars += [make_set(args.root, m, 3, 70, snr) for m in MIXTURES]
         for star in stars:
-            for r in run_set(star, net, args.quick):
+            for r in run_set(star, net, model_path, args.quick):
                 r["snr"] = snr
                 rows.append(r)
                 extra = f", plain kneedle k {r['k_plain_kneedle']}" if "k_plain_kneedle" in r else ""

@@ -123,3 +123,16 @@ def test_mra_separates_two_easy_toy_views():
 def test_impossible_k_is_a_clear_error(k, n):
     with pytest.raises(CryoshotError):
         check_k(k, n)
+
+
+def test_mra_from_initial_labels_and_on_a_cropped_grid():
+    a, b = toy_views(32)
+    x = np.concatenate([rotated_copies(a, 16, seed=6, noise=0.5), rotated_copies(b, 16, seed=7, noise=0.5)])
+    x = (x - x.mean((1, 2), keepdims=True)) / x.std((1, 2), keepdims=True)
+    y = np.repeat([0, 1], 16)
+    noisy_init = y.copy()
+    noisy_init[[0, 1, 2, 20, 21]] = 1 - noisy_init[[0, 1, 2, 20, 21]]  # five wrong
+    res = mra_classify(x, 2, MRAConfig(iterations=3, n_angles=24, work_box_px=16), progress=False,
+                       init_labels=noisy_init)  # fmt: skip
+    assert agreement(y, res.labels)["ari"] > 0.9
+    assert res.averages.shape == (2, 32, 32)  # averages on the full grid

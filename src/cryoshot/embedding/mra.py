@@ -27,6 +27,7 @@ class MRAConfig:
     max_shift_px: int = 4
     lowpass_frac: float = 0.35
     tolerance: float = 0.005
+    work_box_px: int | None = None
     seed: int = 0
 
 
@@ -40,13 +41,36 @@ class MRAResult:
     iterations: int
 
 
-def mra_classify(images: np.ndarray, k: int, config: MRAConfig = MRAConfig(), progress: bool = True) -> MRAResult:
-    """Classify (N, D, D) standardised images into ``k`` classes by multi-reference alignment."""
-    x = torch.as_tensor(np.asarray(images, dtype=np.float32))
-    n = len(x)
+def mra_classify(
+    images: np.ndarray,
+    k: int,
+    config: MRAConfig = MRAConfig(),
+    progress: bool = True,
+    init_labels: np.ndarray | None = None,
+) -> MRAResult:
+    """Classify (N, D, D) standardised images into ``k`` classes by multi-reference alignment.
+
+    ``init_labels`` (N,) in 0..k-1 replaces the random subsets: each class's images are
+    first aligned to their own reference-free average. ``config.work_box_px`` aligns
+    Fourier-cropped copies (faster); the averages are made from the full images.
+    """
+    from cryoshot.data.particles2d import resample_images
+    from cryoshot.embedding.align2d import aligned_average
+
+    full = torch.as_tensor(np.asarray(images, dtype=np.float32))
+    n, d = len(full), full.shape[-1]
+    w = config.work_box_px if config.work_box_px and config.work_box_px < d else d
+    x = full if w == d else torch.from_numpy(resample_images(full.numpy(), 1.0, w, d / w))
     rng = np.random.default_rng([config.seed, 31])
-    subsets = np.array_split(rng.permutation(n), k)
-    refs = torch.stack([x[s].mean(0) for s in subsets])
+    if init_labels is None:
+        subsets = np.array_split(rng.permutation(n), k)
+        refs = torch.stack([x[s].mean(0) for s in subsets])
+    else:
+        refs = torch.stack([
+            torch.from_numpy(aligned_average(x[np.nonzero(init_labels == c)[0]].numpy(), iterations=2)[0])
+            if np.any(init_labels == c) else x[int(rng.integers(n))]
+            for c in range(k)
+        ])  # fmt: skip
     labels = np.full(n, -1)
     averages = refs
     al = None
@@ -54,7 +78,9 @@ def mra_classify(images: np.ndarray, k: int, config: MRAConfig = MRAConfig(), pr
     for it in tqdm(range(1, config.iterations + 1), desc="MRA 2D classification", unit="iter", disable=not progress,  # noqa: B007
                    leave=False):  # fmt: skip
         r = centre_images(lowpass(refs, config.lowpass_frac))
-        al = align_to_references(x, r, n_angles=config.n_angles, max_shift_px=config.max_shift_px)
+        al = align_to_references(
+            x, r, n_angles=config.n_angles, max_shift_px=max(1, round(config.max_shift_px * w / d))
+        )
         aligned = apply_alignment(x, torch.from_numpy(al.angle_deg), torch.from_numpy(al.shift_px))
         changed = float(np.mean(al.ref != labels))
         labels = al.ref.copy()
@@ -69,4 +95,8 @@ def mra_classify(images: np.ndarray, k: int, config: MRAConfig = MRAConfig(), pr
         refs = averages
         if changed < config.tolerance:
             break
+    if w != d:  # the final averages from the full images, the shifts scaled back
+        al.shift_px = al.shift_px * (d / w)
+        aligned = apply_alignment(full, torch.from_numpy(al.angle_deg), torch.from_numpy(al.shift_px))
+        averages = torch.stack([aligned[labels == c].mean(0) for c in range(k)])
     return MRAResult(labels=labels, averages=averages.numpy().astype(np.float32), alignment=al, iterations=it)

@@ -56,6 +56,8 @@ class ClusterConfig:
     tsne_max_points: int = 3000
     average_iterations: int = 3
     max_shift_px: int = 4
+    refine_iterations: int = 2
+    refine_box_px: int = 32
     mra: MRAConfig = field(default_factory=MRAConfig)
     seed: int = 0
 
@@ -151,6 +153,14 @@ def cluster_images(
         cl = cluster_features(feats, cfg.k, k_max=cfg.k_max, seed=cfg.seed)
         labels, k_auto, ks, inertia = cl.labels, cl.k_auto, cl.ks, cl.inertia
         extra["embeddings"] = z
+        k_used = cl.k
+        if cfg.refine_iterations > 0:  # MRA started from the embedding's clusters: a few cheap iterations
+            raw = prepare_images(p.images, p.pixel_size_A, p.box, p.pixel_size_A, ctf)
+            mcfg = MRAConfig(**{**asdict(cfg.mra), "iterations": cfg.refine_iterations,
+                                "work_box_px": cfg.refine_box_px, "seed": cfg.seed})  # fmt: skip
+            res = mra_classify(raw, k_used, mcfg, progress=progress, init_labels=labels)
+            labels = res.labels
+            extra["mra_averages"] = res.averages
     else:
         prepared = prepare_images(p.images, p.pixel_size_A, p.box, p.pixel_size_A, ctf)
         k_auto = ks = inertia = None
@@ -161,11 +171,11 @@ def cluster_images(
             k, k_auto, ks, inertia = cl.k, cl.k_auto, cl.ks, cl.inertia
         res = mra_classify(prepared, k, MRAConfig(**{**asdict(cfg.mra), "seed": cfg.seed}), progress=progress)
         labels = res.labels
+        k_used = k
         extra["mra_averages"] = res.averages
         z = rotational_invariants(prepared)
         extra["embeddings"] = z
     seconds_cluster = time.perf_counter() - t0
-    k_used = int(labels.max()) + 1 if cfg.method == "siamese" else (cfg.k or k)
     out = ClusterResult(k=int(k_used), k_auto=k_auto, method=cfg.method, labels=labels, seconds=0.0,
                         seconds_cluster=seconds_cluster)  # fmt: skip
     if p.labels is not None:
@@ -257,7 +267,7 @@ def cluster_particles(
         + ("; phase-flipping with the STAR file's CTF" if _ctf_params(p, cfg.ctf) is not None else ""))  # fmt: skip
     res, extra = cluster_images(p, cfg, model_path=model_path, progress=progress)
     k, labels, z = res.k, res.labels, extra["embeddings"]
-    if cfg.method == "mra":
+    if "mra_averages" in extra:  # aligned averages of the final classes, from MRA or its refinement
         averages = extra["mra_averages"]
     else:
         averages = _class_averages(p, labels, k, z, cfg, extra["prepared_ctf"], progress)
