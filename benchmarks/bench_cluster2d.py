@@ -16,7 +16,7 @@ clustering on this machine (images in memory; reading and plots not counted).
 
     .venv/bin/python benchmarks/bench_cluster2d.py [--model PATH] [--snrs 0.1,0.02] [--quick]
     .venv/bin/python benchmarks/bench_cluster2d.py --speed     # embedding images per second
-    .venv/bin/python benchmarks/bench_cluster2d.py --figures DIR  # the thesis's figures for one set
+    .venv/bin/python benchmarks/bench_cluster2d.py --fewshot   # 5-way 1/5-shot views (cryoshot classify's rule)
 """
 
 from __future__ import annotations
@@ -95,6 +95,40 @@ def run_set(star: Path, net, model_path: Path, quick: bool) -> list[dict]:
     return rows
 
 
+def fewshot(net, root: Path, snrs: list[float], episodes: int = 300) -> None:
+    """5-way K-shot episodes over the view classes of the 4 view sets (24 classes), as ``classify`` scores them."""
+    import torch
+
+    from cryoshot.fewshot.images2d import SiamesePrototypes
+
+    for snr in snrs:
+        zs, ys = [], []
+        for j, s in enumerate(VIEW_SETS):
+            p = load_particle_images(make_set(root, (s,), 6, 100, snr), label_column="rlnClassNumber", progress=False)
+            x = prepare_images(p.images, p.pixel_size_A, net.cfg.box_px, net.cfg.pixel_size_A, _ctf_params(p, "auto"))
+            zs.append(embed_images(net, x, progress=False))
+            ys.append(j * 100 + p.labels.astype(int))
+        z, y = torch.from_numpy(np.concatenate(zs)), np.concatenate(ys)
+        classes = np.unique(y)
+        for shot in (1, 5):
+            rng = np.random.default_rng([BENCH_SEED, shot])
+            accs = []
+            for _ in range(episodes):
+                way = rng.choice(classes, 5, replace=False)
+                sup, qry, tq = [], [], []
+                for c, cls in enumerate(way):
+                    idx = rng.permutation(np.nonzero(y == cls)[0])
+                    sup.append(idx[:shot])
+                    qry.append(idx[shot : shot + 15])
+                    tq += [c] * 15
+                ts = torch.repeat_interleave(torch.arange(5), shot)
+                d = SiamesePrototypes().distances(z[np.concatenate(sup)], ts, z[np.concatenate(qry)], 5)
+                accs.append(float((d.argmin(1).numpy() == np.array(tq)).mean()))
+            ci = 1.96 * np.std(accs) / np.sqrt(len(accs))
+            print(f"2D few-shot, views of novel structures, SNR {snr:g}: 5-way {shot}-shot accuracy "
+                  f"{np.mean(accs):.3f} ± {ci:.3f} ({episodes} episodes, 15 queries per class)")  # fmt: skip
+
+
 def speed(net, n: int = 8192) -> None:
     rng = np.random.default_rng(0)
     imgs = rng.normal(size=(n, 64, 64)).astype(np.float32)
@@ -115,6 +149,7 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=Path("runs/bench_cluster2d"))
     ap.add_argument("--quick", action="store_true", help="skip MRA")
     ap.add_argument("--speed", action="store_true")
+    ap.add_argument("--fewshot", action="store_true", help="5-way 1/5-shot classification of views instead")
     args = ap.parse_args()
     configure_threads()
     args.root.mkdir(parents=True, exist_ok=True)
@@ -123,6 +158,9 @@ def main() -> None:
     print(f"model {args.model}: step {ck.get('best_episode')}, backbone {net.cfg.backbone}")
     if args.speed:
         speed(net)
+        return
+    if args.fewshot:
+        fewshot(net, args.root, [float(v) for v in args.snrs.split(",")])
         return
     rows = []
     for snr in (float(s) for s in args.snrs.split(",")):

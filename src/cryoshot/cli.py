@@ -835,9 +835,10 @@ def cluster_cmd(
     res = cluster_particles(particles, outdir, cfg, model=model, label_column=label_column, force=force,
                             log=typer.echo)  # fmt: skip
     sizes = np.bincount(res.labels, minlength=res.k)
-    typer.echo(f"clustered {len(res.labels)} particles into k = {res.k} classes with {method}"
-               + (f" (automatic; elbow at {res.k_auto})" if k == "auto" else f" (given; elbow at {res.k_auto})")
-               + f" in {res.seconds:.1f} s -> {outdir}")  # fmt: skip
+    how = "automatic" if k == "auto" else "given"
+    elbow = f"; elbow at {res.k_auto}" if res.k_auto is not None else ""
+    typer.echo(f"clustered {len(res.labels)} particles into k = {res.k} classes with {method} ({how}{elbow}) "
+               f"in {res.seconds:.1f} s -> {outdir}")  # fmt: skip
     typer.echo("  class sizes: " + ", ".join(f"{i + 1}: {n}" for i, n in enumerate(sizes)))
     if res.ari is not None:
         typer.echo(f"  against {label_column}: ARI {res.ari:.3f}, NMI {res.nmi:.3f}")
