@@ -195,7 +195,7 @@ def elbow_plot(ks: np.ndarray, inertia: np.ndarray, k_auto: int, k_used: int, pa
     """k-means inertia against k (thesis Fig. 5) with the automatic and the used k marked."""
     fig, ax = plt.subplots(figsize=(4.6, 3.4))
     ax.plot(ks, inertia, "o-", color="0.2", ms=3)
-    ax.axvline(k_auto, color="tab:red", ls="--", lw=1, label=f"automatic k = {k_auto} (kneedle)")
+    ax.axvline(k_auto, color="tab:red", ls="--", lw=1, label=f"automatic k = {k_auto} (kneedle on log inertia)")
     if k_used != k_auto:
         ax.axvline(k_used, color="tab:blue", ls=":", lw=1, label=f"used k = {k_used}")
     ax.set_xlabel("k (clusters)")
