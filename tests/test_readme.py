@@ -28,8 +28,12 @@ def test_demo_transcript_in_the_readme_is_what_the_demo_prints(tmp_path, capsys)
 
     run_demo(tmp_path / "demo")
     out = capsys.readouterr().out
-    rows = [ln for ln in out.splitlines() if ln.startswith(("ProtoNet-CE", "ProtoNet3D", "fine-tune", "picking ", "2D classification"))]
+    rows = [
+        ln
+        for ln in out.splitlines()
+        if ln.startswith(("ProtoNet-CE", "ProtoNet3D", "fine-tune", "picking ", "2D classification"))
+    ]
     readme = (ROOT / "README.md").read_text()
-    assert len(rows) == 4
+    assert len(rows) == 5
     for row in rows:
         assert row in readme, f"README's demo transcript is out of date; the demo prints:\n{row}"
