@@ -47,6 +47,7 @@ def mra_classify(
     config: MRAConfig = MRAConfig(),
     progress: bool = True,
     init_labels: np.ndarray | None = None,
+    init_angles: int = 72,
 ) -> MRAResult:
     """Classify (N, D, D) standardised images into ``k`` classes by multi-reference alignment.
 
@@ -67,7 +68,7 @@ def mra_classify(
         refs = torch.stack([x[s].mean(0) for s in subsets])
     else:
         refs = torch.stack([
-            torch.from_numpy(aligned_average(x[np.nonzero(init_labels == c)[0]].numpy(), iterations=2)[0])
+            torch.from_numpy(aligned_average(x[np.nonzero(init_labels == c)[0]].numpy(), iterations=2, n_angles=init_angles)[0])
             if np.any(init_labels == c) else x[int(rng.integers(n))]
             for c in range(k)
         ])  # fmt: skip
