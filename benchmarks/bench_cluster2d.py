@@ -55,7 +55,7 @@ def make_set(root: Path, structures: tuple[str, ...], views: int, per_class: int
     return out / "particles.star"
 
 
-def run_set(star: Path, net, model_path: Path, quick: bool) -> list[dict]:
+def run_set(star: Path, net, quick: bool) -> list[dict]:
     p = load_particle_images(star, label_column="rlnClassNumber", progress=False)
     k_true = len(np.unique(p.labels))
     ctf = _ctf_params(p, "auto")
@@ -77,7 +77,7 @@ def run_set(star: Path, net, model_path: Path, quick: bool) -> list[dict]:
                  **agreement(p.labels, cl.labels)})  # fmt: skip
     for k, name in ((k_true, "siamese + refine, true k"), (None, "siamese + refine, auto k")):
         t1 = time.perf_counter()  # the whole library call of `cryoshot cluster` (images already in memory)
-        res, _ = cluster_images(p, ClusterConfig(k=k), model_path=model_path, progress=False)
+        res, _ = cluster_images(p, ClusterConfig(k=k), net=net, progress=False)
         rows.append({"method": name, "k": res.k, "seconds": time.perf_counter() - t1,
                      **agreement(p.labels, res.labels)})  # fmt: skip
     raw = prepare_images(p.images, p.pixel_size_A, p.box, p.pixel_size_A, ctf)
@@ -153,8 +153,7 @@ def main() -> None:
     args = ap.parse_args()
     configure_threads()
     args.root.mkdir(parents=True, exist_ok=True)
-    model_path = resolve_siamese_model(args.model)
-    net, ck = load_siamese(model_path)
+    net, ck = load_siamese(resolve_siamese_model(args.model))
     print(f"model {args.model}: step {ck.get('best_episode')}, backbone {net.cfg.backbone}")
     if args.speed:
         speed(net)
@@ -167,7 +166,7 @@ def main() -> None:
         stars = [make_set(args.root, (s,), 6, 100, snr) for s in VIEW_SETS]
         stars += [make_set(args.root, m, 3, 70, snr) for m in MIXTURES]
         for star in stars:
-            for r in run_set(star, net, model_path, args.quick):
+            for r in run_set(star, net, args.quick):
                 r["snr"] = snr
                 rows.append(r)
                 extra = f", plain kneedle k {r['k_plain_kneedle']}" if "k_plain_kneedle" in r else ""

@@ -13,13 +13,14 @@ from pathlib import Path
 
 from cryoshot.embedding.workflow import ClusterConfig, cluster_images
 from cryoshot.io.images2d import load_particle_images
+from cryoshot.models.siamese2d import load_siamese
 from cryoshot.pretrained import resolve_siamese_model
 from cryoshot.simulate.datasets import write_projections
 from cryoshot.simulate.optics import Microscope
 from cryoshot.simulate.projections import ProjectionConfig, ProjectionSimulator
 from cryoshot.simulate.structures import load_structures
 
-mp = resolve_siamese_model("default")
+net, _ = load_siamese(resolve_siamese_model("default"))
 root = Path("runs/bench_cluster2d/robust")
 root.mkdir(parents=True, exist_ok=True)
 for s in ("1bxn", "3cf3", "4v4r"):
@@ -44,9 +45,7 @@ for s in ("1bxn", "3cf3", "4v4r"):
     row = [s]
     for ctf in ("auto", "none"):
         for refine in (0, 2):
-            r, _ = cluster_images(
-                p, ClusterConfig(k=6, ctf=ctf, refine_iterations=refine), model_path=mp, progress=False
-            )
+            r, _ = cluster_images(p, ClusterConfig(k=6, ctf=ctf, refine_iterations=refine), net=net, progress=False)
             row.append(f"ctf {ctf} refine {refine}: {r.ari:.3f}")
     t = time.time()
     r, _ = cluster_images(p, ClusterConfig(k=6, method="mra"), progress=False)

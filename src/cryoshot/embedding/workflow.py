@@ -95,12 +95,8 @@ def embed_images(net, prepared: np.ndarray, *, chunk: int = 1024, progress: bool
     return np.concatenate(out).astype(np.float32)
 
 
-def embed_particle_images(p: ParticleImages, model_path: str | os.PathLike, ctf: str = "auto",
-                          progress: bool = True) -> np.ndarray:  # fmt: skip
-    """Embeddings (N, E) of loaded particles with a Siamese model file (images resampled to its grid)."""
-    from cryoshot.models.siamese2d import load_siamese
-
-    net, _ = load_siamese(model_path)
+def embed_particle_images(p: ParticleImages, net, ctf: str = "auto", progress: bool = True) -> np.ndarray:
+    """Embeddings (N, E) of loaded particles with a Siamese network (images resampled to its grid)."""
     prepared = prepare_images(p.images, p.pixel_size_A, net.cfg.box_px, net.cfg.pixel_size_A, _ctf_params(p, ctf))
     return embed_images(net, prepared, progress=progress)
 
@@ -134,21 +130,22 @@ def cluster_images(
     p: ParticleImages,
     cfg: ClusterConfig,
     *,
-    model_path: str | os.PathLike | None = None,
+    net=None,
     progress: bool = True,
 ) -> tuple[ClusterResult, dict]:
-    """Cluster loaded particle images; returns the result and the arrays the outputs are made of."""
+    """Cluster loaded particle images (``net``: the Siamese network, for ``method="siamese"``).
+
+    Returns the result and the arrays the outputs are made of.
+    """
     cfg.validate()
     check_k(cfg.k, len(p))
     t0 = time.perf_counter()
     ctf = _ctf_params(p, cfg.ctf)
     extra: dict = {}
     if cfg.method == "siamese":
-        from cryoshot.models.siamese2d import load_siamese
-
-        net, _ = load_siamese(model_path)
-        prepared = prepare_images(p.images, p.pixel_size_A, net.cfg.box_px, net.cfg.pixel_size_A, ctf)
-        z = embed_images(net, prepared, progress=progress)
+        if net is None:
+            raise CryoshotError("method siamese needs a Siamese network (net=load_siamese(path)[0])")
+        z = embed_particle_images(p, net, cfg.ctf, progress)
         feats = reduce_dimensions(z, cfg.pca_components, cfg.seed)
         cl = cluster_features(feats, cfg.k, k_max=cfg.k_max, seed=cfg.seed)
         labels, k_auto, ks, inertia = cl.labels, cl.k_auto, cl.ks, cl.inertia
@@ -256,16 +253,17 @@ def cluster_particles(
     outdir = Path(outdir)
     check_output_free(outdir, force, folder=True)
     model_path = resolve_siamese_model(None if model is None else str(model)) if cfg.method == "siamese" else None
+    net = None
     if model_path is not None:
         from cryoshot.models.siamese2d import load_siamese
 
-        load_siamese(model_path)  # a wrong model file fails before the images are read
+        net, _ = load_siamese(model_path)  # a wrong model file fails before the images are read
     t0 = time.perf_counter()
     p = load_particle_images(star, label_column=label_column, angpix=cfg.angpix, progress=progress)
     check_k(cfg.k, len(p))
     log(f"read {len(p)} particle images of {p.box} x {p.box} px at {p.pixel_size_A:.3g} Å/px"
         + ("; phase-flipping with the STAR file's CTF" if _ctf_params(p, cfg.ctf) is not None else ""))  # fmt: skip
-    res, extra = cluster_images(p, cfg, model_path=model_path, progress=progress)
+    res, extra = cluster_images(p, cfg, net=net, progress=progress)
     k, labels, z = res.k, res.labels, extra["embeddings"]
     if "mra_averages" in extra:  # aligned averages of the final classes, from MRA or its refinement
         averages = extra["mra_averages"]
@@ -341,9 +339,9 @@ def embed_particles(
     outdir = Path(outdir)
     check_output_free(outdir, force, folder=True)
     model_path = resolve_siamese_model(None if model is None else str(model))
-    load_siamese(model_path)
+    net, _ = load_siamese(model_path)
     p = load_particle_images(star, angpix=angpix, progress=progress)
-    z = embed_particle_images(p, model_path, ctf, progress)
+    z = embed_particle_images(p, net, ctf, progress)
     with atomic_dir(outdir, force=force) as tmp:
         np.save(tmp / "embeddings.npy", z)
         blocks = {"optics": p.optics, "particles": p.table} if p.optics is not None else p.table

@@ -23,6 +23,41 @@ from cryoshot.utils.hashing import file_sha256
 UNKNOWN = "unknown"
 
 
+def _support_classes(labels: np.ndarray, shot: int | None, unknown: bool) -> np.ndarray:
+    """The sorted support classes; errors for a class with fewer than ``shot`` examples or a lone class."""
+    classes, counts = np.unique(labels, return_counts=True)
+    if shot is not None:
+        low = [(c, n) for c, n in zip(classes, counts, strict=True) if n < shot]
+        if low:
+            raise CryoshotError(
+                f"support class {low[0][0]} has {low[0][1]} examples, fewer than --shot {shot}; label more"
+            )
+    if len(classes) < 2 and not unknown:
+        raise CryoshotError("the support set has a single class; add classes or keep unknown detection on")
+    return classes
+
+
+def _prediction_table(
+    table: pd.DataFrame, star_path: Path, output: str | os.PathLike, classes: np.ndarray, probs: np.ndarray,
+    dist: torch.Tensor, thr: float | None, model_tag: str,
+) -> pd.DataFrame:  # fmt: skip
+    """The query table plus the prediction columns (``probs``, ``dist``: (M, N); ``unknown`` beyond ``thr``)."""
+    min_d = dist.min(1).values.numpy()
+    pred = np.array([str(classes[b]) for b in probs.argmax(1)], dtype=object)
+    if thr is not None:
+        pred[min_d > thr] = UNKNOWN
+    out = table.copy()
+    # image paths relative to the output STAR's folder, so the output is the next verb's input
+    out["rlnImageName"] = rebase_image_names(out["rlnImageName"], star_path.parent, Path(output).parent)
+    out["cryoshotPredictedClass"] = pred
+    out["cryoshotProbability"] = probs.max(1)
+    for j, c in enumerate(classes):
+        out[f"cryoshotProb_{c}"] = probs[:, j]
+    out["cryoshotMinDistance"] = min_d
+    out["cryoshotModel"] = model_tag
+    return out
+
+
 def classify_sets(
     support_star: str | os.PathLike,
     query_star: str | os.PathLike,
@@ -75,15 +110,7 @@ def classify_sets(
         m.progress = progress
     sup = load_subtomogram_set(support_star, label_column=label_column, angpix=angpix, progress=progress)
     qry = load_subtomogram_set(query_star, label_column=None, angpix=angpix, progress=progress)
-    classes, counts = np.unique(sup.labels, return_counts=True)
-    if shot is not None:
-        low = [(c, n) for c, n in zip(classes, counts, strict=True) if n < shot]
-        if low:
-            raise CryoshotError(
-                f"support class {low[0][0]} has {low[0][1]} examples, fewer than --shot {shot}; label more"
-            )
-    if len(classes) < 2 and not unknown:
-        raise CryoshotError("the support set has a single class; add classes or keep unknown detection on")
+    classes = _support_classes(sup.labels, shot, unknown)
     t0 = time.perf_counter()
     if abs(sup.voxel_size_A - qry.voxel_size_A) > 1e-3 * sup.voxel_size_A:
         print(f"cryoshot: warning: the support ({sup.voxel_size_A:.3g} Å) and query ({qry.voxel_size_A:.3g} Å) voxel "
@@ -109,20 +136,8 @@ def classify_sets(
         dist = torch.cat([d for _, d in parts])
         thr = support_threshold(m, zs, ts, n, quantile, margin) if unknown else None
     seconds = time.perf_counter() - t0
-    best = probs.argmax(1)
-    min_d = dist.min(1).values.numpy()
-    pred = np.array([str(classes[b]) for b in best], dtype=object)
-    if thr is not None:
-        pred[min_d > thr] = UNKNOWN
-    out = qry.table.copy()
-    # image paths relative to the output STAR's folder, so the output is the next verb's input
-    out["rlnImageName"] = rebase_image_names(out["rlnImageName"], qry.star_path.parent, Path(output).parent)
-    out["cryoshotPredictedClass"] = pred
-    out["cryoshotProbability"] = probs.max(1)
-    for j, c in enumerate(classes):
-        out[f"cryoshotProb_{c}"] = probs[:, j]
-    out["cryoshotMinDistance"] = min_d
-    out["cryoshotModel"] = f"{Path(model_path).name}:{file_sha256(model_path)[:12]}" if model is not None else method
+    model_tag = f"{Path(model_path).name}:{file_sha256(model_path)[:12]}" if model is not None else method
+    out = _prediction_table(qry.table, qry.star_path, output, classes, probs, dist, thr, model_tag)
     write_star(output, out, force=force)
     out.attrs.update({"threshold": thr, "seconds_compute": seconds, "classes": list(map(str, classes)),
                       "voxel_size_support_A": sup.voxel_size_A, "voxel_size_query_A": qry.voxel_size_A})  # fmt: skip
@@ -149,43 +164,29 @@ def classify_images(
     from cryoshot.fewshot.images2d import SiamesePrototypes
     from cryoshot.io.images2d import load_particle_images
     from cryoshot.models.checkpoint import load_checkpoint
+    from cryoshot.models.siamese2d import build_siamese
 
     check_output_free(output, force)
-    if load_checkpoint(model_path)["method"] != "siamese":
+    ck = load_checkpoint(model_path)
+    if ck["method"] != "siamese":
         raise CryoshotError(f"{model_path} is not a Siamese 2D model, but the support set holds 2D particle images; "
                             "use --model default (the shipped Siamese model) or a model from 'cryoshot train siamese'")  # fmt: skip
     if not 0.0 < quantile <= 1.0 or margin <= 0:
         raise CryoshotError(f"the unknown quantile must be in (0, 1] and the margin > 0, got {quantile}, {margin}")
     sup = load_particle_images(support_star, label_column=label_column, angpix=angpix, progress=progress)
     qry = load_particle_images(query_star, angpix=angpix, progress=progress)
-    classes, counts = np.unique(sup.labels, return_counts=True)
-    if shot is not None and (counts < shot).any():
-        c = classes[int(np.argmax(counts < shot))]
-        raise CryoshotError(f"support class {c} has {int(counts[classes == c][0])} examples, fewer than --shot {shot}; "
-                            "label more")  # fmt: skip
-    if len(classes) < 2 and not unknown:
-        raise CryoshotError("the support set has a single class; add classes or keep unknown detection on")
+    classes = _support_classes(sup.labels, shot, unknown)
     t0 = time.perf_counter()
-    zs = torch.from_numpy(embed_particle_images(sup, model_path, progress=progress))
-    zq = torch.from_numpy(embed_particle_images(qry, model_path, progress=progress))
+    net = build_siamese(ck)
+    zs = torch.from_numpy(embed_particle_images(sup, net, progress=progress))
+    zq = torch.from_numpy(embed_particle_images(qry, net, progress=progress))
     ts = torch.as_tensor(np.searchsorted(classes, sup.labels))
     m, n = SiamesePrototypes(), len(classes)
     with torch.no_grad():
         logp, dist = m.scores_and_distances(zs, ts, zq, n)
         thr = support_threshold(m, zs, ts, n, quantile, margin) if unknown else None
-    probs = logp.exp().numpy()
-    min_d = dist.min(1).values.numpy()
-    pred = np.array([str(classes[b]) for b in probs.argmax(1)], dtype=object)
-    if thr is not None:
-        pred[min_d > thr] = UNKNOWN
-    out = qry.table.copy()
-    out["rlnImageName"] = rebase_image_names(out["rlnImageName"], qry.star_path.parent, Path(output).parent)
-    out["cryoshotPredictedClass"] = pred
-    out["cryoshotProbability"] = probs.max(1)
-    for j, c in enumerate(classes):
-        out[f"cryoshotProb_{c}"] = probs[:, j]
-    out["cryoshotMinDistance"] = min_d
-    out["cryoshotModel"] = f"{Path(model_path).name}:{file_sha256(model_path)[:12]}"
+    model_tag = f"{Path(model_path).name}:{file_sha256(model_path)[:12]}"
+    out = _prediction_table(qry.table, qry.star_path, output, classes, logp.exp().numpy(), dist, thr, model_tag)
     write_star(output, {"optics": qry.optics, "particles": out} if qry.optics is not None else out, force=force)
     out.attrs.update({"threshold": thr, "seconds_compute": time.perf_counter() - t0,
                       "classes": list(map(str, classes)), "voxel_size_support_A": sup.pixel_size_A,
