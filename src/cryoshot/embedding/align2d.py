@@ -170,13 +170,10 @@ def rotational_invariants(images: np.ndarray, rings: int = 16, angles: int = 64,
     A rotation is a cyclic shift along angle, which changes only the phases of the angular
     harmonics, so their magnitudes (rings x harmonics values) do not change. Returns (N, rings * harmonics).
     """
+    from cryoshot.models.siamese2d import polar_grid
+
     x = torch.as_tensor(np.asarray(images, dtype=np.float32))[:, None]
-    d = x.shape[-1]
-    r = (torch.arange(rings, dtype=torch.float32) + 0.5) / rings * 0.95 * (d / 2)
-    t = torch.arange(angles, dtype=torch.float32) * (2 * math.pi / angles)
-    gx = (r[:, None] * torch.cos(t)[None] + d // 2) / (d - 1) * 2 - 1
-    gy = (r[:, None] * torch.sin(t)[None] + d // 2) / (d - 1) * 2 - 1
-    grid = torch.stack([gx, gy], -1)[None].expand(len(x), -1, -1, -1)
+    grid = polar_grid(x.shape[-1], rings, angles, 0.95).expand(len(x), -1, -1, -1)
     polar = F.grid_sample(x, grid, mode="bilinear", align_corners=True)[:, 0]  # (N, rings, angles)
     mag = torch.fft.rfft(polar, dim=-1).abs()[..., :harmonics]
     return mag.flatten(1).numpy()

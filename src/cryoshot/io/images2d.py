@@ -19,7 +19,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from cryoshot.errors import CryoshotError
-from cryoshot.io.mrc import _open, require_input_file
+from cryoshot.io.mrc import _open, _voxel_size, require_input_file
 from cryoshot.io.particles import labels_from_table, resolve_image_path
 from cryoshot.io.star import read_star_blocks, require_columns
 
@@ -119,10 +119,18 @@ def star_ctf(df: pd.DataFrame, optics: pd.DataFrame | None, path: Path) -> dict[
     return out
 
 
-def _stack_reader(path: Path, star_path: Path):
-    """Open an MRC once; return (data array, voxel size, is_stack)."""
-    from cryoshot.io.mrc import _voxel_size
+def _particle_table(blocks: dict[str, pd.DataFrame], star_path: Path) -> pd.DataFrame:
+    """Block ``particles``, else the first non-optics block with ``rlnImageName``."""
+    if "particles" in blocks:
+        return blocks["particles"]
+    rest = [v for k, v in blocks.items() if k != "optics" and "rlnImageName" in v.columns]
+    if not rest:
+        raise CryoshotError(f"STAR file {star_path} has no particle table with rlnImageName")
+    return rest[0]
 
+
+def _stack_reader(path: Path):
+    """Open an MRC memory-mapped; return (open file, data, voxel size or None, whether it is a 3D volume)."""
     path = require_input_file(path, "MRC")
     mrc = _open(path, mmap=True)
     data = mrc.data
@@ -161,13 +169,7 @@ def load_particle_images(
     star_path = Path(star_path)
     blocks = read_star_blocks(star_path)
     optics = blocks.get("optics")
-    if "particles" in blocks:
-        df = blocks["particles"]
-    else:
-        rest = [k for k, v in blocks.items() if k != "optics" and "rlnImageName" in v.columns]
-        if not rest:
-            raise CryoshotError(f"STAR file {star_path} has no particle table with rlnImageName")
-        df = blocks[rest[0]]
+    df = _particle_table(blocks, star_path)
     require_columns(df, ["rlnImageName"], star_path)
     if len(df) == 0:
         raise CryoshotError(f"{star_path} lists no particles")
@@ -182,7 +184,7 @@ def load_particle_images(
     sizes: set[float] = set()
     with tqdm(total=len(df), desc="reading particles", unit="img", disable=not progress, leave=False) as bar:
         for p, rows in by_file.items():
-            mrc, data, vs, volume = _stack_reader(p, star_path)
+            mrc, data, vs, volume = _stack_reader(p)
             try:
                 stack = data[None] if data.ndim == 2 else data
                 if vs is not None:
@@ -238,21 +240,15 @@ def is_2d_particle_set(star_path: str | os.PathLike) -> bool:
 
     Unreadable files give False, so that the subtomogram reader reports the problem.
     """
-    from cryoshot.errors import CryoshotError as _E
-
     try:
-        blocks = read_star_blocks(star_path)
-        df = blocks.get("particles")
-        if df is None:
-            df = next((v for k, v in blocks.items() if k != "optics" and "rlnImageName" in v.columns), None)
-        if df is None or "rlnImageName" not in df.columns or len(df) == 0:
+        df = _particle_table(read_star_blocks(star_path), Path(star_path))
+        if "rlnImageName" not in df.columns or len(df) == 0:
             return False
         idx, p = resolve_image_path(df["rlnImageName"].iloc[0], Path(star_path).parent)
-        p = require_input_file(p, "MRC")
-        mrc, data, _, volume = _stack_reader(p, Path(star_path))
+        mrc, data, _, volume = _stack_reader(p)
         try:
             return (idx is not None and not volume) or data.ndim == 2
         finally:
             mrc.close()
-    except (_E, OSError, ValueError):
+    except (CryoshotError, OSError, ValueError):
         return False
