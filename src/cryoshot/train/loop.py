@@ -313,6 +313,16 @@ def make_step(family: str, model, pool: VolumePool, cfg: TrainConfig, device, au
     raise ValueError(f"unknown training family '{family}'")
 
 
+def check_model_output(out_path: str | os.PathLike, resume: bool, force: bool) -> Path:
+    """Refuse an existing model file without ``resume`` or ``force``, a folder or a missing parent; return the Path."""
+    out_path = Path(out_path)
+    if out_path.exists() and not out_path.is_dir() and not resume and not force:
+        # with force, replaced at the first save, not before
+        raise CryoshotError(f"{out_path} exists; pass --resume to continue it or --force to start over")
+    check_output_free(out_path, force=True)  # a folder given as the model file, a missing parent folder
+    return out_path
+
+
 def train(
     cfg: TrainConfig, out_path: str | os.PathLike, *, resume: bool = False, force: bool = False, progress: bool = True
 ) -> dict:
@@ -323,11 +333,7 @@ def train(
     dict with ``best_val_accuracy``, ``episodes``, ``seconds``, ``history``.
     """
     cfg.validate()
-    out_path = Path(out_path)
-    if out_path.exists() and not out_path.is_dir() and not resume and not force:
-        # with force, replaced at the first save, not before
-        raise CryoshotError(f"{out_path} exists; pass --resume to continue it or --force to start over")
-    check_output_free(out_path, force=True)  # a folder given as the model file, a missing parent folder
+    out_path = check_model_output(out_path, resume, force)
     with output_lock(out_path):  # one run per model file
         return _train(cfg, out_path, resume=resume, progress=progress)
 

@@ -29,8 +29,8 @@ from cryoshot.models.mae2d import MAEConfig, PickerMAE
 from cryoshot.picking.matching import average_precision
 from cryoshot.picking.scan import candidate_picks, exemplar_features, windows_at
 from cryoshot.picking.stage1 import LossConfig, dihedral_np, picker_loss, random_windows, shifted_windows
-from cryoshot.train.loop import pick_device, refuse_changed_settings, stage_record
-from cryoshot.utils.files import check_output_free, output_lock
+from cryoshot.train.loop import check_model_output, pick_device, refuse_changed_settings, stage_record
+from cryoshot.utils.files import output_lock
 from cryoshot.utils.threads import configure_threads
 
 VAL_OFFSET = 900_000  # procedural indices of the validation structures (never trained on)
@@ -89,10 +89,7 @@ def train_mae(
 ) -> dict:  # fmt: skip
     """Pre-train and write the best MAE (by validation AP) to ``out_path``; ``out_path``.last resumes."""
     cfg.validate()
-    out_path = Path(out_path)
-    if out_path.exists() and not out_path.is_dir() and not resume and not force:
-        raise CryoshotError(f"{out_path} exists; pass --resume to continue it or --force to start over")
-    check_output_free(out_path, force=True)
+    out_path = check_model_output(out_path, resume, force)
     device = pick_device(cfg.device)
     with output_lock(out_path):
         return _train(cfg, out_path, device, resume, progress)

@@ -32,8 +32,8 @@ from cryoshot.models.siamese2d import (
     batch_triplet_loss,
     load_backbone_weights,
 )
-from cryoshot.train.loop import pick_device, refuse_changed_settings, stage_record
-from cryoshot.utils.files import check_output_free, output_lock
+from cryoshot.train.loop import check_model_output, pick_device, refuse_changed_settings, stage_record
+from cryoshot.utils.files import output_lock
 from cryoshot.utils.threads import configure_threads
 
 VAL_OFFSET = 950_000  # procedural indices of the validation structures (never trained on)
@@ -121,10 +121,7 @@ def train_siamese(
 ) -> dict:  # fmt: skip
     """Train and write the best network (lowest validation loss) to ``out_path``; ``out_path``.last resumes."""
     cfg.validate()
-    out_path = Path(out_path)
-    if out_path.exists() and not out_path.is_dir() and not resume and not force:
-        raise CryoshotError(f"{out_path} exists; pass --resume to continue it or --force to start over")
-    check_output_free(out_path, force=True)
+    out_path = check_model_output(out_path, resume, force)
     device = pick_device(cfg.device)
     with output_lock(out_path):
         return _train(cfg, out_path, device, resume, progress)
