@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from cryoshot import __version__
 from cryoshot.errors import CryoshotError
@@ -44,6 +43,7 @@ from cryoshot.pretrained import resolve_picker_model
 from cryoshot.utils.files import atomic_dir, check_output_free, output_lock
 from cryoshot.utils.hashing import file_sha256
 from cryoshot.utils.threads import configure_threads
+from cryoshot.utils.workunits import Runner, UnitsFailed, WorkUnit, cached, file_key, runner_or_serial
 
 DEFAULT_RULE = "gmm"  # chosen on the picking benchmark (docs/benchmarks.md): best mean F1 of the three rules
 PARTIAL_MARK = "cryoshot-pick-partial.json"
@@ -213,6 +213,7 @@ def pick(
     truth: str | os.PathLike | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    runner: Runner | None = None,
 ) -> PickSummary:
     """Pick particles like the exemplars in every micrograph; write RELION STAR files to ``outdir``.
 
@@ -226,6 +227,8 @@ def pick(
     continue_ : resume a killed run (or extend a finished one), skipping finished micrographs
     preview : folder for PNGs of the first ``n_preview`` micrographs (picks and similarity map)
     truth : ground-truth coordinates, to colour previews (true / false positives)
+    runner : where the micrographs are picked (one work unit each): None for this process, or a
+        ``cryoshot.distributed`` runner; the output does not depend on it
     """
     config.validate()
     configure_threads()
@@ -287,16 +290,17 @@ def pick(
                     "exemplars": file_sha256(exemplars) if exemplars is not None else None}  # fmt: skip
         fresh = _prepare_partial(partial, outdir, settings, continue_, log)
         try:
-            return _run(net, ck, mics, micrographs, stems, ex_df, exemplars, model_path, outdir, partial, config,
-                        continue_, is_picker, preview, n_preview, truth_df, force, progress, log, w, d_px)  # fmt: skip
-        except Exception:
-            if fresh:  # an input error found mid-run: leave nothing behind (a kill or Ctrl-C keeps the progress)
+            return _run(net, ck, mics, micrographs, stems, headers, ex_df, exemplars, model_path, outdir, partial,
+                        config, continue_, is_picker, preview, n_preview, truth_df, force, progress, log, w, d_px,
+                        runner)  # fmt: skip
+        except Exception as exc:
+            if fresh and not isinstance(exc, UnitsFailed):  # the finished units are kept for --continue  # an input error found mid-run: leave nothing behind (a kill or Ctrl-C keeps the progress)
                 shutil.rmtree(partial, ignore_errors=True)
             raise
 
 
-def _run(net, ck, mics, micrographs, stems, ex_df, exemplars, model_path, outdir, partial, config, continue_,
-         is_picker, preview, n_preview, truth_df, force, progress, log, w, d_px) -> PickSummary:  # fmt: skip
+def _run(net, ck, mics, micrographs, stems, headers, ex_df, exemplars, model_path, outdir, partial, config,
+         continue_, is_picker, preview, n_preview, truth_df, force, progress, log, w, d_px, runner) -> PickSummary:  # fmt: skip
     """The work of :func:`pick` once every input has been checked."""
     stage1_info, pi = None, None
     picker_path = partial / "picker.pt"
@@ -327,26 +331,22 @@ def _run(net, ck, mics, micrographs, stems, ex_df, exemplars, model_path, outdir
             ex_feats = _features(net, ref_list, ex_xy, w)
             save_checkpoint(picker_path, _picker_payload(net, config, ck, model_path, ex_feats, Path(exemplars),
                                                          stage1_info, pi))  # fmt: skip
+    if not picker_path.exists():  # an earlier picker.pt as the model: its weights with these exemplar features
+        save_checkpoint(picker_path, {**ck, "exemplar_features": ex_feats.clone()})
     coord_dir = partial / "coordinates"
     coord_dir.mkdir(exist_ok=True)
-    results, skipped, previews = [], 0, []
-    for k, (mic, stem) in enumerate(
-        tqdm(list(zip(mics, stems, strict=True)), desc="picking", unit="mic", disable=not progress)
-    ):
-        out = coord_dir / stem
-        if continue_ and out.exists():
-            skipped += 1
-            results.append((str(micrographs[k]), read_star_table(out), micrograph_header(mic, config.angpix)[1]))
-            continue
-        img, ps = read_micrograph(mic, config.angpix)
+    units = [WorkUnit(stem.removesuffix(".star"), f"micrograph {micrographs[k]}", pick_micrograph_unit,
+                      (str(picker_path.resolve()), str(mic.resolve()), str(micrographs[k]), config), coord_dir / stem)
+             for k, (mic, stem) in enumerate(zip(mics, stems, strict=True))]  # fmt: skip
+    skipped = sum(u.done() for u in units)  # only a continued run has any
+    runner_or_serial(runner).run(units, desc="picking", progress=progress)
+    results = [(str(micrographs[k]), read_star_table(u.out), headers[k][1]) for k, u in enumerate(units)]
+    previews = []
+    for k in range(min(n_preview, len(mics)) if preview is not None else 0):  # the maps, computed again here
+        img, ps = read_micrograph(mics[k], config.angpix)
         b = bin_micrograph(img, ps, config.diameter_A, d_px)
-        del img
         r, maps = pick_one(net, b, ex_feats, config, str(micrographs[k]))
-        table = _autopick_table(r)
-        write_star(out, {"": table}, force=True)
-        results.append((str(micrographs[k]), table, ps))
-        if preview is not None and k < n_preview:
-            previews.append((mic, b, r, maps))
+        previews.append((mics[k], b, r, maps))
     cols = ["rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit",
             "rlnMicrographPixelSize"]  # fmt: skip
     frames = [pd.DataFrame({
@@ -360,6 +360,21 @@ def _run(net, ck, mics, micrographs, stems, ex_df, exemplars, model_path, outdir
     _finish(partial, outdir)
     return PickSummary(len(mics), len(allp), outdir, outdir / "picks.star", outdir / "picker.pt", stage1_info, pi,
                        skipped, written)  # fmt: skip
+
+
+def _load_picker(path: str, *_key) -> tuple[PickerMAE, torch.Tensor]:
+    net, ck = load_mae(Path(path))
+    return net, ck["exemplar_features"]
+
+
+def pick_micrograph_unit(picker_path: str, mic: str, name: str, config: PickConfig, *, out: Path) -> None:
+    """Work unit: stage 2 on one micrograph with a ``picker.pt``; writes its autopick STAR to ``out``."""
+    net, ex_feats = cached(_load_picker, *file_key(picker_path))  # once per process
+    img, ps = read_micrograph(Path(mic), config.angpix)
+    b = bin_micrograph(img, ps, config.diameter_A, net.config.particle_px)
+    del img
+    r, _ = pick_one(net, b, ex_feats, config, name)
+    write_star(out, {"": _autopick_table(r)}, force=True)
 
 
 def _features(net: PickerMAE, refs: list[BinnedMicrograph], ex_xy: list, w: int) -> torch.Tensor:

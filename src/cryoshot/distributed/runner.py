@@ -1,0 +1,85 @@
+"""Run work units on Dask workers, with the same contract as the in-process runner.
+
+Each pending unit becomes one task; only the unit's small arguments travel, and the worker
+reads its inputs by path and writes its result file itself. A task whose worker dies is
+rescheduled by Dask (units are pure, so a rerun gives the same file); a unit that raises is
+reported with its item after every other unit has finished.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from cryoshot.utils.workunits import UnitFailure, UnitsFailed, WorkUnit, error_text
+
+_THREADS_SET: list[int] = []  # per worker process: torch threads already set
+
+
+def _execute(fn: Callable[..., None], args: tuple, out: str, threads: int | None, device: str) -> str:
+    """Run one unit on a worker (torch threads set once per process); returns the result path."""
+    import torch
+
+    from cryoshot.utils import workunits
+
+    if threads is None:
+        from distributed import get_worker
+
+        from cryoshot.utils.threads import available_cpus
+
+        threads = max(1, available_cpus() // max(1, get_worker().state.nthreads))
+    if _THREADS_SET != [threads]:
+        torch.set_num_threads(threads)
+        _THREADS_SET[:] = [threads]
+    workunits.DEVICE = device
+    fn(*args, out=Path(out))
+    return out
+
+
+class DaskRunner:
+    """Executes units on the workers of a connected ``distributed.Client``.
+
+    Parameters
+    ----------
+    client : a connected ``distributed.Client``
+    threads : torch threads per unit (None: the worker's CPUs over its Dask threads)
+    device : ``cpu`` or ``cuda``: where units put their models (``cryoshot.utils.workunits.DEVICE``)
+    """
+
+    def __init__(self, client, threads: int | None = None, device: str = "cpu") -> None:
+        self.client = client
+        self.threads = threads
+        self.device = device
+        self.on_unit_done: Callable[[WorkUnit], None] | None = None  # a hook (used by the tests)
+
+    def run(self, units: Sequence[WorkUnit], *, desc: str = "units", progress: bool = True) -> None:
+        from distributed import as_completed
+
+        pending = [u for u in units if not u.done()]
+        if not pending:
+            return
+        tag = uuid.uuid4().hex[:8]
+        futures = {
+            self.client.submit(_execute, u.fn, u.args, str(u.out), self.threads, self.device,
+                               key=f"cryoshot-{u.key}-{tag}", pure=False): u  # fmt: skip
+            for u in pending
+        }
+        failures = []
+        with tqdm(total=len(pending), desc=desc, unit="unit", disable=not progress, leave=False) as bar:
+            for fut in as_completed(list(futures)):
+                u = futures[fut]
+                if fut.status == "error":
+                    failures.append(UnitFailure(u.key, u.item, error_text(fut.exception())))
+                elif fut.status == "cancelled":
+                    failures.append(UnitFailure(u.key, u.item, "cancelled (the scheduler or its workers went away)"))
+                elif self.on_unit_done is not None:
+                    self.on_unit_done(u)
+                bar.update(1)
+                fut.release()
+        missing = [u for u in pending if not u.done() and u.key not in {f.key for f in failures}]
+        failures += [UnitFailure(u.key, u.item, "finished without writing its result") for u in missing]
+        if failures:
+            raise UnitsFailed(failures, len(units))
