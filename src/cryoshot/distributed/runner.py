@@ -63,8 +63,9 @@ class DaskRunner:
             return
         tag = uuid.uuid4().hex[:8]
         futures = {
-            self.client.submit(_execute, u.fn, u.args, str(u.out), self.threads, self.device,
-                               key=f"cryoshot-{u.key}-{tag}", pure=False): u  # fmt: skip
+            self.client.submit(
+                _execute, u.fn, u.args, str(u.out), self.threads, self.device, key=f"cryoshot-{u.key}-{tag}", pure=False
+            ): u  # fmt: skip
             for u in pending
         }
         failures = []

@@ -150,8 +150,13 @@ def open_runner(
         if spec.kind == "local":
             threads = max(1, available_cpus() // spec.workers)
             cluster = stack.enter_context(
-                LocalCluster(n_workers=spec.workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                             silence_logs="error")  # fmt: skip
+                LocalCluster(
+                    n_workers=spec.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=":0",
+                    silence_logs="error",
+                )  # fmt: skip
             )
             client = stack.enter_context(Client(cluster))
         elif spec.kind == "slurm":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -32,11 +33,23 @@ from cryoshot.embedding.cluster import (
 )
 from cryoshot.embedding.mra import MRAConfig, mra_classify
 from cryoshot.errors import CryoshotError
-from cryoshot.io.images2d import ParticleImages, load_particle_images
+from cryoshot.io.images2d import ParticleImages, load_particle_images, read_particle_table
 from cryoshot.io.mrc import write_mrc
 from cryoshot.io.star import write_star
-from cryoshot.utils.files import atomic_dir, check_output_free
+from cryoshot.utils.files import atomic_dir, check_output_free, output_lock
 from cryoshot.utils.hashing import file_sha256
+from cryoshot.utils.workunits import (
+    Runner,
+    UnitsFailed,
+    WorkUnit,
+    cached,
+    chunks,
+    file_key,
+    partial_folder,
+    prepare_partial,
+    runner_or_serial,
+    save_array,
+)
 
 CLUSTER_METHODS = ("siamese", "mra")
 CTF_MODES = ("auto", "flip", "none")
@@ -82,16 +95,20 @@ def _ctf_params(p: ParticleImages, mode: str) -> CTFParams | None:
                      c["amplitude_contrast"])  # fmt: skip
 
 
-def embed_images(net, prepared: np.ndarray, *, chunk: int = 1024, progress: bool = True) -> np.ndarray:
-    """Embeddings (N, E) float32 of (N, D, D) prepared images (eval mode, no gradients)."""
+EMBED_BATCH = 1024  # images per forward pass; work units are multiples of it, so results do not depend on them
+
+
+def embed_images(net, prepared: np.ndarray, *, chunk: int = EMBED_BATCH, progress: bool = True) -> np.ndarray:
+    """Embeddings (N, E) float32 of (N, D, D) prepared images (eval mode, no gradients; on the net's device)."""
     from tqdm.auto import tqdm
 
     net.eval()
+    dev = next(net.parameters()).device
     out = []
     with torch.inference_mode():
         for s in tqdm(range(0, len(prepared), chunk), desc="embedding", unit="batch", disable=not progress,
                       leave=False):  # fmt: skip
-            out.append(net(torch.from_numpy(prepared[s : s + chunk])[:, None]).numpy())
+            out.append(net(torch.from_numpy(prepared[s : s + chunk])[:, None].to(dev)).float().cpu().numpy())
     return np.concatenate(out).astype(np.float32)
 
 
@@ -99,6 +116,39 @@ def embed_particle_images(p: ParticleImages, net, ctf: str = "auto", progress: b
     """Embeddings (N, E) of loaded particles with a Siamese network (images resampled to its grid)."""
     prepared = prepare_images(p.images, p.pixel_size_A, net.cfg.box_px, net.cfg.pixel_size_A, _ctf_params(p, ctf))
     return embed_images(net, prepared, progress=progress)
+
+
+def _siamese_for(path: str, *_key):
+    from cryoshot.models.siamese2d import load_siamese
+    from cryoshot.utils import workunits
+
+    net, _ = load_siamese(path)
+    return net.to(workunits.DEVICE) if workunits.DEVICE != "cpu" else net
+
+
+def embed_rows_unit(model_path: str, star: str, angpix: float | None, ctf: str, rows: tuple[int, int], *,
+                    out: Path) -> None:  # fmt: skip
+    """Work unit: embeddings (``.npy``, (rows, E)) of particle rows ``[start, stop)`` of ``star``."""
+    net = cached(_siamese_for, model_path, *file_key(model_path))  # once per process
+    p = load_particle_images(star, angpix=angpix, progress=False, rows=rows)
+    save_array(out, embed_particle_images(p, net, ctf, progress=False))
+
+
+def embed_star_rows(
+    star: str | os.PathLike, model_path: str | os.PathLike, n_rows: int, folder: Path, *, ctf: str = "auto",
+    angpix: float | None = None, runner: Runner | None = None, unit_rows: int = 4 * EMBED_BATCH,
+    progress: bool = True,
+) -> np.ndarray:  # fmt: skip
+    """Embeddings (N, E) of the ``n_rows`` particles of ``star``, computed in work units with results in ``folder``.
+
+    Units already in ``folder`` (a continued run) are not computed again.
+    """
+    size = EMBED_BATCH * max(1, -(-unit_rows // EMBED_BATCH))
+    args = (str(Path(model_path).resolve()), str(Path(star).resolve()), angpix, ctf)
+    units = [WorkUnit(f"embed_{a:09d}", f"particles {a + 1}..{b} of {star}", embed_rows_unit, (*args, (a, b)),
+                      folder / f"embed_{a:09d}.npy") for a, b in chunks(n_rows, size)]  # fmt: skip
+    runner_or_serial(runner).run(units, desc="embedding", progress=progress)
+    return np.concatenate([np.load(u.out) for u in units])
 
 
 @dataclass
@@ -131,9 +181,13 @@ def cluster_images(
     cfg: ClusterConfig,
     *,
     net=None,
+    embeddings: np.ndarray | None = None,
     progress: bool = True,
 ) -> tuple[ClusterResult, dict]:
     """Cluster loaded particle images (``net``: the Siamese network, for ``method="siamese"``).
+
+    ``embeddings`` (N, E): the network's embeddings of these images, computed elsewhere
+    (work units); else they are computed here with ``net``.
 
     Returns the result and the arrays the outputs are made of.
     """
@@ -143,9 +197,9 @@ def cluster_images(
     ctf = _ctf_params(p, cfg.ctf)
     extra: dict = {}
     if cfg.method == "siamese":
-        if net is None:
+        if net is None and embeddings is None:
             raise CryoshotError("method siamese needs a Siamese network (net=load_siamese(path)[0])")
-        z = embed_particle_images(p, net, cfg.ctf, progress)
+        z = embed_particle_images(p, net, cfg.ctf, progress) if embeddings is None else embeddings
         feats = reduce_dimensions(z, cfg.pca_components, cfg.seed)
         cl = cluster_features(feats, cfg.k, k_max=cfg.k_max, seed=cfg.seed)
         labels, k_auto, ks, inertia = cl.labels, cl.k_auto, cl.ks, cl.inertia
@@ -236,8 +290,13 @@ def cluster_particles(
     force: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = lambda s: None,
+    runner: Runner | None = None,
+    continue_: bool = False,
 ) -> ClusterResult:
     """Cluster the particles of ``star`` into ``outdir`` (see the module docstring for the files).
+
+    With a ``runner`` (``cryoshot.distributed``) the embedding step runs in work units on it
+    (``continue_`` reuses finished units); clustering and averaging stay in this process.
 
     Raises
     ------
@@ -263,7 +322,15 @@ def cluster_particles(
     check_k(cfg.k, len(p))
     log(f"read {len(p)} particle images of {p.box} x {p.box} px at {p.pixel_size_A:.3g} Å/px"
         + ("; phase-flipping with the STAR file's CTF" if _ctf_params(p, cfg.ctf) is not None else ""))  # fmt: skip
-    res, extra = cluster_images(p, cfg, net=net, progress=progress)
+    z = None
+    if runner is not None and net is not None:
+        partial = partial_folder(outdir)
+        settings = {"model": file_sha256(model_path), "star": file_sha256(star), "ctf": cfg.ctf, "angpix": cfg.angpix}
+        with output_lock(partial):
+            prepare_partial(partial, settings, continue_)
+            z = embed_star_rows(star, model_path, len(p), partial, ctf=cfg.ctf, angpix=cfg.angpix, runner=runner,
+                                progress=progress)  # fmt: skip
+    res, extra = cluster_images(p, cfg, net=net, embeddings=z, progress=progress)
     k, labels, z = res.k, res.labels, extra["embeddings"]
     if "mra_averages" in extra:  # aligned averages of the final classes, from MRA or its refinement
         averages = extra["mra_averages"]
@@ -298,6 +365,8 @@ def cluster_particles(
         summary["model"] = None if model_path is None else f"{Path(model_path).name}:{file_sha256(model_path)[:12]}"
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1))
         res.files = sorted(f.name for f in tmp.iterdir())
+    if z is not None:
+        shutil.rmtree(partial_folder(outdir), ignore_errors=True)
     return res
 
 
@@ -329,8 +398,15 @@ def embed_particles(
     angpix: float | None = None,
     force: bool = False,
     progress: bool = True,
+    runner: Runner | None = None,
+    continue_: bool = False,
 ) -> tuple[Path, np.ndarray]:
-    """Write ``embeddings.npy`` (row i = particle i of the STAR) and ``particles.star`` into ``outdir``."""
+    """Write ``embeddings.npy`` (row i = particle i of the STAR) and ``particles.star`` into ``outdir``.
+
+    The particles are embedded in work units (``runner``: None for this process, or a
+    ``cryoshot.distributed`` runner), whose results wait beside ``outdir`` until all are done;
+    ``continue_`` reuses them after a failure or a kill.
+    """
     from cryoshot.models.siamese2d import load_siamese
     from cryoshot.pretrained import resolve_siamese_model
 
@@ -339,13 +415,27 @@ def embed_particles(
     outdir = Path(outdir)
     check_output_free(outdir, force, folder=True)
     model_path = resolve_siamese_model(None if model is None else str(model))
-    net, _ = load_siamese(model_path)
-    p = load_particle_images(star, angpix=angpix, progress=progress)
-    z = embed_particle_images(p, net, ctf, progress)
-    with atomic_dir(outdir, force=force) as tmp:
-        np.save(tmp / "embeddings.npy", z)
-        blocks = {"optics": p.optics, "particles": p.table} if p.optics is not None else p.table
-        write_star(tmp / "particles.star", blocks)
+    load_siamese(model_path)  # a wrong model file fails before any image is read
+    table, optics = read_particle_table(star)
+    p0 = load_particle_images(star, angpix=angpix, progress=False, rows=(0, 1))  # format errors before any unit
+    _ctf_params(p0, ctf)
+    partial = partial_folder(outdir)
+    settings = {"model": file_sha256(model_path), "star": file_sha256(star), "ctf": ctf, "angpix": angpix}
+    with output_lock(partial):
+        fresh = prepare_partial(partial, settings, continue_)
+        try:
+            z = embed_star_rows(star, model_path, len(table), partial, ctf=ctf, angpix=angpix, runner=runner,
+                                progress=progress)  # fmt: skip
+            with atomic_dir(outdir, force=force) as tmp:
+                np.save(tmp / "embeddings.npy", z)
+                write_star(
+                    tmp / "particles.star", {"optics": optics, "particles": table} if optics is not None else table
+                )
+        except Exception as exc:
+            if fresh and not isinstance(exc, UnitsFailed):
+                shutil.rmtree(partial, ignore_errors=True)
+            raise
+        shutil.rmtree(partial, ignore_errors=True)
     return outdir, z
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -15,10 +16,22 @@ from cryoshot.errors import CryoshotError
 from cryoshot.fewshot.methods import make_method, method_spec, scores_and_distances
 from cryoshot.fewshot.openset import support_threshold
 from cryoshot.io.images2d import is_2d_particle_set
-from cryoshot.io.particles import load_subtomogram_set, rebase_image_names
-from cryoshot.io.star import write_star
-from cryoshot.utils.files import check_output_free
+from cryoshot.io.particles import drop_duplicate_images, load_subtomogram_set, rebase_image_names
+from cryoshot.io.star import read_star_table, write_star
+from cryoshot.utils.files import check_output_free, output_lock
 from cryoshot.utils.hashing import file_sha256
+from cryoshot.utils.workunits import (
+    Runner,
+    UnitsFailed,
+    WorkUnit,
+    cached,
+    chunks,
+    file_key,
+    partial_folder,
+    prepare_partial,
+    runner_or_serial,
+    unit_output,
+)
 
 UNKNOWN = "unknown"
 
@@ -58,6 +71,53 @@ def _prediction_table(
     return out
 
 
+UNIT_ROWS = 2048  # queries per work unit (a multiple of ProtoNet-CE's attention chunk)
+
+
+def _query_geometry(query_star, angpix: float | None) -> tuple[pd.DataFrame, Path, int, float]:
+    """The query table (duplicates dropped) and the box and voxel size of its first subtomogram."""
+    first = load_subtomogram_set(query_star, label_column=None, angpix=angpix, progress=False, rows=(0, 1),
+                                 warn_duplicates=False)  # fmt: skip
+    table, _, _ = drop_duplicate_images(read_star_table(query_star), query_star)
+    return table, first.star_path, first.box, first.voxel_size_A
+
+
+def _method_for(method: str, model_path: str | None, tilt_range, *_key) -> object:
+    from cryoshot.models.loading import load_model
+    from cryoshot.utils import workunits
+
+    model = load_model(model_path)[0] if model_path is not None else None
+    if model is not None and workunits.DEVICE != "cpu":
+        model = model.to(workunits.DEVICE)
+    return make_method(method, model, tilt_range=tilt_range)
+
+
+def _support_for(path: str, *_key) -> tuple[torch.Tensor, torch.Tensor]:
+    d = torch.load(path, weights_only=True)
+    return d["zs"], d["ts"]
+
+
+def classify_rows_unit(method: str, model_path: str | None, tilt_range, support_file: str, query_star: str,
+                       angpix: float | None, rows: tuple[int, int], grid: tuple[int, float], n: int, chunk: int, *,
+                       out: Path) -> None:  # fmt: skip
+    """Work unit: scores and distances (``.npz``) of query rows ``[start, stop)`` against the support."""
+    m = cached(_method_for, method, model_path, tilt_range, *(file_key(model_path) if model_path else ()))
+    zs, ts = cached(_support_for, support_file, *file_key(support_file))
+    qry = load_subtomogram_set(query_star, label_column=None, angpix=angpix, progress=False, rows=rows,
+                               warn_duplicates=False)  # fmt: skip
+    if (qry.box, round(qry.voxel_size_A, 3)) != (grid[0], round(grid[1], 3)):
+        raise CryoshotError(f"mixed box or voxel sizes in {query_star}: rows {rows[0] + 1}..{rows[1]} are {qry.box}^3 "
+                            f"at {qry.voxel_size_A:.3g} Å, the first subtomogram {grid[0]}^3 at {grid[1]:.3g} Å; "
+                            "extract all subtomograms with one box and voxel size")  # fmt: skip
+    zq = m.embed(qry.volumes, qry.voxel_size_A, progress=False)
+    with torch.no_grad():
+        parts = [scores_and_distances(m, zs, ts, zq[s : s + chunk], n) for s in range(0, len(zq), chunk)]
+    logp = torch.cat([p for p, _ in parts]).float().cpu().numpy()
+    dist = torch.cat([d for _, d in parts]).float().cpu().numpy()
+    with unit_output(out) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, logp=logp, dist=dist)
+
+
 def classify_sets(
     support_star: str | os.PathLike,
     query_star: str | os.PathLike,
@@ -74,6 +134,9 @@ def classify_sets(
     tilt_range: tuple[float, float] | None = (-60.0, 60.0),
     force: bool = False,
     progress: bool = True,
+    runner: Runner | None = None,
+    continue_: bool = False,
+    unit_rows: int = UNIT_ROWS,
 ) -> pd.DataFrame:
     """Predict a class for every query; write the query table plus predictions to ``output`` (STAR).
 
@@ -81,6 +144,11 @@ def classify_sets(
     ``cryoshotProbability`` and ``cryoshotProb_<label>`` (the method's own class probabilities:
     softmax over -d for ProtoNet, the logistic regression for FSCC, softmax of NCC / 0.02 for
     template), ``cryoshotMinDistance``, ``cryoshotModel`` (file name and SHA-256 prefix).
+
+    The queries are read and scored in work units of ``unit_rows`` (rounded up to a multiple
+    of ProtoNet-CE's attention chunk, so the result does not depend on the split), run by
+    ``runner`` (None: this process; or a ``cryoshot.distributed`` runner). Unit results wait in
+    a hidden folder beside ``output``; ``continue_`` reuses them after a failure or a kill.
 
     Parameters
     ----------
@@ -100,7 +168,8 @@ def classify_sets(
     if is_2d_particle_set(support_star):
         return classify_images(support_star, query_star, output, model_path=model_path, shot=shot,
                                label_column=label_column, angpix=angpix, unknown=unknown, quantile=quantile,
-                               margin=margin, force=force, progress=progress)  # fmt: skip
+                               margin=margin, force=force, progress=progress, runner=runner, continue_=continue_,
+                               unit_rows=unit_rows)  # fmt: skip
     spec = method_spec(method)  # the unknown-method error before any loading
     model = load_model(model_path)[0] if spec.needs_model else None
     if not 0.0 < quantile <= 1.0 or margin <= 0:
@@ -109,38 +178,56 @@ def classify_sets(
     if hasattr(m, "progress"):
         m.progress = progress
     sup = load_subtomogram_set(support_star, label_column=label_column, angpix=angpix, progress=progress)
-    qry = load_subtomogram_set(query_star, label_column=None, angpix=angpix, progress=progress)
+    q_table, q_path, q_box, q_voxel = _query_geometry(query_star, angpix)
     classes = _support_classes(sup.labels, shot, unknown)
     t0 = time.perf_counter()
-    if abs(sup.voxel_size_A - qry.voxel_size_A) > 1e-3 * sup.voxel_size_A:
-        print(f"cryoshot: warning: the support ({sup.voxel_size_A:.3g} Å) and query ({qry.voxel_size_A:.3g} Å) voxel "
+    if abs(sup.voxel_size_A - q_voxel) > 1e-3 * sup.voxel_size_A:
+        print(f"cryoshot: warning: the support ({sup.voxel_size_A:.3g} Å) and query ({q_voxel:.3g} Å) voxel "
               "sizes differ; both are resampled to the model's grid, but if a header is wrong every query may look "
               "'unknown': check them, or set one size with --angpix", file=sys.stderr)  # fmt: skip
-    if sup.volumes.shape[1:] != qry.volumes.shape[1:] or abs(sup.voxel_size_A - qry.voxel_size_A) > 1e-3:
+    if sup.box != q_box or abs(sup.voxel_size_A - q_voxel) > 1e-3:
         if not spec.needs_model:
             raise CryoshotError(
-                f"support (box {sup.volumes.shape[-1]}, {sup.voxel_size_A:.2f} Å) and query (box "
-                f"{qry.volumes.shape[-1]}, {qry.voxel_size_A:.2f} Å) differ; template matching needs one grid"
+                f"support (box {sup.box}, {sup.voxel_size_A:.2f} Å) and query (box "
+                f"{q_box}, {q_voxel:.2f} Å) differ; template matching needs one grid"
             )
     zs = m.embed(sup.volumes, sup.voxel_size_A, progress=progress)
-    zq = m.embed(qry.volumes, qry.voxel_size_A, progress=progress)
     ts = torch.as_tensor(np.searchsorted(classes, sup.labels))
     n = len(classes)
-    with torch.no_grad():
-        # ProtoNet-CE attends over prototypes + a query chunk of the training size; the others score all at once
-        chunk = 15 * n if method == "protonet-ce" else max(1, len(zq))
-        # probabilities from the method's own classifier (softmax over -d for ProtoNet, the logistic
-        # regression for FSCC, NCC / temperature for template); distances drive the unknown decision
-        parts = [scores_and_distances(m, zs, ts, zq[s : s + chunk], n) for s in range(0, len(zq), chunk)]
-        probs = torch.cat([p for p, _ in parts]).exp().numpy()
-        dist = torch.cat([d for _, d in parts])
-        thr = support_threshold(m, zs, ts, n, quantile, margin) if unknown else None
-    seconds = time.perf_counter() - t0
-    model_tag = f"{Path(model_path).name}:{file_sha256(model_path)[:12]}" if model is not None else method
-    out = _prediction_table(qry.table, qry.star_path, output, classes, probs, dist, thr, model_tag)
-    write_star(output, out, force=force)
+    # ProtoNet-CE attends over prototypes + a query chunk of the training size; the others score all at once
+    chunk = 15 * n if method == "protonet-ce" else max(1, len(q_table))
+    size = chunk * -(-unit_rows // chunk) if method == "protonet-ce" else unit_rows
+    partial = partial_folder(output)
+    settings = {"method": method, "model": file_sha256(model_path) if model is not None else None,
+                "support": file_sha256(support_star), "query": file_sha256(query_star), "angpix": angpix,
+                "label_column": label_column, "tilt_range": tilt_range, "unit_rows": size}  # fmt: skip
+    with output_lock(partial):
+        fresh = prepare_partial(partial, settings, continue_)
+        try:
+            support_file = partial / "support.pt"
+            torch.save({"zs": zs.cpu(), "ts": ts}, support_file)
+            mp = str(Path(model_path).resolve()) if model is not None else None
+            units = [WorkUnit(f"rows_{a:09d}", f"query rows {a + 1}..{b}", classify_rows_unit,
+                              (method, mp, tilt_range, str(support_file.resolve()), str(q_path.resolve()), angpix,
+                               (a, b), (q_box, q_voxel), n, min(chunk, size)), partial / f"rows_{a:09d}.npz")
+                     for a, b in chunks(len(q_table), size)]  # fmt: skip
+            runner_or_serial(runner).run(units, desc="classifying", progress=progress)
+            parts = [np.load(u.out) for u in units]
+            probs = np.exp(np.concatenate([p["logp"] for p in parts]))
+            dist = torch.from_numpy(np.concatenate([p["dist"] for p in parts]))
+            with torch.no_grad():
+                thr = support_threshold(m, zs, ts, n, quantile, margin) if unknown else None
+            seconds = time.perf_counter() - t0
+            model_tag = f"{Path(model_path).name}:{file_sha256(model_path)[:12]}" if model is not None else method
+            out = _prediction_table(q_table, q_path, output, classes, probs, dist, thr, model_tag)
+            write_star(output, out, force=force)
+        except Exception as exc:
+            if fresh and not isinstance(exc, UnitsFailed):
+                shutil.rmtree(partial, ignore_errors=True)
+            raise
+        shutil.rmtree(partial, ignore_errors=True)
     out.attrs.update({"threshold": thr, "seconds_compute": seconds, "classes": list(map(str, classes)),
-                      "voxel_size_support_A": sup.voxel_size_A, "voxel_size_query_A": qry.voxel_size_A})  # fmt: skip
+                      "voxel_size_support_A": sup.voxel_size_A, "voxel_size_query_A": q_voxel})  # fmt: skip
     return out
 
 
@@ -158,11 +245,17 @@ def classify_images(
     margin: float = 1.5,
     force: bool = False,
     progress: bool = True,
+    runner: Runner | None = None,
+    continue_: bool = False,
+    unit_rows: int = UNIT_ROWS,
 ) -> pd.DataFrame:
-    """2D particle images: prototypes of the support in the Siamese embedding; same columns as for subtomograms."""
-    from cryoshot.embedding.workflow import embed_particle_images
+    """2D particle images: prototypes of the support in the Siamese embedding; same columns as for subtomograms.
+
+    The queries are embedded in work units (``runner``, ``continue_`` as for subtomograms).
+    """
+    from cryoshot.embedding.workflow import embed_particle_images, embed_star_rows
     from cryoshot.fewshot.images2d import SiamesePrototypes
-    from cryoshot.io.images2d import load_particle_images
+    from cryoshot.io.images2d import load_particle_images, read_particle_table
     from cryoshot.models.checkpoint import load_checkpoint
     from cryoshot.models.siamese2d import build_siamese
 
@@ -174,21 +267,34 @@ def classify_images(
     if not 0.0 < quantile <= 1.0 or margin <= 0:
         raise CryoshotError(f"the unknown quantile must be in (0, 1] and the margin > 0, got {quantile}, {margin}")
     sup = load_particle_images(support_star, label_column=label_column, angpix=angpix, progress=progress)
-    qry = load_particle_images(query_star, angpix=angpix, progress=progress)
+    q_table, q_optics = read_particle_table(query_star)
+    q0 = load_particle_images(query_star, angpix=angpix, progress=False, rows=(0, 1))  # format errors first
     classes = _support_classes(sup.labels, shot, unknown)
     t0 = time.perf_counter()
     net = build_siamese(ck)
     zs = torch.from_numpy(embed_particle_images(sup, net, progress=progress))
-    zq = torch.from_numpy(embed_particle_images(qry, net, progress=progress))
+    partial = partial_folder(output)
+    settings = {"model": file_sha256(model_path), "query": file_sha256(query_star), "angpix": angpix,
+                "unit_rows": unit_rows}  # fmt: skip
+    with output_lock(partial):
+        fresh = prepare_partial(partial, settings, continue_)
+        try:
+            zq = torch.from_numpy(embed_star_rows(query_star, model_path, len(q_table), partial, angpix=angpix,
+                                                  runner=runner, unit_rows=unit_rows, progress=progress))  # fmt: skip
+        except Exception as exc:
+            if fresh and not isinstance(exc, UnitsFailed):
+                shutil.rmtree(partial, ignore_errors=True)
+            raise
     ts = torch.as_tensor(np.searchsorted(classes, sup.labels))
     m, n = SiamesePrototypes(), len(classes)
     with torch.no_grad():
         logp, dist = m.scores_and_distances(zs, ts, zq, n)
         thr = support_threshold(m, zs, ts, n, quantile, margin) if unknown else None
     model_tag = f"{Path(model_path).name}:{file_sha256(model_path)[:12]}"
-    out = _prediction_table(qry.table, qry.star_path, output, classes, logp.exp().numpy(), dist, thr, model_tag)
-    write_star(output, {"optics": qry.optics, "particles": out} if qry.optics is not None else out, force=force)
+    out = _prediction_table(q_table, q0.star_path, output, classes, logp.exp().numpy(), dist, thr, model_tag)
+    write_star(output, {"optics": q_optics, "particles": out} if q_optics is not None else out, force=force)
+    shutil.rmtree(partial, ignore_errors=True)
     out.attrs.update({"threshold": thr, "seconds_compute": time.perf_counter() - t0,
                       "classes": list(map(str, classes)), "voxel_size_support_A": sup.pixel_size_A,
-                      "voxel_size_query_A": qry.pixel_size_A})  # fmt: skip
+                      "voxel_size_query_A": q0.pixel_size_A})  # fmt: skip
     return out

@@ -129,6 +129,17 @@ def _particle_table(blocks: dict[str, pd.DataFrame], star_path: Path) -> pd.Data
     return rest[0]
 
 
+def read_particle_table(star_path: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(particle table, optics block or None) of a 2D particle STAR file, without reading images."""
+    star_path = Path(star_path)
+    blocks = read_star_blocks(star_path)
+    df = _particle_table(blocks, star_path)
+    require_columns(df, ["rlnImageName"], star_path)
+    if len(df) == 0:
+        raise CryoshotError(f"{star_path} lists no particles")
+    return df.reset_index(drop=True), blocks.get("optics")
+
+
 def _stack_reader(path: Path):
     """Open an MRC memory-mapped; return (open file, data, voxel size or None, whether it is a 3D volume)."""
     path = require_input_file(path, "MRC")
@@ -147,8 +158,9 @@ def load_particle_images(
     label_column: str | None = None,
     angpix: float | None = None,
     progress: bool = True,
+    rows: tuple[int, int] | None = None,
 ) -> ParticleImages:
-    """Read every 2D particle image a STAR file lists.
+    """Read every 2D particle image a STAR file lists (or its rows ``[start, stop)``, for work units).
 
     Parameters
     ----------
@@ -175,6 +187,11 @@ def load_particle_images(
         raise CryoshotError(f"{star_path} lists no particles")
     df = df.reset_index(drop=True)
     labels = labels_from_table(df, label_column, star_path) if label_column else None
+    if rows is not None:
+        df = df.iloc[rows[0] : rows[1]].reset_index(drop=True)
+        labels = labels[rows[0] : rows[1]] if labels is not None else None
+        if len(df) == 0:
+            raise CryoshotError(f"{star_path} has no rows {rows[0] + 1}..{rows[1]}; it changed during the run")
     parsed = [resolve_image_path(n, star_path.parent) for n in df["rlnImageName"].tolist()]
     by_file: dict[Path, list[int]] = {}
     for row, (_, p) in enumerate(parsed):

@@ -113,7 +113,7 @@ def labels_from_table(df: pd.DataFrame, column: str, path: str | os.PathLike) ->
 
 
 def drop_duplicate_images(
-    df: pd.DataFrame, path: str | os.PathLike, labels: np.ndarray | None = None
+    df: pd.DataFrame, path: str | os.PathLike, labels: np.ndarray | None = None, warn: bool = True
 ) -> tuple[pd.DataFrame, np.ndarray | None, int]:
     """Keep the first row of each ``rlnImageName``; warn on stderr how many repeats were dropped.
 
@@ -134,8 +134,9 @@ def drop_duplicate_images(
             bad = per_name[per_name > 1].index[0]
             raise CryoshotError(f"{path} lists image {bad} more than once with different labels; fix the labels")
     n = int(dup.sum())
-    print(f"cryoshot: warning: {n} row(s) of {path} repeat an earlier rlnImageName; each image is used once "
-          f"({len(df) - n} of {len(df)} rows kept)", file=sys.stderr)  # fmt: skip
+    if warn:
+        print(f"cryoshot: warning: {n} row(s) of {path} repeat an earlier rlnImageName; each image is used once "
+              f"({len(df) - n} of {len(df)} rows kept)", file=sys.stderr)  # fmt: skip
     keep = ~dup
     return df[keep].reset_index(drop=True), (labels[keep] if labels is not None else None), n
 
@@ -218,8 +219,10 @@ def load_subtomogram_set(
     label_column: str | None = DEFAULT_LABEL_COLUMN,
     angpix: float | None = None,
     progress: bool = True,
+    rows: tuple[int, int] | None = None,
+    warn_duplicates: bool = True,
 ) -> SubtomogramSet:
-    """Load every subtomogram of a set into memory.
+    """Load every subtomogram of a set into memory (or the rows ``[start, stop)`` of it).
 
     Parameters
     ----------
@@ -230,6 +233,11 @@ def load_subtomogram_set(
         Column holding labels, or None to load unlabelled data.
     angpix
         Voxel size in Å overriding the MRC headers.
+    rows
+        ``(start, stop)``: only these rows of the table (after duplicates are dropped), for
+        work units that each read a part of a large set.
+    warn_duplicates
+        Say on stderr how many repeated rows were dropped (once per set, not per unit).
 
     Raises
     ------
@@ -242,7 +250,12 @@ def load_subtomogram_set(
     if len(df) == 0:
         raise CryoshotError(f"{star_path} lists no particles")
     labels = labels_from_table(df, label_column, star_path) if label_column else None
-    df, labels, n_duplicates = drop_duplicate_images(df, star_path, labels)
+    df, labels, n_duplicates = drop_duplicate_images(df, star_path, labels, warn=warn_duplicates)
+    if rows is not None:
+        df = df.iloc[rows[0] : rows[1]]
+        labels = labels[rows[0] : rows[1]] if labels is not None else None
+        if len(df) == 0:
+            raise CryoshotError(f"{star_path} has no rows {rows[0]}..{rows[1] - 1}; it changed during the run")
     star_dir = star_path.parent
     vols: np.ndarray | None = None  # filled in place: one allocation, no stacking copy
     sizes: set[float] = set()

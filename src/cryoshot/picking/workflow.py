@@ -294,7 +294,9 @@ def pick(
                         config, continue_, is_picker, preview, n_preview, truth_df, force, progress, log, w, d_px,
                         runner)  # fmt: skip
         except Exception as exc:
-            if fresh and not isinstance(exc, UnitsFailed):  # the finished units are kept for --continue  # an input error found mid-run: leave nothing behind (a kill or Ctrl-C keeps the progress)
+            if (
+                fresh and not isinstance(exc, UnitsFailed)
+            ):  # the finished units are kept for --continue  # an input error found mid-run: leave nothing behind (a kill or Ctrl-C keeps the progress)
                 shutil.rmtree(partial, ignore_errors=True)
             raise
 
