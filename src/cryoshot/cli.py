@@ -11,6 +11,7 @@ import typer
 
 from cryoshot import __version__
 from cryoshot.cli_config import apply_config, record_run
+from cryoshot.cli_distributed import DistOptions, distributed_options
 from cryoshot.cli_types import SEED_MAX, choice, k_choice, key_values, parse_key_values, positive_list, real
 from cryoshot.errors import CryoshotError
 from cryoshot.fewshot.methods import METHOD_NAMES, methods_help
@@ -111,6 +112,7 @@ def structures_cmd() -> None:
 
 
 @simulate_app.command("subtomograms")
+@distributed_options
 def simulate_subtomograms(
     ctx: typer.Context,
     structures: Structures,
@@ -162,6 +164,7 @@ def simulate_subtomograms(
     seed: Seed = 0,
     force: Force = False,
     force_size: ForceSize = False,
+    dist: DistOptions = DistOptions(),
 ) -> None:
     """Simulate a labelled subtomogram set (one MRC per subtomogram plus particles.star)."""
     record_run(ctx)
@@ -176,8 +179,9 @@ def simulate_subtomograms(
         microscope=Microscope(voltage_kv=voltage, cs_mm=cs, amplitude_contrast=amplitude_contrast, b_factor_A2=b_factor), use_ctf=not no_ctf, use_wedge=not no_wedge, use_dose=not no_dose,
         invert=invert, method=method, seed=seed,
     )  # fmt: skip
-    out = run(_split(structures), outdir, cfg, per_class, save_clean=save_clean, preview=preview, force=force,
-              force_size=force_size)  # fmt: skip
+    with dist.runner() as runner:
+        out = run(_split(structures), outdir, cfg, per_class, save_clean=save_clean, preview=preview, force=force,
+                  force_size=force_size, runner=runner, continue_=dist.continue_)  # fmt: skip
     typer.echo(f"wrote {out.n_items} subtomograms of {out.n_classes} structures ({box}^3 at {angpix} Å, SNR {snr}) "
                f"to {out.star}")  # fmt: skip
     if out.preview is not None:
@@ -185,6 +189,7 @@ def simulate_subtomograms(
 
 
 @simulate_app.command("micrographs")
+@distributed_options
 def simulate_micrographs(
     ctx: typer.Context,
     structures: Structures,
@@ -221,6 +226,7 @@ def simulate_micrographs(
     seed: Seed = 0,
     force: Force = False,
     force_size: ForceSize = False,
+    dist: DistOptions = DistOptions(),
 ) -> None:
     """Simulate micrographs with a ground-truth coordinate STAR file."""
     record_run(ctx)
@@ -234,14 +240,16 @@ def simulate_micrographs(
         n_ice_blobs=ice_blobs, carbon_edge=carbon_edge, invert=invert, seed=seed,
         microscope=Microscope(voltage_kv=voltage, cs_mm=cs, amplitude_contrast=amplitude_contrast, b_factor_A2=b_factor),
     )  # fmt: skip
-    out = run(_split(structures), outdir, cfg, n_micrographs, save_clean=save_clean, preview=preview, force=force,
-              force_size=force_size)  # fmt: skip
+    with dist.runner() as runner:
+        out = run(_split(structures), outdir, cfg, n_micrographs, save_clean=save_clean, preview=preview, force=force,
+                  force_size=force_size, runner=runner, continue_=dist.continue_)  # fmt: skip
     typer.echo(f"wrote {n_micrographs} micrographs with {out.n_items} particles to {out.star}")
     if out.preview is not None:
         typer.echo(f"preview: {out.preview}")
 
 
 @simulate_app.command("projections")
+@distributed_options
 def simulate_projections(
     ctx: typer.Context,
     structures: Structures,
@@ -267,6 +275,7 @@ def simulate_projections(
     seed: Seed = 0,
     force: Force = False,
     force_size: ForceSize = False,
+    dist: DistOptions = DistOptions(),
 ) -> None:
     """Simulate 2D particle images in orientation classes (an .mrcs stack plus particles.star)."""
     record_run(ctx)
@@ -280,8 +289,9 @@ def simulate_projections(
         invert=invert, seed=seed,
         microscope=Microscope(voltage_kv=voltage, cs_mm=cs, amplitude_contrast=amplitude_contrast, b_factor_A2=b_factor),
     )  # fmt: skip
-    out = run(_split(structures), outdir, cfg, per_class, save_clean=save_clean, preview=preview, force=force,
-              force_size=force_size)  # fmt: skip
+    with dist.runner() as runner:
+        out = run(_split(structures), outdir, cfg, per_class, save_clean=save_clean, preview=preview, force=force,
+                  force_size=force_size, runner=runner, continue_=dist.continue_)  # fmt: skip
     typer.echo(f"wrote {out.n_items} images in {out.n_classes} orientation classes to {out.star}")
     if out.preview is not None:
         typer.echo(f"preview: {out.preview}")
@@ -569,6 +579,7 @@ def evaluate_cmd(
 
 
 @app.command("classify")
+@distributed_options
 def classify_cmd(
     ctx: typer.Context,
     support: Annotated[Path, typer.Option("--support", help="Labelled support set (STAR).")],
@@ -600,6 +611,7 @@ def classify_cmd(
     ] = 1.5,
     tilt_range: TiltRange = "-60,60",
     force: Force = False,
+    dist: DistOptions = DistOptions(),
 ) -> None:
     """Few labelled examples + unlabelled subtomograms (or 2D particle images) -> predicted class, probability, or 'unknown'."""
     record_run(ctx)
@@ -610,11 +622,13 @@ def classify_cmd(
 
     configure_threads()
     images2d = is_2d_particle_set(support)  # 2D particle stacks: the Siamese embedding
-    out = classify_sets(
-        support, query, output, model_path=(resolve_siamese_model if images2d else resolve_model)(model), method=method, shot=shot,
-        label_column=label_column, angpix=angpix, unknown=not no_unknown, quantile=unknown_quantile,
-        margin=unknown_margin, tilt_range=parse_tilt_range(tilt_range), force=force,
-    )  # fmt: skip
+    with dist.runner() as runner:
+        out = classify_sets(
+            support, query, output, model_path=(resolve_siamese_model if images2d else resolve_model)(model),
+            method=method, shot=shot, label_column=label_column, angpix=angpix, unknown=not no_unknown,
+            quantile=unknown_quantile, margin=unknown_margin, tilt_range=parse_tilt_range(tilt_range), force=force,
+            runner=runner, continue_=dist.continue_,
+        )  # fmt: skip
     counts = out["cryoshotPredictedClass"].value_counts()
     thr = out.attrs.get("threshold")
     typer.echo(f"classified {len(out)} {'particle images with siamese' if images2d else f'subtomograms with {method}'}"
@@ -686,6 +700,7 @@ def average_cmd(
 
 
 @app.command("pick")
+@distributed_options
 def pick_cmd(
     ctx: typer.Context,
     micrographs: Annotated[list[Path], typer.Argument(help="Micrographs (2D MRC), the reference(s) among them.")],
@@ -726,11 +741,9 @@ def pick_cmd(
         Path | None, typer.Option("--preview", help="Folder for PNGs of the first micrographs (picks, heat map).")
     ] = None,
     truth: Annotated[Path | None, typer.Option("--truth", help="Ground truth STAR to colour the previews.")] = None,
-    continue_: Annotated[
-        bool, typer.Option("--continue", help="Resume an unfinished run; skip micrographs already picked.")
-    ] = False,
     seed: Seed = 0,
     force: Force = False,
+    dist: DistOptions = DistOptions(),
 ) -> None:
     """Pick particles like a few exemplars in every micrograph (cryoMAE); RELION coordinate STAR files."""
     record_run(ctx)
@@ -739,8 +752,9 @@ def pick_cmd(
 
     cfg = PickConfig(diameter_A=diameter, angpix=angpix, threshold=threshold, max_picks=max_picks, stride_px=stride,
                      matching=matching, seed=seed, stage1=Stage1Config(steps=steps, loss=LossConfig(pi=pi)))  # fmt: skip
-    out = pick([str(m) for m in micrographs], exemplars, outdir, cfg, model=model, force=force,
-               continue_=continue_, preview=preview, truth=truth, log=typer.echo)  # fmt: skip
+    with dist.runner() as runner:
+        out = pick([str(m) for m in micrographs], exemplars, outdir, cfg, model=model, force=force,
+                   continue_=dist.continue_, preview=preview, truth=truth, log=typer.echo, runner=runner)  # fmt: skip
     if out.stage1 is not None:
         typer.echo(f"stage 1: {out.stage1['steps']} steps in {out.stage1['seconds']:.1f} s (pi = {out.pi:.3f})")
     typer.echo(f"picked {out.n_picks} particles in {out.n_micrographs} micrographs -> {out.picks_star}"
@@ -793,6 +807,7 @@ Siamese = Annotated[str, typer.Option("--model", help="'default' (shipped Siames
 
 
 @app.command("cluster")
+@distributed_options
 def cluster_cmd(
     ctx: typer.Context,
     particles: Annotated[Path, typer.Argument(help="Particle STAR file (rlnImageName, e.g. 000001@particles.mrcs).")],
@@ -820,6 +835,7 @@ def cluster_cmd(
     seed: Seed = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON line (last).")] = False,
     force: Force = False,
+    dist: DistOptions = DistOptions(),
 ) -> None:
     """2D classification: cluster particle images (Siamese embedding or MRA), class averages, t-SNE, elbow."""
     record_run(ctx)
@@ -832,8 +848,9 @@ def cluster_cmd(
     cfg = ClusterConfig(
         k=None if k == "auto" else int(k), method=method, ctf=ctf, angpix=angpix, k_max=k_max, seed=seed
     )
-    res = cluster_particles(particles, outdir, cfg, model=model, label_column=label_column, force=force,
-                            log=typer.echo)  # fmt: skip
+    with dist.runner() as runner:
+        res = cluster_particles(particles, outdir, cfg, model=model, label_column=label_column, force=force,
+                                log=typer.echo, runner=runner, continue_=dist.continue_)  # fmt: skip
     sizes = np.bincount(res.labels, minlength=res.k)
     how = "automatic" if k == "auto" else "given"
     elbow = f"; elbow at {res.k_auto}" if res.k_auto is not None else ""
@@ -847,6 +864,7 @@ def cluster_cmd(
 
 
 @app.command("embed")
+@distributed_options
 def embed_cmd(
     ctx: typer.Context,
     particles: Annotated[Path, typer.Argument(help="Particle STAR file (rlnImageName, e.g. 000001@particles.mrcs).")],
@@ -855,6 +873,7 @@ def embed_cmd(
     ctf: CtfMode = "auto",
     angpix: AngpixOverride = None,
     force: Force = False,
+    dist: DistOptions = DistOptions(),
 ) -> None:
     """Embed 2D particle images with the Siamese network: OUTDIR/embeddings.npy (row i = particle i) + the STAR."""
     record_run(ctx)
@@ -862,7 +881,9 @@ def embed_cmd(
     from cryoshot.utils.threads import configure_threads
 
     configure_threads()
-    out, z = embed_particles(particles, outdir, model=model, ctf=ctf, angpix=angpix, force=force)
+    with dist.runner() as runner:
+        out, z = embed_particles(particles, outdir, model=model, ctf=ctf, angpix=angpix, force=force, runner=runner,
+                                 continue_=dist.continue_)  # fmt: skip
     typer.echo(f"embedded {len(z)} particles ({z.shape[1]}-d, unit length) -> {out / 'embeddings.npy'}")
 
 

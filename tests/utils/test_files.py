@@ -9,9 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cryoshot.errors import CryoshotError
+from cryoshot.io.mrc import read_mrc
 from cryoshot.utils.files import MANIFEST, atomic_dir, atomic_file, output_lock
 
 SIM = [sys.executable, "-m", "cryoshot.cli", "simulate", "subtomograms", "-s", "1bxn", "--box", "24",
@@ -163,31 +165,45 @@ def test_two_simultaneous_writers_one_wins_whole(tmp_path):
 
 def test_killed_simulate_leaves_no_output_and_next_run_cleans_up(tmp_path):
     out = tmp_path / "killed"
+    partial = tmp_path / ".killed.cryoshot-partial"
     p = subprocess.Popen([*SIM, "--per-class", "5000", "-o", str(out)], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 60
-    while not any(tmp_path.glob(".killed.*.tmp")) and time.time() < deadline:
+    while not any(partial.glob("items_*.json")) and time.time() < deadline:  # a first unit finished
         time.sleep(0.1)
-    time.sleep(0.5)
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert not out.exists()
-    assert any(tmp_path.glob(".killed.*.tmp"))  # a SIGKILL cannot clean up ...
+    assert any(partial.glob("items_*.json"))  # a SIGKILL cannot clean up; the finished units wait for --continue
     r = subprocess.run([*SIM, "--per-class", "1", "-o", str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "interrupted run" in r.stderr  # ... so the next run into the same place does, and says so
+    assert "unfinished run" in r.stdout + r.stderr  # ... so the next run into the same place clears it, and says so
     assert sorted(p.name for p in tmp_path.iterdir()) == ["killed"]
 
 
-def test_terminated_simulate_cleans_up_after_itself(tmp_path):
+def test_terminated_simulate_keeps_finished_units_and_continue_completes(tmp_path):
+    """SIGTERM (what SLURM sends before a kill): no output, no stray files, the finished units kept for --continue."""
     out = tmp_path / "term"
-    p = subprocess.Popen([*SIM, "--per-class", "5000", "-o", str(out)], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+    partial = tmp_path / ".term.cryoshot-partial"
+    argv = [*SIM, "--per-class", "1500", "-o", str(out)]
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    while not any(tmp_path.glob(".term.*.tmp")) and time.time() < deadline:
+    while len(list(partial.glob("items_*.json"))) < 2 and time.time() < deadline:
         time.sleep(0.1)
-    time.sleep(0.5)
     p.send_signal(signal.SIGTERM)
     p.wait(timeout=30)
     assert p.returncode != 0
-    assert list(tmp_path.iterdir()) == []
+    assert [q.name for q in tmp_path.iterdir()] == [partial.name]
+    done = {q.name for q in partial.glob("items_*.json")}
+    assert len(done) >= 2 and not list(partial.glob(".*tmp*"))
+    first = partial / "subtomo_000000.mrc"  # made by the first unit, before the signal
+    made = first.stat().st_mtime_ns
+    r = subprocess.run([*argv, "--continue"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert len(list(out.glob("subtomo_*.mrc"))) == 1500 and not partial.exists()
+    fresh = subprocess.run([*SIM, "--per-class", "1500", "-o", str(tmp_path / "fresh")], capture_output=True)
+    assert fresh.returncode == 0
+    for i in (0, 700, 1499):  # the continued set equals an uninterrupted one
+        name = f"subtomo_{i:06d}.mrc"
+        np.testing.assert_array_equal(read_mrc(out / name).data, read_mrc(tmp_path / "fresh" / name).data)
+    assert (out / first.name).stat().st_mtime_ns == made  # a finished unit was not computed again

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from cryoshot.utils.files import private_folder
 from cryoshot.utils.workunits import UnitFailure, UnitsFailed, WorkUnit, error_text
 
 _THREADS_SET: list[int] = []  # per worker process: torch threads already set
@@ -35,7 +36,8 @@ def _execute(fn: Callable[..., None], args: tuple, out: str, threads: int | None
         torch.set_num_threads(threads)
         _THREADS_SET[:] = [threads]
     workunits.DEVICE = device
-    fn(*args, out=Path(out))
+    with private_folder(Path(out).parent):  # the run's own folder: no per-file locks (a killed unit is redone)
+        fn(*args, out=Path(out))
     return out
 
 

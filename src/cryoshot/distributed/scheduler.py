@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -106,8 +107,8 @@ def slurm_cluster(options: SlurmOptions, device: str = "cpu"):
     if options.partition is not None:
         kw["queue"] = options.partition
     if options.lifetime:
-        kw["worker_extra_args"] = ["--lifetime", options.lifetime, "--lifetime-stagger", options.lifetime_stagger,
-                                   "--lifetime-restart"]  # fmt: skip
+        # the job ends when its worker retires; adapt() (in open_runner) submits a fresh job in its place
+        kw["worker_extra_args"] = ["--lifetime", options.lifetime, "--lifetime-stagger", options.lifetime_stagger]
     if device == "cuda":
         kw["processes"] = 1
         kw["job_extra_directives"] = ["--gres=gpu:1"]
@@ -155,7 +156,7 @@ def open_runner(
                     threads_per_worker=1,
                     processes=True,
                     dashboard_address=":0",
-                    silence_logs="error",
+                    silence_logs=logging.ERROR,
                 )  # fmt: skip
             )
             client = stack.enter_context(Client(cluster))

@@ -12,12 +12,15 @@ caller does before a writer runs.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from cryoshot.errors import CryoshotError
 from cryoshot.io.geometry import matrix_to_euler
@@ -26,7 +29,7 @@ from cryoshot.io.star import write_star
 from cryoshot.simulate.micrographs import MicrographConfig, MicrographSimulator
 from cryoshot.simulate.projections import ProjectionConfig, ProjectionSimulator
 from cryoshot.simulate.subtomograms import DEFOCUS_STEP_UM, SubtomogramConfig, SubtomogramSimulator
-from cryoshot.utils.files import atomic_dir
+from cryoshot.utils.files import atomic_dir, check_output_free, output_lock
 from cryoshot.utils.resources import (
     FILE_OVERHEAD_BYTES,
     PROCESS_OVERHEAD_BYTES,
@@ -35,6 +38,18 @@ from cryoshot.utils.resources import (
     Estimate,
     available_memory_bytes,
     check_fits,
+)
+from cryoshot.utils.workunits import (
+    Runner,
+    UnitsFailed,
+    WorkUnit,
+    cached,
+    chunks,
+    partial_folder,
+    prepare_partial,
+    runner_or_serial,
+    save_array,
+    unit_output,
 )
 
 STRUCTURE_COLUMN = "cryoshotStructureName"
@@ -180,6 +195,127 @@ def projection_estimate(
     return Estimate(int(mem + PROCESS_OVERHEAD_BYTES), int(disk), seconds)
 
 
+# ---- work units: a chunk of items, a pure function of (seed, item index) ------------------------------
+def _simulator(kind: str, specs: tuple[str, ...], config, _key=None):
+    """The simulator of ``kind`` for structure ``specs`` (loaded once per process through ``cached``)."""
+    from cryoshot.simulate.structures import load_structures
+
+    cls = {"subtomograms": SubtomogramSimulator, "micrographs": MicrographSimulator,
+           "projections": ProjectionSimulator}[kind]  # fmt: skip
+    box = config.particle_box_px if kind == "micrographs" else config.box_px
+    return cls(load_structures(list(specs), config.pixel_size_A, box, seed=0), config)
+
+
+def _sim_for(kind: str, specs, config, sim=None):
+    """The simulator a unit uses: ``sim`` itself when given (this process), else built once per worker."""
+    key = (kind, tuple(specs) if specs is not None else ("object", id(sim)), repr(config))
+    if sim is not None:
+        return cached(lambda *_: sim, key=key)
+    return cached(_simulator, kind, tuple(specs), config, key=key)
+
+
+def _save_rows(out: Path, rows: list[dict]) -> None:
+    with unit_output(out) as tmp:
+        tmp.write_text(json.dumps(rows))
+
+
+def _load_rows(units: list[WorkUnit]) -> pd.DataFrame:
+    return pd.DataFrame([r for u in units for r in json.loads(u.out.read_text())])
+
+
+def subtomogram_unit(specs, config: SubtomogramConfig, rows: tuple[int, int], save_clean: bool, *, out: Path,
+                     sim=None) -> None:  # fmt: skip
+    """Work unit: subtomograms ``[start, stop)`` as MRCs beside ``out``, their table rows (JSON) in ``out``."""
+    sim = _sim_for("subtomograms", specs, config, sim)
+    c, folder = sim.config, out.parent
+    b = sim.simulate(range(*rows), with_clean=save_clean)
+    eul = matrix_to_euler(b.matrices)
+    table = []
+    for k, i in enumerate(b.indices):
+        name = f"subtomo_{i:06d}.mrc"
+        write_mrc(folder / name, b.volumes[k], c.pixel_size_A, force=True)
+        if save_clean:
+            write_mrc(folder / f"subtomo_{i:06d}_clean.mrc", b.clean[k], c.pixel_size_A, force=True)
+        lab = int(b.labels[k])
+        table.append({
+            "rlnImageName": name, "rlnClassNumber": lab + 1, STRUCTURE_COLUMN: sim.structures[lab].name,
+            "rlnAngleRot": float(eul[k, 0]), "rlnAngleTilt": float(eul[k, 1]), "rlnAnglePsi": float(eul[k, 2]),
+            "rlnOriginXAngst": float(b.shifts_px[k, 0] * c.pixel_size_A),
+            "rlnOriginYAngst": float(b.shifts_px[k, 1] * c.pixel_size_A),
+            "rlnOriginZAngst": float(b.shifts_px[k, 2] * c.pixel_size_A),
+            "rlnDefocusU": float(b.defocus_um[k] * 1e4),
+        })  # fmt: skip
+    _save_rows(out, table)
+
+
+def micrograph_unit(specs, config: MicrographConfig, m: int, save_clean: bool, *, out: Path, sim=None) -> None:
+    """Work unit: micrograph ``m`` as ``mic_NNNN.mrc`` beside ``out``, its particles' rows (JSON) in ``out``."""
+    sim = _sim_for("micrographs", specs, config, sim)
+    c, folder = sim.config, out.parent
+    mic = sim.simulate(m)
+    name = f"mic_{m:04d}.mrc"
+    write_mrc(folder / name, mic.image, c.pixel_size_A, force=True)
+    if save_clean:
+        write_mrc(folder / f"mic_{m:04d}_clean.mrc", mic.clean, c.pixel_size_A, force=True)
+    eul = matrix_to_euler(mic.matrices) if len(mic.labels) else np.zeros((0, 3))
+    table = [
+        {"rlnMicrographName": name, "rlnCoordinateX": float(x), "rlnCoordinateY": float(y),
+         "rlnClassNumber": int(lab) + 1, STRUCTURE_COLUMN: sim.structures[int(lab)].name,
+         "rlnAngleRot": float(eul[k, 0]), "rlnAngleTilt": float(eul[k, 1]), "rlnAnglePsi": float(eul[k, 2]),
+         "rlnDefocusU": float(mic.defocus_um * 1e4)}
+        for k, ((x, y), lab) in enumerate(zip(mic.coords_px, mic.labels, strict=True))
+    ]  # fmt: skip
+    _save_rows(out, table)
+
+
+def projection_unit(specs, config: ProjectionConfig, rows: tuple[int, int], save_clean: bool, *, out: Path,
+                    sim=None) -> None:  # fmt: skip
+    """Work unit: projection images ``[start, stop)`` as ``.npy`` beside ``out``, their rows (JSON) in ``out``."""
+    sim = _sim_for("projections", specs, config, sim)
+    b = sim.simulate(range(*rows))
+    stem = out.name.removesuffix(".json")
+    save_array(out.parent / f"{stem}.images.npy", b.images.astype(np.float32))
+    if save_clean:
+        save_array(out.parent / f"{stem}.clean.npy", b.clean.astype(np.float32))
+    eul = matrix_to_euler(b.matrices)
+    table = [
+        {"rlnImageName": f"{rows[0] + k + 1:06d}@particles.mrcs", "rlnClassNumber": int(b.labels[k]) + 1,
+         STRUCTURE_COLUMN: sim.structures[int(b.structure[k])].name, "rlnAngleRot": float(eul[k, 0]),
+         "rlnAngleTilt": float(eul[k, 1]), "rlnAnglePsi": float(eul[k, 2]), "rlnDefocusU": float(b.defocus_um[k] * 1e4)}
+        for k in range(len(b.labels))
+    ]  # fmt: skip
+    _save_rows(out, table)
+
+
+@contextlib.contextmanager
+def _run_units(kind: str, sim, specs, units_of, outdir, force: bool, continue_: bool, runner: Runner | None,
+               progress: bool, desc: str, settings: dict):  # fmt: skip
+    """Prepare the progress folder beside ``outdir``, run the units there, and yield (units, folder) to assemble.
+
+    In this process the units use ``sim`` itself; on a runner each worker builds it from ``specs``.
+    """
+    if runner is not None and specs is None:
+        raise CryoshotError(
+            "simulating on a scheduler needs the structure specs (specs=[...]) to rebuild the simulator"
+        )
+    check_output_free(outdir, force, folder=True)
+    partial = partial_folder(outdir)
+    with output_lock(partial):
+        fresh = prepare_partial(partial, {"kind": kind, "specs": specs, "config": repr(sim.config), **settings},
+                                continue_)  # fmt: skip
+        try:
+            units = units_of(partial)
+            if runner is None:  # this process: the simulator in hand
+                units = [WorkUnit(u.key, u.item, functools.partial(u.fn, sim=sim), u.args, u.out) for u in units]
+            runner_or_serial(runner).run(units, desc=desc, progress=progress)
+            yield units, partial
+        except Exception as exc:
+            if fresh and not isinstance(exc, UnitsFailed):
+                shutil.rmtree(partial, ignore_errors=True)
+            raise
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 def write_subtomograms(
     sim: SubtomogramSimulator,
     n_items: int,
@@ -190,6 +326,9 @@ def write_subtomograms(
     batch_size: int = 64,
     progress: bool = True,
     force_size: bool = False,
+    specs: list[str] | None = None,
+    runner: Runner | None = None,
+    continue_: bool = False,
 ) -> pd.DataFrame:
     """Simulate ``n_items`` subtomograms into ``outdir`` as a subtomogram set.
 
@@ -197,9 +336,10 @@ def write_subtomograms(
     ``save_clean``) and ``particles.star`` with ``rlnImageName`` (relative),
     ``rlnClassNumber`` (1-based structure index), the structure name, the pose
     (``rlnAngleRot/Tilt/Psi``, ``rlnOriginX/Y/ZAngst``) and ``rlnDefocusU`` (Å).
-    ``batch_size`` shrinks when a batch would not fit in the available memory (the
-    items do not depend on it); ``force_size`` runs even when the estimate exceeds
-    the available memory or disk.
+    ``batch_size`` items make one work unit; it shrinks when a batch would not fit in the
+    available memory (the items do not depend on it); ``force_size`` runs even when the
+    estimate exceeds the available memory or disk. ``runner`` (with the structure ``specs``)
+    runs the units elsewhere; ``continue_`` keeps the units an earlier run finished.
 
     Returns
     -------
@@ -221,37 +361,22 @@ def write_subtomograms(
         est.memory_bytes, est.disk_bytes, outdir, force_size,
         f"simulating {n_items} subtomograms of {c.box_px}^3", seconds=est.seconds, hint=_HINT_SUBTOMO,
     )  # fmt: skip
-    rows = []
-    with atomic_dir(outdir, force=force) as tmp:
-        bar = tqdm(total=n_items, desc="simulating subtomograms", unit="vol", disable=not progress)
-        for start in range(0, n_items, batch_size):
-            idx = range(start, min(start + batch_size, n_items))
-            b = sim.simulate(idx, with_clean=save_clean)
-            eul = matrix_to_euler(b.matrices)
-            for k, i in enumerate(b.indices):
-                name = f"subtomo_{i:06d}.mrc"
-                write_mrc(tmp / name, b.volumes[k], c.pixel_size_A)
+
+    def units_of(folder: Path) -> list[WorkUnit]:
+        return [WorkUnit(f"items_{a:09d}", f"subtomograms {a + 1}..{b}", subtomogram_unit,
+                         (specs, c, (a, b), save_clean), folder / f"items_{a:09d}.json")
+                for a, b in chunks(n_items, batch_size)]  # fmt: skip
+
+    with _run_units("subtomograms", sim, specs, units_of, outdir, force, continue_, runner, progress,
+                                    "simulating subtomograms", {"n": n_items, "clean": save_clean}) as (units, folder):  # fmt: skip
+        df = _load_rows(units)
+        with atomic_dir(outdir, force=force) as tmp:
+            for name in df["rlnImageName"]:
+                os.replace(folder / name, tmp / name)
                 if save_clean:
-                    write_mrc(tmp / f"subtomo_{i:06d}_clean.mrc", b.clean[k], c.pixel_size_A)
-                lab = int(b.labels[k])
-                rows.append(
-                    {
-                        "rlnImageName": name,
-                        "rlnClassNumber": lab + 1,
-                        STRUCTURE_COLUMN: sim.structures[lab].name,
-                        "rlnAngleRot": eul[k, 0],
-                        "rlnAngleTilt": eul[k, 1],
-                        "rlnAnglePsi": eul[k, 2],
-                        "rlnOriginXAngst": b.shifts_px[k, 0] * c.pixel_size_A,
-                        "rlnOriginYAngst": b.shifts_px[k, 1] * c.pixel_size_A,
-                        "rlnOriginZAngst": b.shifts_px[k, 2] * c.pixel_size_A,
-                        "rlnDefocusU": b.defocus_um[k] * 1e4,
-                    }
-                )
-            bar.update(len(idx))
-        bar.close()
-        df = pd.DataFrame(rows)
-        write_star(tmp / "particles.star", df)
+                    clean = name.replace(".mrc", "_clean.mrc")
+                    os.replace(folder / clean, tmp / clean)
+            write_star(tmp / "particles.star", df)
     return df
 
 
@@ -264,13 +389,17 @@ def write_micrographs(
     save_clean: bool = False,
     progress: bool = True,
     force_size: bool = False,
+    specs: list[str] | None = None,
+    runner: Runner | None = None,
+    continue_: bool = False,
 ) -> pd.DataFrame:
     """Simulate micrographs into ``outdir``: ``mic_NNNN.mrc`` and ``coordinates.star``.
 
     The STAR table has ``rlnMicrographName`` (relative), ``rlnCoordinateX/Y``
     (pixels), ``rlnClassNumber`` (1-based), the structure name, the angles and
     ``rlnDefocusU`` (Å). ``force_size`` runs even when the estimate exceeds the
-    available memory or disk.
+    available memory or disk. One micrograph is one work unit (``runner``, ``specs``,
+    ``continue_`` as for :func:`write_subtomograms`).
 
     Raises
     ------
@@ -285,31 +414,22 @@ def write_micrographs(
         f"simulating {n_micrographs} micrograph(s) of {c.size_px}^2 px", seconds=est.seconds,
         hint="use a smaller --size, fewer --micrographs or fewer --particles",
     )  # fmt: skip
-    rows = []
-    with atomic_dir(outdir, force=force) as tmp:
-        for m in tqdm(range(n_micrographs), desc="simulating micrographs", unit="mic", disable=not progress):
-            mic = sim.simulate(m)
-            name = f"mic_{m:04d}.mrc"
-            write_mrc(tmp / name, mic.image, c.pixel_size_A)
-            if save_clean:
-                write_mrc(tmp / f"mic_{m:04d}_clean.mrc", mic.clean, c.pixel_size_A)
-            eul = matrix_to_euler(mic.matrices) if len(mic.labels) else np.zeros((0, 3))
-            for k, ((x, y), lab) in enumerate(zip(mic.coords_px, mic.labels, strict=True)):
-                rows.append(
-                    {
-                        "rlnMicrographName": name,
-                        "rlnCoordinateX": float(x),
-                        "rlnCoordinateY": float(y),
-                        "rlnClassNumber": int(lab) + 1,
-                        STRUCTURE_COLUMN: sim.structures[int(lab)].name,
-                        "rlnAngleRot": eul[k, 0],
-                        "rlnAngleTilt": eul[k, 1],
-                        "rlnAnglePsi": eul[k, 2],
-                        "rlnDefocusU": mic.defocus_um * 1e4,
-                    }
-                )
-        df = pd.DataFrame(rows)
-        write_star(tmp / "coordinates.star", df)
+
+    def units_of(folder: Path) -> list[WorkUnit]:
+        return [WorkUnit(f"mic_{m:06d}", f"micrograph {m + 1}", micrograph_unit, (specs, c, m, save_clean),
+                         folder / f"mic_{m:06d}.json") for m in range(n_micrographs)]  # fmt: skip
+
+    with _run_units("micrographs", sim, specs, units_of, outdir, force, continue_, runner, progress,
+                                    "simulating micrographs", {"n": n_micrographs, "clean": save_clean}) as (units, folder):  # fmt: skip
+        df = _load_rows(units)
+        if df.empty:
+            df = pd.DataFrame(columns=["rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY", "rlnClassNumber",
+                                       STRUCTURE_COLUMN, "rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", "rlnDefocusU"])  # fmt: skip
+        with atomic_dir(outdir, force=force) as tmp:
+            for m in range(n_micrographs):
+                for name in (f"mic_{m:04d}.mrc", *((f"mic_{m:04d}_clean.mrc",) if save_clean else ())):
+                    os.replace(folder / name, tmp / name)
+            write_star(tmp / "coordinates.star", df)
     return df
 
 
@@ -323,12 +443,17 @@ def write_projections(
     batch_size: int = 256,
     progress: bool = True,
     force_size: bool = False,
+    specs: list[str] | None = None,
+    runner: Runner | None = None,
+    continue_: bool = False,
 ) -> pd.DataFrame:
     """Simulate projection images into ``outdir``: ``particles.mrcs`` and ``particles.star``.
 
     ``rlnImageName`` is ``NNNNNN@particles.mrcs``; ``rlnClassNumber`` is the
     1-based orientation class (structure * n_views + view). The stack is held in
     memory until written; ``force_size`` runs even when it does not seem to fit.
+    ``batch_size`` images make one work unit (``runner``, ``specs``, ``continue_`` as for
+    :func:`write_subtomograms`).
 
     Raises
     ------
@@ -343,35 +468,27 @@ def write_projections(
         f"simulating {n_images} projection images of {c.box_px}^2 px", seconds=est.seconds,
         hint="use fewer images (--per-class, --views) or a smaller --box",
     )  # fmt: skip
-    d = c.box_px
-    images = np.empty((n_images, d, d), np.float32)  # filled in place: no concatenation copy
-    cleans = np.empty((n_images, d, d), np.float32) if save_clean else None
-    rows = []
-    for start in tqdm(range(0, n_images, batch_size), desc="simulating projections", disable=not progress):
-        b = sim.simulate(range(start, min(start + batch_size, n_images)))
-        images[start : start + len(b.labels)] = b.images
-        if cleans is not None:
-            cleans[start : start + len(b.labels)] = b.clean
-        eul = matrix_to_euler(b.matrices)
-        for k in range(len(b.labels)):
-            i = start + k
-            rows.append(
-                {
-                    "rlnImageName": f"{i + 1:06d}@particles.mrcs",
-                    "rlnClassNumber": int(b.labels[k]) + 1,
-                    STRUCTURE_COLUMN: sim.structures[int(b.structure[k])].name,
-                    "rlnAngleRot": eul[k, 0],
-                    "rlnAngleTilt": eul[k, 1],
-                    "rlnAnglePsi": eul[k, 2],
-                    "rlnDefocusU": b.defocus_um[k] * 1e4,
-                }
-            )
-    df = pd.DataFrame(rows)
-    with atomic_dir(outdir, force=force) as tmp:
-        write_mrc(tmp / "particles.mrcs", images, c.pixel_size_A, stack=True)
-        if cleans is not None:
-            write_mrc(tmp / "particles_clean.mrcs", cleans, c.pixel_size_A, stack=True)
-        write_star(tmp / "particles.star", df)
+
+    def units_of(folder: Path) -> list[WorkUnit]:
+        return [WorkUnit(f"images_{a:09d}", f"projection images {a + 1}..{b}", projection_unit,
+                         (specs, c, (a, b), save_clean), folder / f"images_{a:09d}.json")
+                for a, b in chunks(n_images, batch_size)]  # fmt: skip
+
+    with _run_units("projections", sim, specs, units_of, outdir, force, continue_, runner, progress,
+                                    "simulating projections", {"n": n_images, "clean": save_clean}) as (units, folder):  # fmt: skip
+        df = _load_rows(units)
+        d = c.box_px
+        images = np.empty((n_images, d, d), np.float32)  # filled in place: no concatenation copy
+        cleans = np.empty((n_images, d, d), np.float32) if save_clean else None
+        for u, (a, b) in zip(units, chunks(n_images, batch_size), strict=True):
+            images[a:b] = np.load(folder / f"{u.key}.images.npy")
+            if cleans is not None:
+                cleans[a:b] = np.load(folder / f"{u.key}.clean.npy")
+        with atomic_dir(outdir, force=force) as tmp:
+            write_mrc(tmp / "particles.mrcs", images, c.pixel_size_A, stack=True)
+            if cleans is not None:
+                write_mrc(tmp / "particles_clean.mrcs", cleans, c.pixel_size_A, stack=True)
+            write_star(tmp / "particles.star", df)
     return df
 
 

@@ -2,7 +2,8 @@
 
 Each call checks everything before any work (config ranges, the preview path, whether the
 structures fit in memory), loads the structures, writes the set atomically and, when asked,
-a preview PNG. The command line only builds the config and prints the summary.
+a preview PNG. The command line only builds the config and prints the summary. ``runner`` runs the
+work units (chunks of items) elsewhere (``cryoshot.distributed``); ``continue_`` resumes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from cryoshot.simulate.projections import ProjectionConfig, ProjectionSimulator
 from cryoshot.simulate.structures import Structure, expand_specs, load_structures
 from cryoshot.simulate.subtomograms import SubtomogramConfig, SubtomogramSimulator
 from cryoshot.utils.files import check_output_free
+from cryoshot.utils.workunits import Runner
 
 
 @dataclass
@@ -58,6 +60,8 @@ def simulate_subtomograms(
     force: bool = False,
     force_size: bool = False,
     progress: bool = True,
+    runner: Runner | None = None,
+    continue_: bool = False,
 ) -> SimulationSummary:
     """A labelled subtomogram set: ``per_class`` subtomograms of each structure (``particles.star`` + MRCs)."""
     if per_class < 1:
@@ -65,7 +69,8 @@ def simulate_subtomograms(
     structs = _prepare(structures, config, config.box_px, outdir, preview, force, force_size, projector=False)
     sim = SubtomogramSimulator(structs, config)
     n = per_class * len(structs)
-    write_subtomograms(sim, n, outdir, force=force, save_clean=save_clean, force_size=force_size, progress=progress)
+    write_subtomograms(sim, n, outdir, force=force, save_clean=save_clean, force_size=force_size, progress=progress,
+                       specs=structures, runner=runner, continue_=continue_)  # fmt: skip
     if preview is not None:
         from cryoshot.plotting import volume_montage
 
@@ -87,6 +92,8 @@ def simulate_micrographs(
     force: bool = False,
     force_size: bool = False,
     progress: bool = True,
+    runner: Runner | None = None,
+    continue_: bool = False,
 ) -> SimulationSummary:
     """Micrographs of the structures with a ground-truth ``coordinates.star``; ``n_items`` counts particles."""
     if n_micrographs < 1:
@@ -94,7 +101,7 @@ def simulate_micrographs(
     structs = _prepare(structures, config, config.particle_box_px, outdir, preview, force, force_size, projector=True)
     sim = MicrographSimulator(structs, config)
     df = write_micrographs(sim, n_micrographs, outdir, force=force, save_clean=save_clean, force_size=force_size,
-                           progress=progress)  # fmt: skip
+                           progress=progress, specs=structures, runner=runner, continue_=continue_)  # fmt: skip
     if preview is not None:
         from cryoshot.plotting import micrograph_preview
 
@@ -115,6 +122,8 @@ def simulate_projections(
     force: bool = False,
     force_size: bool = False,
     progress: bool = True,
+    runner: Runner | None = None,
+    continue_: bool = False,
 ) -> SimulationSummary:
     """2D particle images in orientation classes (``n_views`` per structure), ``per_class`` images each."""
     if per_class < 1:
@@ -122,7 +131,8 @@ def simulate_projections(
     structs = _prepare(structures, config, config.box_px, outdir, preview, force, force_size, projector=True)
     sim = ProjectionSimulator(structs, config)
     n = sim.n_classes * per_class
-    write_projections(sim, n, outdir, force=force, save_clean=save_clean, force_size=force_size, progress=progress)
+    write_projections(sim, n, outdir, force=force, save_clean=save_clean, force_size=force_size, progress=progress,
+                      specs=structures, runner=runner, continue_=continue_)  # fmt: skip
     if preview is not None:
         from cryoshot.plotting import image_montage
 

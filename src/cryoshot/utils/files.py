@@ -89,6 +89,23 @@ def _remove(p: Path) -> None:
 
 
 @contextlib.contextmanager
+def private_folder(path: str | os.PathLike) -> Iterator[None]:
+    """Declare ``path`` a folder only this run writes (its work units' folder): no per-file locks inside.
+
+    The run holds the lock of the folder itself; a unit that a killed worker left half-done is
+    simply written again, so locks on each file there would only get in the way.
+    """
+    p = _abs(path)
+    added = p not in _private_dirs
+    _private_dirs.add(p)
+    try:
+        yield
+    finally:
+        if added:
+            _private_dirs.discard(p)
+
+
+@contextlib.contextmanager
 def output_lock(path: str | os.PathLike) -> Iterator[None]:
     """Hold the one-writer lock of output ``path`` (re-entrant within a process).
 

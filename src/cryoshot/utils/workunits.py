@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +36,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cryoshot.errors import CryoshotError
+from cryoshot.utils.files import private_folder
 
 PARTIAL_MARK = "cryoshot-partial.json"
 DEVICE = "cpu"  # where units put their models: set by the runner in each process (--device)
@@ -109,7 +111,8 @@ class SerialRunner:
         failures = []
         for u in tqdm(pending, desc=desc, unit="unit", disable=not progress or len(pending) < 2, leave=False):
             try:
-                u.fn(*u.args, out=u.out)
+                with private_folder(u.out.parent):
+                    u.fn(*u.args, out=u.out)
             except (KeyboardInterrupt, SystemExit, MemoryError):
                 raise
             except Exception as exc:  # reported with its item after the others have run
@@ -134,16 +137,17 @@ def file_key(path: str | os.PathLike) -> tuple[str, int, int]:
     return str(p), st.st_mtime_ns, st.st_size
 
 
-def cached(loader: Callable[..., Any], *key: Any) -> Any:
-    """``loader(*key)``, computed once per process for each key (the last few kept).
+def cached(loader: Callable[..., Any], *args: Any, key: Any = None) -> Any:
+    """``loader(*args)``, computed once per process for each key (the last few kept).
 
-    Keys must be hashable; for files pass :func:`file_key` so a changed file is reloaded.
+    The key is ``args`` unless ``key`` is given (for unhashable arguments such as configs).
+    For files pass :func:`file_key` among the arguments, so a changed file is reloaded.
     """
-    k = (loader.__module__, loader.__qualname__, *key)
+    k = (loader.__module__, loader.__qualname__, *args) if key is None else ("key", key)
     if k in _CACHE:
         _CACHE.move_to_end(k)
         return _CACHE[k]
-    value = loader(*key)
+    value = loader(*args)
     _CACHE[k] = value
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
@@ -189,8 +193,12 @@ def partial_folder(output: str | os.PathLike) -> Path:
     return output.parent / f".{output.name}.cryoshot-partial"
 
 
+def _note(message: str) -> None:
+    print(f"cryoshot: {message}", file=sys.stderr)
+
+
 def prepare_partial(
-    partial: Path, settings: dict, continue_: bool, log: Callable[[str], None] = print, mark: str = PARTIAL_MARK
+    partial: Path, settings: dict, continue_: bool, log: Callable[[str], None] = _note, mark: str = PARTIAL_MARK
 ) -> bool:
     """Create the progress folder (or, continuing, check it holds a run with the same ``settings``).
 
