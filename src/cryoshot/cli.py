@@ -298,6 +298,7 @@ def simulate_projections(
 
 
 @app.command("extract")
+@distributed_options
 def extract_cmd(
     ctx: typer.Context,
     coordinates: Annotated[Path, typer.Argument(help="STAR file with particle coordinates.")],
@@ -324,15 +325,17 @@ def extract_cmd(
     invert: Annotated[bool, typer.Option("--invert", help="Multiply the boxes by -1.")] = False,
     force: Force = False,
     force_size: ForceSize = False,
+    dist: DistOptions = DistOptions(),
 ) -> None:
     """Cut subtomograms (or 2D boxes) at STAR coordinates into a subtomogram (particle) set."""
     record_run(ctx)
     from cryoshot.io.extract import extract_particles
 
-    rep = extract_particles(
-        coordinates, outdir, box, source=tomogram, dim=2 if two_d else 3, angpix=angpix, edge=edge,
-        invert=invert, force=force, force_size=force_size,
-    )  # fmt: skip
+    with dist.runner() as runner:
+        rep = extract_particles(
+            coordinates, outdir, box, source=tomogram, dim=2 if two_d else 3, angpix=angpix, edge=edge,
+            invert=invert, force=force, force_size=force_size, runner=runner, continue_=dist.continue_,
+        )  # fmt: skip
     typer.echo(
         f"extracted {len(rep.table)} particles to {outdir}/particles.star "
         f"({rep.n_padded} padded at the edge, {rep.n_skipped} skipped)"

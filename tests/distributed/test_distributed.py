@@ -251,3 +251,29 @@ def test_cli_scheduler_option_runs_a_verb_on_a_local_cluster(tmp_path, capsys):
     assert main([*base, "-o", str(tmp_path / "x"), "--scheduler", "mpi"]) == 2
     assert "--scheduler must be" in capsys.readouterr().err
     shutil.rmtree(tmp_path / "x", ignore_errors=True)
+
+
+def test_extract_on_local_workers_equals_one_process(tmp_path, runner):
+    from cryoshot.io.extract import extract_particles
+    from cryoshot.io.mrc import write_mrc
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for t in range(3):  # three tomograms: three units
+        write_mrc(tmp_path / f"tomo{t}.mrc", rng.normal(size=(24, 40, 40)).astype(np.float32), 10.0)
+        rows += [{"rlnTomoName": f"tomo{t}.mrc", "rlnCoordinateX": float(x), "rlnCoordinateY": float(y),
+                  "rlnCoordinateZ": 12.0, "rlnClassNumber": t + 1} for x, y in rng.uniform(0, 40, (5, 2))]  # fmt: skip
+    write_star(tmp_path / "coords.star", pd.DataFrame(rows))
+    for dim in (3, 2):
+        star = tmp_path / "coords.star"
+        if dim == 2:
+            for t in range(3):
+                write_mrc(tmp_path / f"mic{t}.mrc", rng.normal(size=(40, 40)).astype(np.float32), 10.0)
+            write_star(tmp_path / "coords2.star", pd.DataFrame(rows).drop(columns=["rlnTomoName", "rlnCoordinateZ"])
+                       .assign(rlnMicrographName=[r["rlnTomoName"].replace("tomo", "mic") for r in rows]))  # fmt: skip
+            star = tmp_path / "coords2.star"
+        a = extract_particles(star, tmp_path / f"one{dim}", 8, dim=dim, edge="skip", progress=False)
+        b = extract_particles(star, tmp_path / f"dask{dim}", 8, dim=dim, edge="skip", progress=False, runner=runner)
+        assert 0 < len(a.table) < 15 and a.n_skipped == b.n_skipped  # some boxes leave the data and are skipped
+        pd.testing.assert_frame_equal(a.table, b.table)
+        _same_files(tmp_path / f"one{dim}", tmp_path / f"dask{dim}", "subtomo_*.mrc" if dim == 3 else "*.mrcs")

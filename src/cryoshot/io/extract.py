@@ -11,18 +11,19 @@ before any work (:func:`extraction_estimate`).
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from cryoshot.errors import CryoshotError
 from cryoshot.io.mrc import read_mrc, write_mrc
 from cryoshot.io.particles import coordinates_px
 from cryoshot.io.star import read_star_table, write_star
-from cryoshot.utils.files import atomic_dir
+from cryoshot.utils.files import atomic_dir, check_output_free, output_lock
+from cryoshot.utils.hashing import file_sha256
 from cryoshot.utils.resources import (
     FILE_OVERHEAD_BYTES,
     PROCESS_OVERHEAD_BYTES,
@@ -30,6 +31,16 @@ from cryoshot.utils.resources import (
     TABLE_ROW_BYTES,
     Estimate,
     check_fits,
+)
+from cryoshot.utils.workunits import (
+    Runner,
+    UnitsFailed,
+    WorkUnit,
+    partial_folder,
+    prepare_partial,
+    runner_or_serial,
+    save_array,
+    unit_output,
 )
 
 EDGE_MODES = ("pad", "skip")
@@ -95,6 +106,42 @@ def _source_for(row: pd.Series, star_dir: Path, override: Path | None, column: s
     raise CryoshotError(f"cannot find {column} '{name}' (looked beside the STAR file too); pass it explicitly")
 
 
+def extract_source_unit(star_path: str, source: str, rows: list[int], box: int, dim: int, angpix: float | None,
+                        edge: str, invert: bool, pixel_A: float, *, out: Path) -> None:  # fmt: skip
+    """Work unit: the boxes of table ``rows`` (all on ``source``), beside ``out``; kept rows and padding in ``out``.
+
+    3D boxes are written as ``box_<row>.mrc`` at ``pixel_A`` (the set's one voxel size); 2D
+    boxes as one ``.npy`` stack. ``out`` (``.npz``: ``rows``, ``padded``) is written last.
+    """
+    star_path = Path(star_path)
+    df = read_star_table(star_path).iloc[rows]
+    m = read_mrc(Path(source), mmap=True, ndim=dim, check_finite=False)
+    vs = angpix or m.voxel_size_A
+    if vs is None:
+        raise CryoshotError(f"{source} has no pixel size in its header; pass --angpix")
+    data = m.data
+    xyz_all = coordinates_px(df, star_path, angpix=vs, shape_xyz=data.shape[::-1], ndim=dim)
+    kept, padded, boxes = [], [], []
+    for row, xyz in zip(rows, xyz_all, strict=True):
+        lo = np.round(xyz) - box // 2
+        inside = bool(np.all(lo >= 0) and np.all(lo + box <= np.array(data.shape[::-1])))
+        if not inside and edge == "skip":
+            continue
+        b, pad = cut_box(data, xyz, box)
+        b = -b if invert else b
+        if dim == 3:
+            write_mrc(out.parent / f"box_{row:09d}.mrc", b, pixel_A, force=True)
+        else:
+            boxes.append(b)
+        kept.append(row)
+        padded.append(pad)
+    if dim == 2:
+        stack = np.stack(boxes) if boxes else np.zeros((0, box, box), np.float32)
+        save_array(out.parent / f"{out.stem}.boxes.npy", stack)
+    with unit_output(out) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, rows=np.asarray(kept, np.int64), padded=np.asarray(padded, bool))
+
+
 def extract_particles(
     star_path: str | os.PathLike,
     outdir: str | os.PathLike,
@@ -108,8 +155,14 @@ def extract_particles(
     force: bool = False,
     progress: bool = True,
     force_size: bool = False,
+    runner: Runner | None = None,
+    continue_: bool = False,
 ) -> ExtractReport:
     """Extract boxes at the coordinates of ``star_path`` into a subtomogram (or particle) set.
+
+    Each source tomogram (micrograph) is one work unit, run by ``runner`` (None: this process;
+    or a ``cryoshot.distributed`` runner); unit results wait in a hidden folder beside
+    ``outdir`` until all are done, and ``continue_`` reuses them after a failure or a kill.
 
     Parameters
     ----------
@@ -157,52 +210,61 @@ def extract_particles(
         f"extracting {len(df)} boxes of {box}^{dim}", seconds=est.seconds,
         hint="extract fewer particles (split the STAR file) or use a smaller --box",
     )  # fmt: skip
+    check_output_free(outdir, force, folder=True)
     column = "rlnTomoName" if dim == 3 else "rlnMicrographName"
     override = Path(source) if source is not None else None
-    cache: dict[Path, tuple[np.ndarray, float]] = {}
+    by_source: dict[Path, list[int]] = {}
+    for i, (_, row) in enumerate(df.iterrows()):  # every source found before any work
+        by_source.setdefault(_source_for(row, star_path.parent, override, column), []).append(i)
+    first = read_mrc(next(iter(by_source)), mmap=True, ndim=dim, check_finite=False)
+    pixel = angpix or first.voxel_size_A  # the first source's, for every box (as a set needs one)
+    if pixel is None:
+        raise CryoshotError(f"{next(iter(by_source))} has no pixel size in its header; pass --angpix")
+    coordinates_px(df.iloc[:1], star_path, angpix=pixel, shape_xyz=first.data.shape[::-1], ndim=dim)  # columns
+    what = "tomogram" if dim == 3 else "micrograph"
+    outdir = Path(outdir)
+    partial = partial_folder(outdir)
+    settings = {"star": file_sha256(star_path), "box": box, "dim": dim, "angpix": angpix, "edge": edge,
+                "invert": invert, "source": str(override)}  # fmt: skip
+    with output_lock(partial):
+        fresh = prepare_partial(partial, settings, continue_)
+        try:
+            units = [WorkUnit(f"src_{k:06d}", f"{what} {src}", extract_source_unit,
+                              (str(star_path.resolve()), str(src.resolve()), rows, box, dim, angpix, edge, invert,
+                               float(pixel)), partial / f"src_{k:06d}.npz")
+                     for k, (src, rows) in enumerate(by_source.items())]  # fmt: skip
+            runner_or_serial(runner).run(units, desc="extracting", progress=progress)
+            report = _assemble(df, units, partial, outdir, star_path, dim, box, float(pixel), force)
+        except Exception as exc:
+            if fresh and not isinstance(exc, UnitsFailed):
+                shutil.rmtree(partial, ignore_errors=True)
+            raise
+        shutil.rmtree(partial, ignore_errors=True)
+    return report
 
-    def boxes():
-        """(row index, box, padded) of every particle kept, in table order."""
-        for i, (_, row) in enumerate(tqdm(df.iterrows(), total=len(df), desc="extracting", disable=not progress)):
-            src = _source_for(row, star_path.parent, override, column)
-            if src not in cache:
-                m = read_mrc(src, mmap=True, ndim=dim, check_finite=False)
-                vs = angpix or m.voxel_size_A
-                if vs is None:
-                    raise CryoshotError(f"{src} has no pixel size in its header; pass --angpix")
-                cache[src] = (m.data, vs)
-            data, vs = cache[src]
-            xyz = coordinates_px(df.iloc[[i]], star_path, angpix=vs, shape_xyz=data.shape[::-1], ndim=dim)[0]
-            lo = np.round(xyz) - box // 2
-            inside = bool(np.all(lo >= 0) and np.all(lo + box <= np.array(data.shape[::-1])))
-            if not inside and edge == "skip":
-                continue
-            out, padded = cut_box(data, xyz, box)
-            yield i, (-out if invert else out), padded
 
-    keep: list[int] = []
-    n_padded = 0
+def _assemble(df: pd.DataFrame, units: list[WorkUnit], partial: Path, outdir: Path, star_path: Path, dim: int,
+              box: int, pixel: float, force: bool) -> ExtractReport:  # fmt: skip
+    """The set, from the units' boxes, in table order."""
+    results = [np.load(u.out) for u in units]
+    keep = np.sort(np.concatenate([r["rows"] for r in results])) if results else np.zeros(0, np.int64)
+    n_padded = int(sum(r["padded"].sum() for r in results))
+    if not len(keep):
+        raise CryoshotError(f"no particle of {star_path} lies fully inside its data; use --edge pad or a smaller box")
     with atomic_dir(outdir, force=force) as tmp:
-        if dim == 3:  # written as cut: memory holds one box
-            for i, b, padded in boxes():
-                pixel = next(iter(cache.values()))[1]  # the first source's, for every box (as a set needs one)
-                write_mrc(tmp / f"subtomo_{len(keep):06d}.mrc", b, pixel)
-                keep.append(i)
-                n_padded += int(padded)
+        if dim == 3:
             names = [f"subtomo_{k:06d}.mrc" for k in range(len(keep))]
+            for k, row in enumerate(keep):
+                os.replace(partial / f"box_{row:09d}.mrc", tmp / names[k])
         else:
-            stack = np.empty((len(df), box, box), np.float32)  # filled in place: no stacking copy
-            for i, b, padded in boxes():
-                stack[len(keep)] = b
-                keep.append(i)
-                n_padded += int(padded)
-            if keep:
-                write_mrc(tmp / "particles.mrcs", stack[: len(keep)], next(iter(cache.values()))[1], stack=True)
+            stack = np.empty((len(keep), box, box), np.float32)
+            where = {int(row): k for k, row in enumerate(keep)}
+            for u, r in zip(units, results, strict=True):
+                boxes = np.load(partial / f"{u.out.stem}.boxes.npy")
+                for j, row in enumerate(r["rows"]):
+                    stack[where[int(row)]] = boxes[j]
+            write_mrc(tmp / "particles.mrcs", stack, pixel, stack=True)
             names = [f"{k + 1:06d}@particles.mrcs" for k in range(len(keep))]
-        if not keep:
-            raise CryoshotError(
-                f"no particle of {star_path} lies fully inside its data; use --edge pad or a smaller box"
-            )
         table = df.iloc[keep].reset_index(drop=True).copy()
         table["rlnImageName"] = names
         write_star(tmp / "particles.star", table)
