@@ -86,3 +86,11 @@ class DaskRunner:
         failures += [UnitFailure(u.key, u.item, "finished without writing its result") for u in missing]
         if failures:
             raise UnitsFailed(failures, len(units))
+
+
+def probe_unit(*, out: Path) -> None:
+    """A unit that only writes its result file: the scheduler's overhead per unit (benchmarks/bench_distributed.py)."""
+    from cryoshot.utils.workunits import unit_output
+
+    with unit_output(out) as tmp:
+        tmp.write_text("done\n")
