@@ -157,6 +157,14 @@ def test_classify_on_local_workers_equals_one_process(subtomo_sets, tmp_path, ru
     np.testing.assert_allclose(one["cryoshotMinDistance"], dask["cryoshotMinDistance"], rtol=1e-5)
     assert list(one["rlnImageName"]) == list(dask["rlnImageName"])
     assert not any(tmp_path.glob(".*cryoshot-partial"))  # the unit results are cleared once assembled
+    loads = runner.client.run(_models_loaded)  # 4 units ran on 2 workers: the model was loaded once per worker
+    assert sum(loads.values()) >= 1 and max(loads.values()) == 1, loads
+
+
+def _models_loaded() -> int:
+    from cryoshot.utils import workunits
+
+    return sum(1 for k in workunits._CACHE if k[:2] == ("cryoshot.fewshot.classify", "_method_for"))
 
 
 def test_a_failing_unit_is_reported_with_its_rows_and_continue_completes(subtomo_sets, tmp_path, runner):
@@ -212,7 +220,7 @@ def test_a_killed_worker_still_gives_the_complete_correct_output(tmp_path, runne
 
 # ---- picking and 2D embeddings -----------------------------------------------------------------------
 def test_pick_and_embed_on_local_workers_equal_one_process(tmp_path, runner):
-    from cryoshot.embedding.workflow import embed_particles
+    from cryoshot.embedding.workflow import ClusterConfig, cluster_particles, embed_particles
     from cryoshot.picking.stage1 import Stage1Config
     from cryoshot.picking.workflow import PickConfig, pick
 
@@ -239,6 +247,12 @@ def test_pick_and_embed_on_local_workers_equal_one_process(tmp_path, runner):
     _, z2 = embed_particles(tmp_path / "proj" / "particles.star", tmp_path / "e2", runner=runner, **QUIET)
     assert z1.shape == (40, 256)
     np.testing.assert_allclose(z1, z2, atol=1e-5)
+    ccfg = ClusterConfig(k=2, refine_iterations=0)
+    c1 = cluster_particles(tmp_path / "proj" / "particles.star", tmp_path / "c1", ccfg, **QUIET)
+    c2 = cluster_particles(tmp_path / "proj" / "particles.star", tmp_path / "c2", ccfg, runner=runner, **QUIET)
+    np.testing.assert_array_equal(c1.labels, c2.labels)
+    np.testing.assert_allclose(np.load(tmp_path / "c1" / "embeddings.npy"), np.load(tmp_path / "c2" / "embeddings.npy"),
+                               atol=1e-5)  # fmt: skip
 
 
 def test_cli_scheduler_option_runs_a_verb_on_a_local_cluster(tmp_path, capsys):

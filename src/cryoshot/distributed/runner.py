@@ -18,6 +18,25 @@ from cryoshot.utils.files import private_folder
 from cryoshot.utils.workunits import UnitFailure, UnitsFailed, WorkUnit, error_text
 
 _THREADS_SET: list[int] = []  # per worker process: torch threads already set
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+
+
+def _undo_malloc_trim() -> None:
+    """Give large allocations back to the heap in this worker process (glibc only; else nothing).
+
+    Dask starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also switches off glibc's
+    adaptive mmap threshold: every large array is then a fresh mmap, and picking ran 1.5x
+    slower per micrograph in a worker than in a plain process (9.5 s against 6.2 s, one
+    thread). These values restore the usual behaviour for the arrays units allocate.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 256 * 2**20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 2**30)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _execute(fn: Callable[..., None], args: tuple, out: str, threads: int | None, device: str) -> str:
@@ -33,6 +52,8 @@ def _execute(fn: Callable[..., None], args: tuple, out: str, threads: int | None
 
         threads = max(1, available_cpus() // max(1, get_worker().state.nthreads))
     if _THREADS_SET != [threads]:
+        if not _THREADS_SET:
+            _undo_malloc_trim()
         torch.set_num_threads(threads)
         _THREADS_SET[:] = [threads]
     workunits.DEVICE = device

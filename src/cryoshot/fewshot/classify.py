@@ -87,8 +87,8 @@ def _method_for(method: str, model_path: str | None, tilt_range, *_key) -> objec
     from cryoshot.utils import workunits
 
     model = load_model(model_path)[0] if model_path is not None else None
-    if model is not None and workunits.DEVICE != "cpu":
-        model = model.to(workunits.DEVICE)
+    if model is not None and workunits.DEVICE != "cpu":  # the encoder (the cost); small heads stay on the CPU
+        model.encoder.to(workunits.DEVICE)
     return make_method(method, model, tilt_range=tilt_range)
 
 

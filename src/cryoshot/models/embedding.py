@@ -51,7 +51,7 @@ def embed_volumes(
     Small batches keep the activations in cache; ``precision`` as in :func:`use_bf16`.
     """
     cfg = model.encoder.config
-    dev = next(model.parameters()).device
+    dev = next(model.encoder.parameters()).device
     bf16 = use_bf16(dev, precision)
     out = []
     for s in tqdm(range(0, len(volumes), batch_size), desc="embedding", disable=not progress, leave=False):

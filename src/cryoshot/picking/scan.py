@@ -89,11 +89,12 @@ def score_map(
     cfg = model.config
     w = cfg.window_px
     padded, pad = pad_for_scan(image, w, cfg.particle_px)
-    t = torch.from_numpy(np.ascontiguousarray(padded))[None, None]
+    dev = next(model.parameters()).device  # a GPU worker's model (--device cuda); the CPU otherwise
+    t = torch.from_numpy(np.ascontiguousarray(padded))[None, None].to(dev)
     gy = (padded.shape[0] - w) // stride + 1
     gx = (padded.shape[1] - w) // stride + 1
     model.eval()
-    ex = exemplars.to(torch.float32)
+    ex = exemplars.to(dev, torch.float32)
     rows_per_batch = max(1, batch // max(gx, 1))
     feats = []
     for r0 in range(0, gy, rows_per_batch):
@@ -106,7 +107,7 @@ def score_map(
         f = f - f.mean(dim=0, keepdim=True)
     sim = F.normalize(f, dim=1) @ ex.T
     s = sim.max(dim=1).values if matching == "max" else sim.mean(dim=1)
-    scores = s.reshape(gy, gx).numpy().astype(np.float32)
+    scores = s.reshape(gy, gx).float().cpu().numpy()
     offs = (w - 1) / 2 - pad
     return scores, np.arange(gx) * stride + offs, np.arange(gy) * stride + offs
 

@@ -10,7 +10,6 @@ the end.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -43,7 +42,15 @@ from cryoshot.pretrained import resolve_picker_model
 from cryoshot.utils.files import atomic_dir, check_output_free, output_lock
 from cryoshot.utils.hashing import file_sha256
 from cryoshot.utils.threads import configure_threads
-from cryoshot.utils.workunits import Runner, UnitsFailed, WorkUnit, cached, file_key, runner_or_serial
+from cryoshot.utils.workunits import (
+    Runner,
+    UnitsFailed,
+    WorkUnit,
+    cached,
+    file_key,
+    prepare_partial,
+    runner_or_serial,
+)
 
 DEFAULT_RULE = "gmm"  # chosen on the picking benchmark (docs/benchmarks.md): best mean F1 of the three rules
 PARTIAL_MARK = "cryoshot-pick-partial.json"
@@ -365,8 +372,10 @@ def _run(net, ck, mics, micrographs, stems, headers, ex_df, exemplars, model_pat
 
 
 def _load_picker(path: str, *_key) -> tuple[PickerMAE, torch.Tensor]:
+    from cryoshot.utils import workunits
+
     net, ck = load_mae(Path(path))
-    return net, ck["exemplar_features"]
+    return (net.to(workunits.DEVICE) if workunits.DEVICE != "cpu" else net), ck["exemplar_features"]
 
 
 def pick_micrograph_unit(picker_path: str, mic: str, name: str, config: PickConfig, *, out: Path) -> None:
@@ -413,29 +422,17 @@ def _autopick_table(r: MicrographPicks) -> pd.DataFrame:
 
 
 def _prepare_partial(partial: Path, outdir: Path, settings: dict, continue_: bool, log) -> bool:
-    """Create (or, continuing, check and reuse) the progress folder; True when created now."""
-    mark = partial / PARTIAL_MARK
-    if partial.exists() and not mark.exists():
-        raise CryoshotError(f"{partial} exists but was not made by cryoshot pick; move it away")
-    if partial.exists() and not continue_:
-        shutil.rmtree(partial)
-        log(f"removed the progress of an earlier, unfinished run into {outdir} (pass --continue to resume one)")
-    if partial.exists():
-        old = json.loads(mark.read_text())
-        if old != json.loads(json.dumps(settings)):
-            diffs = [k for k in settings if old.get(k) != json.loads(json.dumps(settings)).get(k)]
-            raise CryoshotError(f"--continue with different {', '.join(diffs)} than the unfinished run into {outdir}; "
-                                "rerun with the original settings, or start over without --continue")  # fmt: skip
-        return False
-    partial.mkdir()
-    if continue_ and outdir.exists():  # extend a finished run: start from its files
-        for f in ("picker.pt",):
-            if (outdir / f).exists():
-                shutil.copy2(outdir / f, partial / f)
+    """Create (or, continuing, check and reuse) the progress folder; True when created now.
+
+    Continuing a finished run (``outdir`` exists) starts from its files, so it can be extended.
+    """
+    fresh = prepare_partial(partial, settings, continue_, log, mark=PARTIAL_MARK)
+    if fresh and continue_ and outdir.exists():
+        if (outdir / "picker.pt").exists():
+            shutil.copy2(outdir / "picker.pt", partial / "picker.pt")
         if (outdir / "coordinates").is_dir():
             shutil.copytree(outdir / "coordinates", partial / "coordinates")
-    mark.write_text(json.dumps(settings))
-    return True
+    return fresh
 
 
 def _finish(partial: Path, outdir: Path) -> None:
