@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from cryoshot.errors import CryoshotError
 from cryoshot.utils.threads import available_cpus
+from cryoshot.utils.workunits import SerialRunner
 
 DEVICES = ("cpu", "cuda")
 _INSTALL = "install the distributed extra: pip install 'cryoshot[distributed]' (dask[distributed], dask-jobqueue)"
@@ -129,7 +130,8 @@ def open_runner(
     device: str = "cpu",
     log: Callable[[str], None] = print,
 ) -> Iterator:
-    """A runner for ``spec``: None -> None (the verb runs in this process); else a connected DaskRunner.
+    """A runner for ``spec``: None -> None (the verb runs in this process; a SerialRunner on
+    ``device`` when that is not the CPU); else a connected DaskRunner.
 
     The cluster this opens (local or SLURM) is closed on exit; an existing scheduler is left running.
     """
@@ -137,8 +139,8 @@ def open_runner(
         spec = parse_scheduler(spec)
     if device not in DEVICES:
         raise CryoshotError(f"--device must be cpu or cuda, got '{device}'")
-    if spec is None:
-        yield None
+    if spec is None:  # this process; a GPU when asked for
+        yield None if device == "cpu" else SerialRunner(device)
         return
     try:
         from distributed import Client, LocalCluster
