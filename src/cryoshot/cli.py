@@ -618,7 +618,7 @@ def classify_cmd(
 ) -> None:
     """Few labelled examples + unlabelled subtomograms (or 2D particle images) -> predicted class, probability, or 'unknown'."""
     record_run(ctx)
-    from cryoshot.fewshot.classify import classify_sets
+    from cryoshot.fewshot.classify import ClassifyConfig, classify_sets
     from cryoshot.io.images2d import is_2d_particle_set
     from cryoshot.pretrained import resolve_model, resolve_siamese_model
     from cryoshot.utils.threads import configure_threads
@@ -626,12 +626,11 @@ def classify_cmd(
     configure_threads()
     images2d = is_2d_particle_set(support)  # 2D particle stacks: the Siamese embedding
     with dist.runner() as runner:
-        out = classify_sets(
-            support, query, output, model_path=(resolve_siamese_model if images2d else resolve_model)(model),
-            method=method, shot=shot, label_column=label_column, angpix=angpix, unknown=not no_unknown,
-            quantile=unknown_quantile, margin=unknown_margin, tilt_range=parse_tilt_range(tilt_range), force=force,
-            runner=runner, continue_=dist.continue_,
-        )  # fmt: skip
+        cfg = ClassifyConfig(method=method, shot=shot, label_column=label_column, angpix=angpix,
+                             unknown=not no_unknown, unknown_quantile=unknown_quantile, unknown_margin=unknown_margin,
+                             tilt_range_deg=parse_tilt_range(tilt_range))  # fmt: skip
+        out = classify_sets(support, query, output, cfg, force=force, runner=runner, continue_=dist.continue_,
+                            model_path=(resolve_siamese_model if images2d else resolve_model)(model))  # fmt: skip
     counts = out["cryoshotPredictedClass"].value_counts()
     thr = out.attrs.get("threshold")
     typer.echo(f"classified {len(out)} {'particle images with siamese' if images2d else f'subtomograms with {method}'}"

@@ -19,7 +19,7 @@ pytest.importorskip("dask_jobqueue")
 from cryoshot.cli import main  # noqa: E402
 from cryoshot.distributed import SlurmOptions, open_runner, parse_scheduler, slurm_cluster  # noqa: E402
 from cryoshot.errors import CryoshotError  # noqa: E402
-from cryoshot.fewshot.classify import classify_sets  # noqa: E402
+from cryoshot.fewshot.classify import ClassifyConfig, classify_sets  # noqa: E402
 from cryoshot.io.star import read_star_table, write_star  # noqa: E402
 from cryoshot.pretrained import resolve_model  # noqa: E402
 from cryoshot.simulate.micrographs import MicrographConfig  # noqa: E402
@@ -145,8 +145,8 @@ def subtomo_sets(tmp_path_factory) -> Path:
 
 
 def _classify(sets: Path, out: Path, **kw) -> pd.DataFrame:
-    return classify_sets(sets / "data" / "support.star", sets / "data" / "query.star", out,
-                         model_path=resolve_model("default"), unit_rows=16, **QUIET, **kw)  # fmt: skip
+    return classify_sets(sets / "data" / "support.star", sets / "data" / "query.star", out, ClassifyConfig(unit_rows=16),
+                         model_path=resolve_model("default"), **QUIET, **kw)  # fmt: skip
 
 
 def test_classify_on_local_workers_equals_one_process(subtomo_sets, tmp_path, runner):

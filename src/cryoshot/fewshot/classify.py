@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,46 @@ def _prediction_table(
 UNIT_ROWS = 2048  # queries per work unit (a multiple of ProtoNet-CE's attention chunk)
 
 
+@dataclass
+class ClassifyConfig:
+    """Settings of ``cryoshot classify``: what decides the predictions.
+
+    Attributes
+    ----------
+    method : a registry name (``cryoshot.fewshot.methods``); 2D particle images always use the Siamese prototypes
+    shot : require at least this many support examples per class (all are used)
+    label_column : the support's label column
+    angpix : pixel size in Å overriding the files (support and query)
+    unknown : answer ``unknown`` beyond the threshold
+    unknown_quantile, unknown_margin : the threshold is the quantile of the leave-one-out support
+        distances times the margin (``cryoshot.fewshot.openset``); larger values reject less
+    tilt_range_deg : template matching's missing wedge (degrees); None for no wedge
+    unit_rows : queries per work unit (rounded up to ProtoNet-CE's query chunk); the result does not depend on it
+    """
+
+    method: str = "protonet-ce"
+    shot: int | None = None
+    label_column: str = "rlnClassNumber"
+    angpix: float | None = None
+    unknown: bool = True
+    unknown_quantile: float = 0.95
+    unknown_margin: float = 1.5
+    tilt_range_deg: tuple[float, float] | None = (-60.0, 60.0)
+    unit_rows: int = UNIT_ROWS
+
+    def validate(self) -> None:
+        method_spec(self.method)  # names the choices
+        if not 0.0 < self.unknown_quantile <= 1.0 or not self.unknown_margin > 0:
+            raise CryoshotError(f"the unknown quantile must be in (0, 1] and the margin > 0, got "
+                                f"{self.unknown_quantile}, {self.unknown_margin}")  # fmt: skip
+        if self.shot is not None and self.shot < 1:
+            raise CryoshotError(f"--shot must be at least 1, got {self.shot}")
+        if self.angpix is not None and not self.angpix > 0:
+            raise CryoshotError(f"--angpix must be positive, got {self.angpix}")
+        if self.unit_rows < 1:
+            raise CryoshotError(f"unit_rows must be at least 1, got {self.unit_rows}")
+
+
 def _query_geometry(query_star, angpix: float | None) -> tuple[pd.DataFrame, Path, int, float]:
     """The query table (duplicates dropped) and the box and voxel size of its first subtomogram."""
     first = load_subtomogram_set(query_star, label_column=None, angpix=angpix, progress=False, rows=(0, 1),
@@ -122,21 +163,13 @@ def classify_sets(
     support_star: str | os.PathLike,
     query_star: str | os.PathLike,
     output: str | os.PathLike,
+    config: ClassifyConfig | None = None,
     *,
     model_path: str | os.PathLike,
-    method: str = "protonet-ce",
-    shot: int | None = None,
-    label_column: str = "rlnClassNumber",
-    angpix: float | None = None,
-    unknown: bool = True,
-    quantile: float = 0.95,
-    margin: float = 1.5,
-    tilt_range: tuple[float, float] | None = (-60.0, 60.0),
     force: bool = False,
     progress: bool = True,
     runner: Runner | None = None,
     continue_: bool = False,
-    unit_rows: int = UNIT_ROWS,
 ) -> pd.DataFrame:
     """Predict a class for every query; write the query table plus predictions to ``output`` (STAR).
 
@@ -145,41 +178,28 @@ def classify_sets(
     softmax over -d for ProtoNet, the logistic regression for FSCC, softmax of NCC / 0.02 for
     template), ``cryoshotMinDistance``, ``cryoshotModel`` (file name and SHA-256 prefix).
 
-    The queries are read and scored in work units of ``unit_rows`` (rounded up to a multiple
-    of ProtoNet-CE's attention chunk, so the result does not depend on the split), run by
-    ``runner`` (None: this process; or a ``cryoshot.distributed`` runner). Unit results wait in
-    a hidden folder beside ``output``; ``continue_`` reuses them after a failure or a kill.
-
-    Parameters
-    ----------
-    shot
-        Require at least this many support examples per class (error naming the
-        class otherwise); all support examples are used.
-    quantile, margin
-        The unknown threshold is ``quantile`` of the leave-one-out support distances
-        times ``margin`` (see ``cryoshot.fewshot.openset``); larger values reject less.
-    tilt_range
-        Template matching only: the tilt range (degrees) whose missing wedge the
-        particles carry; None for no wedge.
+    The queries are read and scored in work units of ``config.unit_rows`` (rounded up to a
+    multiple of ProtoNet-CE's attention chunk, so the result does not depend on the split), run
+    by ``runner`` (None: this process; or a ``cryoshot.distributed`` runner). Unit results wait
+    in a hidden folder beside ``output``; ``continue_`` reuses them after a failure or a kill.
     """
     from cryoshot.models.loading import load_model
 
+    cfg = config or ClassifyConfig()
+    cfg.validate()  # the unknown-method error before any loading
     check_output_free(output, force)
     if is_2d_particle_set(support_star):
-        return classify_images(support_star, query_star, output, model_path=model_path, shot=shot,
-                               label_column=label_column, angpix=angpix, unknown=unknown, quantile=quantile,
-                               margin=margin, force=force, progress=progress, runner=runner, continue_=continue_,
-                               unit_rows=unit_rows)  # fmt: skip
-    spec = method_spec(method)  # the unknown-method error before any loading
+        return classify_images(support_star, query_star, output, cfg, model_path=model_path, force=force,
+                               progress=progress, runner=runner, continue_=continue_)  # fmt: skip
+    method, angpix, tilt_range = cfg.method, cfg.angpix, cfg.tilt_range_deg
+    spec = method_spec(method)
     model = load_model(model_path)[0] if spec.needs_model else None
-    if not 0.0 < quantile <= 1.0 or margin <= 0:
-        raise CryoshotError(f"the unknown quantile must be in (0, 1] and the margin > 0, got {quantile}, {margin}")
     m = make_method(method, model, tilt_range=tilt_range)
     if hasattr(m, "progress"):
         m.progress = progress
-    sup = load_subtomogram_set(support_star, label_column=label_column, angpix=angpix, progress=progress)
+    sup = load_subtomogram_set(support_star, label_column=cfg.label_column, angpix=angpix, progress=progress)
     q_table, q_path, q_box, q_voxel = _query_geometry(query_star, angpix)
-    classes = _support_classes(sup.labels, shot, unknown)
+    classes = _support_classes(sup.labels, cfg.shot, cfg.unknown)
     t0 = time.perf_counter()
     if abs(sup.voxel_size_A - q_voxel) > 1e-3 * sup.voxel_size_A:
         print(f"cryoshot: warning: the support ({sup.voxel_size_A:.3g} Å) and query ({q_voxel:.3g} Å) voxel "
@@ -196,11 +216,11 @@ def classify_sets(
     n = len(classes)
     # ProtoNet-CE attends over prototypes + a query chunk of the training size; the others score all at once
     chunk = 15 * n if method == "protonet-ce" else max(1, len(q_table))
-    size = chunk * -(-unit_rows // chunk) if method == "protonet-ce" else unit_rows
+    size = chunk * -(-cfg.unit_rows // chunk) if method == "protonet-ce" else cfg.unit_rows
     partial = partial_folder(output)
     settings = {"method": method, "model": file_sha256(model_path) if model is not None else None,
                 "support": file_sha256(support_star), "query": file_sha256(query_star), "angpix": angpix,
-                "label_column": label_column, "tilt_range": tilt_range, "unit_rows": size}  # fmt: skip
+                "label_column": cfg.label_column, "tilt_range": tilt_range, "unit_rows": size}  # fmt: skip
     with output_lock(partial):
         fresh = prepare_partial(partial, settings, continue_)
         try:
@@ -216,7 +236,8 @@ def classify_sets(
             probs = np.exp(np.concatenate([p["logp"] for p in parts]))
             dist = torch.from_numpy(np.concatenate([p["dist"] for p in parts]))
             with torch.no_grad():
-                thr = support_threshold(m, zs, ts, n, quantile, margin) if unknown else None
+                thr = (support_threshold(m, zs, ts, n, cfg.unknown_quantile, cfg.unknown_margin)
+                       if cfg.unknown else None)  # fmt: skip
             seconds = time.perf_counter() - t0
             model_tag = f"{Path(model_path).name}:{file_sha256(model_path)[:12]}" if model is not None else method
             out = _prediction_table(q_table, q_path, output, classes, probs, dist, thr, model_tag)
@@ -235,19 +256,13 @@ def classify_images(
     support_star: str | os.PathLike,
     query_star: str | os.PathLike,
     output: str | os.PathLike,
+    config: ClassifyConfig | None = None,
     *,
     model_path: str | os.PathLike,
-    shot: int | None = None,
-    label_column: str = "rlnClassNumber",
-    angpix: float | None = None,
-    unknown: bool = True,
-    quantile: float = 0.95,
-    margin: float = 1.5,
     force: bool = False,
     progress: bool = True,
     runner: Runner | None = None,
     continue_: bool = False,
-    unit_rows: int = UNIT_ROWS,
 ) -> pd.DataFrame:
     """2D particle images: prototypes of the support in the Siamese embedding; same columns as for subtomograms.
 
@@ -259,28 +274,29 @@ def classify_images(
     from cryoshot.models.checkpoint import load_checkpoint
     from cryoshot.models.siamese2d import build_siamese
 
+    cfg = config or ClassifyConfig()
+    cfg.validate()
+    angpix = cfg.angpix
     check_output_free(output, force)
     ck = load_checkpoint(model_path)
     if ck["method"] != "siamese":
         raise CryoshotError(f"{model_path} is not a Siamese 2D model, but the support set holds 2D particle images; "
                             "use --model default (the shipped Siamese model) or a model from 'cryoshot train siamese'")  # fmt: skip
-    if not 0.0 < quantile <= 1.0 or margin <= 0:
-        raise CryoshotError(f"the unknown quantile must be in (0, 1] and the margin > 0, got {quantile}, {margin}")
-    sup = load_particle_images(support_star, label_column=label_column, angpix=angpix, progress=progress)
+    sup = load_particle_images(support_star, label_column=cfg.label_column, angpix=angpix, progress=progress)
     q_table, q_optics = read_particle_table(query_star)
     q0 = load_particle_images(query_star, angpix=angpix, progress=False, rows=(0, 1))  # format errors first
-    classes = _support_classes(sup.labels, shot, unknown)
+    classes = _support_classes(sup.labels, cfg.shot, cfg.unknown)
     t0 = time.perf_counter()
     net = build_siamese(ck)
     zs = torch.from_numpy(embed_particle_images(sup, net, progress=progress))
     partial = partial_folder(output)
     settings = {"model": file_sha256(model_path), "query": file_sha256(query_star), "angpix": angpix,
-                "unit_rows": unit_rows}  # fmt: skip
+                "unit_rows": cfg.unit_rows}  # fmt: skip
     with output_lock(partial):
         fresh = prepare_partial(partial, settings, continue_)
         try:
             zq = torch.from_numpy(embed_star_rows(query_star, model_path, len(q_table), partial, angpix=angpix,
-                                                  runner=runner, unit_rows=unit_rows, progress=progress))  # fmt: skip
+                                                  runner=runner, unit_rows=cfg.unit_rows, progress=progress))  # fmt: skip
         except Exception as exc:
             if fresh and not isinstance(exc, UnitsFailed):
                 shutil.rmtree(partial, ignore_errors=True)
@@ -289,7 +305,7 @@ def classify_images(
     m, n = SiamesePrototypes(), len(classes)
     with torch.no_grad():
         logp, dist = m.scores_and_distances(zs, ts, zq, n)
-        thr = support_threshold(m, zs, ts, n, quantile, margin) if unknown else None
+        thr = support_threshold(m, zs, ts, n, cfg.unknown_quantile, cfg.unknown_margin) if cfg.unknown else None
     model_tag = f"{Path(model_path).name}:{file_sha256(model_path)[:12]}"
     out = _prediction_table(q_table, q0.star_path, output, classes, logp.exp().numpy(), dist, thr, model_tag)
     write_star(output, {"optics": q_optics, "particles": out} if q_optics is not None else out, force=force)
