@@ -96,3 +96,24 @@ def test_a_list_positional_replays_as_separate_arguments(tmp_path):
     argv = apply_config(typer.main.get_command(app), ["pick", "--config", str(cfg), "-o", "out"])
     assert argv[argv.index("--") + 1 :] == ["a.mrc", "b.mrc"]
     assert argv[argv.index("--diameter") + 1] == "160.0"
+
+
+def test_classify_writes_its_run_record_beside_its_one_file_and_replays(tmp_path):
+    """classify's output is one STAR file, so its run.yaml is OUTPUT.run.yaml beside it; --config takes it back."""
+    d = tmp_path / "d"
+    assert main(["simulate", "subtomograms", "-s", "1bxn,3cf3", "--box", "24", "--angpix", "16", "--per-class", "6",
+                 "--snr", "1", "-o", str(d)]) == 0  # fmt: skip
+    t = read_star_table(d / "particles.star")
+    from cryoshot.io.star import write_star
+
+    write_star(d / "sup.star", t.groupby("rlnClassNumber").head(3))
+    argv = ["classify", "--support", str(d / "sup.star"), "--query", str(d / "particles.star"), "--no-unknown"]
+    assert main([*argv, "-o", str(tmp_path / "pred.star")]) == 0
+    record = tmp_path / "pred.run.yaml"
+    run = yaml.safe_load(record.read_text())
+    assert run["command"] == "classify" and run["settings"]["no_unknown"] is True
+    assert main([*argv, "-o", str(tmp_path / "pred.star")]) != 0  # both exist: refused without --force
+    assert main(["classify", "--config", str(record), "-o", str(tmp_path / "again.star")]) == 0
+    a, b = read_star_table(tmp_path / "pred.star"), read_star_table(tmp_path / "again.star")
+    assert list(a["cryoshotPredictedClass"]) == list(b["cryoshotPredictedClass"])
+    assert (tmp_path / "again.run.yaml").exists()

@@ -19,7 +19,7 @@ from cryoshot.fewshot.openset import support_threshold
 from cryoshot.io.images2d import is_2d_particle_set
 from cryoshot.io.particles import drop_duplicate_images, load_subtomogram_set, rebase_image_names
 from cryoshot.io.star import read_star_table, write_star
-from cryoshot.utils.files import check_output_free, output_lock
+from cryoshot.utils.files import check_output_free, output_lock, run_record_beside, write_run_record
 from cryoshot.utils.hashing import file_sha256
 from cryoshot.utils.workunits import (
     Runner,
@@ -182,15 +182,25 @@ def classify_sets(
     multiple of ProtoNet-CE's attention chunk, so the result does not depend on the split), run
     by ``runner`` (None: this process; or a ``cryoshot.distributed`` runner). Unit results wait
     in a hidden folder beside ``output``; ``continue_`` reuses them after a failure or a kill.
+    Run from the command line, the resolved settings go to ``OUTPUT.run.yaml`` beside it.
     """
-    from cryoshot.models.loading import load_model
-
     cfg = config or ClassifyConfig()
     cfg.validate()  # the unknown-method error before any loading
     check_output_free(output, force)
-    if is_2d_particle_set(support_star):
-        return classify_images(support_star, query_star, output, cfg, model_path=model_path, force=force,
-                               progress=progress, runner=runner, continue_=continue_)  # fmt: skip
+    record = run_record_beside(output, force)  # OUTPUT.run.yaml when run from the command line
+    kw = {"model_path": model_path, "force": force, "progress": progress, "runner": runner, "continue_": continue_}
+    run = classify_images if is_2d_particle_set(support_star) else _classify_volumes
+    out = run(support_star, query_star, output, cfg, **kw)
+    if record is not None:
+        write_run_record(record, force)
+    return out
+
+
+def _classify_volumes(support_star, query_star, output, cfg: ClassifyConfig, *, model_path, force: bool,
+                      progress: bool, runner: Runner | None, continue_: bool) -> pd.DataFrame:  # fmt: skip
+    """:func:`classify_sets` for subtomograms."""
+    from cryoshot.models.loading import load_model
+
     method, angpix, tilt_range = cfg.method, cfg.angpix, cfg.tilt_range_deg
     spec = method_spec(method)
     model = load_model(model_path)[0] if spec.needs_model else None

@@ -365,3 +365,23 @@ def atomic_dir(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
             raise
         finally:
             _private_dirs.discard(_abs(tmp_path))
+
+
+def run_record_beside(output: str | os.PathLike, force: bool) -> Path | None:
+    """``OUTPUT.run.yaml`` for a verb whose output is one file (None outside a command-line run).
+
+    Checked now, so an existing record without ``force`` fails before any work.
+    """
+    if current_run.get() is None:
+        return None
+    output = Path(output)
+    record = output.with_name(f"{output.name.rsplit('.', 1)[0]}.{RUN_FILE}")
+    return check_output_free(record, force)
+
+
+def write_run_record(record: Path, force: bool) -> None:
+    """Write the current command-line run's settings to ``record`` atomically."""
+    run = current_run.get()
+    if run is not None:
+        with atomic_file(record, force=force) as tmp:
+            tmp.write_text(run_yaml(run), encoding="utf-8")
