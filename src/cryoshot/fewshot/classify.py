@@ -73,6 +73,7 @@ def _prediction_table(
 
 
 UNIT_ROWS = 2048  # queries per work unit (a multiple of ProtoNet-CE's attention chunk)
+ATTENDING_METHODS = ("protonet-ce", "cascade")  # queries attend to each other: chunks of the training size (15 n)
 
 
 @dataclass
@@ -225,8 +226,9 @@ def _classify_volumes(support_star, query_star, output, cfg: ClassifyConfig, *, 
     ts = torch.as_tensor(np.searchsorted(classes, sup.labels))
     n = len(classes)
     # ProtoNet-CE attends over prototypes + a query chunk of the training size; the others score all at once
-    chunk = 15 * n if method == "protonet-ce" else max(1, len(q_table))
-    size = chunk * -(-cfg.unit_rows // chunk) if method == "protonet-ce" else cfg.unit_rows
+    attends = method in ATTENDING_METHODS
+    chunk = 15 * n if attends else max(1, len(q_table))
+    size = chunk * -(-cfg.unit_rows // chunk) if attends else cfg.unit_rows
     partial = partial_folder(output)
     settings = {"method": method, "model": file_sha256(model_path) if model is not None else None,
                 "support": file_sha256(support_star), "query": file_sha256(query_star), "angpix": angpix,

@@ -1,0 +1,87 @@
+"""The cascade (issue: 3D accuracy): accuracy and cost as the share of queries verified by template matching grows.
+
+ProtoNet-CE (the shipped model) ranks every query; queries whose top-two probability gap is
+below the margin are verified by wedge-constrained template matching. For each margin:
+5-way accuracy ± 95% CI over seeded episodes, the share verified, and seconds per episode
+(scoring only: embedding and the working-grid resampling are done once for the pool, and
+are cheap next to the rotation search). Margin 0 is ProtoNet-CE; margin 1.01 verifies
+everything (template matching, plus the learned pass).
+
+    .venv/bin/python benchmarks/bench_cascade.py --tune          # training structures: choose the default
+    .venv/bin/python benchmarks/bench_cascade.py [--snr 0.03]    # the novel structures: the curve
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from cryoshot.data.episodes import EpisodeSampler
+from cryoshot.evaluate.metrics import mean_ci95
+from cryoshot.fewshot.methods import make_method
+from cryoshot.models.loading import load_model
+from cryoshot.pretrained import resolve_model
+from cryoshot.simulate.splits import NOVEL_STRUCTURES, TRAIN_STRUCTURES
+from cryoshot.simulate.structures import load_structures
+from cryoshot.simulate.subtomograms import SubtomogramConfig, SubtomogramSimulator
+
+BENCH_SEED = 777  # the novel benchmark's simulation seed (bench_fewshot.py)
+TUNE_SEED = 4242  # training structures (bench_template.py --tune)
+MARGINS = (0.0, 0.2, 0.5, 0.8, 1.01)
+
+
+def curve(names, snr: float, seed: int, episodes: int, shots, margins, per_class: int = 40) -> None:
+    structs = load_structures(list(names), 10.0, 40)
+    b = SubtomogramSimulator(structs, SubtomogramConfig(snr=snr, seed=seed)).simulate(range(per_class * len(structs)))
+    net, _ = load_model(resolve_model("default"))
+    cas = make_method("cascade", net)
+    t0 = time.perf_counter()
+    z = cas.embed(b.volumes, 10.0, progress=False)
+    embed_s = time.perf_counter() - t0
+    print(f"\n## {len(names)} structures, SNR {snr}, 5-way, 15 queries, {episodes} episodes "
+          f"(pool of {len(z)} embedded in {embed_s:.0f} s)\n")  # fmt: skip
+    print("| shot | margin | accuracy | share verified | s / episode | speed-up vs template |")
+    print("|---|---|---|---|---|---|")
+    for shot in shots:
+        sampler = EpisodeSampler(b.labels, 5, shot, 15, seed=1)
+        rows = []
+        for margin in margins:
+            cas.verify_margin = margin
+            accs, shares, secs = [], [], 0.0
+            for e in range(episodes):
+                ep = sampler.episode(e)
+                zs, zq = z[ep.support.ravel()], z[ep.query.ravel()]
+                ts = torch.as_tensor(ep.support_targets)
+                t = time.perf_counter()
+                with torch.no_grad():
+                    pred = cas.scores(zs, ts, zq, 5).argmax(1).numpy()
+                secs += time.perf_counter() - t
+                accs.append(float((pred == ep.query_targets).mean()))
+                shares.append(cas.last_verified)
+            acc, ci = mean_ci95(np.array(accs))
+            rows.append((margin, acc, ci, float(np.mean(shares)), secs / episodes))
+        t_full = rows[-1][4]
+        for margin, acc, ci, share, sec in rows:
+            print(f"| {shot} | {margin:g} | {acc:.3f} ± {ci:.3f} | {share:.2f} | {sec:.2f} | {t_full / sec:.1f}x |",
+                  flush=True)  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tune", action="store_true", help="training structures, to choose the default margin")
+    ap.add_argument("--snr", type=float, nargs="+", default=[0.03])
+    ap.add_argument("--episodes", type=int, default=30)
+    ap.add_argument("--shots", type=int, nargs="+", default=[5, 1])
+    ap.add_argument("--margins", type=float, nargs="+", default=list(MARGINS))
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    names, seed = (TRAIN_STRUCTURES, TUNE_SEED) if args.tune else (NOVEL_STRUCTURES, BENCH_SEED)
+    for snr in args.snr:
+        curve(names, snr, seed, args.episodes, args.shots, args.margins)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""The cascade method: ProtoNet-CE's answers, template matching's for the ambiguous queries."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from cryoshot.cli import main
+from cryoshot.fewshot.methods import make_method
+from cryoshot.io.star import read_star_table
+from cryoshot.models.loading import load_model
+from tests.fewshot.helpers import tiny_checkpoint, toy_shape, write_toy_set
+
+
+def _episode(rng, per_class=4, kinds=(0, 1, 2)):
+    vols = np.stack([toy_shape(k, rng) for k in kinds for _ in range(per_class)])
+    labels = np.repeat(np.arange(len(kinds)), per_class)
+    return vols, labels
+
+
+def test_cascade_interpolates_between_the_learned_method_and_template_matching(tmp_path):
+    net, _ = load_model(tiny_checkpoint(tmp_path / "m.pt"))
+    rng = np.random.default_rng(3)
+    vols, labels = _episode(rng)
+    sup = np.concatenate([np.flatnonzero(labels == c)[:2] for c in range(3)])
+    qry = np.setdiff1d(np.arange(len(labels)), sup)
+    ts = torch.as_tensor(labels[sup])
+    cas = make_method("cascade", net, tilt_range=None)
+    z = cas.embed(vols, 10.0, progress=False)
+    assert z.shape[1] > net.encoder.dim  # the learned embedding and the working-grid particle side by side
+    outs = {}
+    for margin in (0.0, 1.01):
+        cas.verify_margin = margin
+        outs[margin] = cas.scores_and_distances(z[sup], ts, z[qry], 3)
+    assert cas.last_verified == 1.0
+    learned = make_method("protonet-ce", net)
+    zl = learned.embed(vols, 10.0, progress=False)
+    lp, ld = learned.scores_and_distances(zl[sup], ts, zl[qry], 3)
+    torch.testing.assert_close(outs[0.0][0], lp)  # margin 0: ProtoNet-CE exactly
+    tm = make_method("template", None, tilt_range=None)
+    zt = tm.embed(vols, 10.0, progress=False)
+    tp, _ = tm.scores_and_distances(zt[sup], ts, zt[qry], 3)
+    torch.testing.assert_close(outs[1.01][0], tp, atol=1e-5, rtol=1e-4)  # everything verified: template's answers
+    torch.testing.assert_close(outs[1.01][1], ld)  # distances (for unknown) stay the learned ones
+    # a middle margin verifies only the queries whose top-two gap is small, and keeps the others as learned
+    gap = lp.detach().exp().topk(2, dim=1).values
+    gap = gap[:, 0] - gap[:, 1]
+    cas.verify_margin = float(gap.median())
+    mid, _ = cas.scores_and_distances(z[sup], ts, z[qry], 3)
+    keep = gap >= cas.verify_margin
+    assert 0 < keep.sum() < len(keep)
+    torch.testing.assert_close(mid[keep], lp[keep])
+    torch.testing.assert_close(mid[~keep], tp[~keep], atol=1e-5, rtol=1e-4)
+
+
+def test_cascade_through_classify(tmp_path):
+    sup = write_toy_set(tmp_path / "sup", [0, 1], per_class=3, seed=1)
+    qry = write_toy_set(tmp_path / "qry", [0, 1], per_class=4, seed=2)
+    model = tiny_checkpoint(tmp_path / "m.pt")
+    out = tmp_path / "pred.star"
+    assert main(["classify", "--support", str(sup), "--query", str(qry), "--method", "cascade", "--model",
+                 str(model), "--tilt-range", "none", "--no-unknown", "-o", str(out)]) == 0  # fmt: skip
+    pred = read_star_table(out)
+    assert len(pred) == 8 and set(pred["cryoshotPredictedClass"].astype(str)) <= {"1", "2"}
+    probs = pred[[c for c in pred.columns if c.startswith("cryoshotProb_")]].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
