@@ -69,6 +69,40 @@ def curve(names, snr: float, seed: int, episodes: int, shots, margins, per_class
                   flush=True)  # fmt: skip
 
 
+def speed(n_query: int) -> None:
+    """Classify n_query queries against 5 classes x 5 supports, from memory: protonet-ce, cascade, template; one run."""
+    structs = load_structures(list(NOVEL_STRUCTURES[:5]), 10.0, 40)
+    b = SubtomogramSimulator(structs, SubtomogramConfig(snr=0.03, seed=BENCH_SEED + 3)).simulate(
+        range(5 * ((n_query + 25) // 5 + 1))
+    )
+    labels = b.labels
+    sup = np.concatenate([np.flatnonzero(labels == c)[:5] for c in range(5)])
+    qry = np.setdiff1d(np.arange(len(labels)), sup)[:n_query]
+    ts = torch.as_tensor(labels[sup])
+    net, _ = load_model(resolve_model("default"))
+    print(f"\n## classify {len(qry)} queries 40^3 (SNR 0.03, 5 novel classes x 5 supports), from memory, "
+          f"{torch.get_num_threads()} threads, one run\n")  # fmt: skip
+    print("| method | seconds | subtomograms/s | share verified | accuracy |")
+    print("|---|---|---|---|---|")
+    rates = {}
+    for name in ("protonet-ce", "cascade", "template"):
+        m = make_method(name, net if name != "template" else None)
+        t = time.perf_counter()
+        zs = m.embed(b.volumes[sup], 10.0, progress=False)
+        zq = m.embed(b.volumes[qry], 10.0, progress=False)
+        shares = []
+        with torch.no_grad():
+            preds = []
+            for s in range(0, len(zq), 75):  # ProtoNet-CE's query chunk, as classify uses it
+                preds.append(m.scores(zs, ts, zq[s : s + 75], 5).argmax(1))
+                shares.append(getattr(m, "last_verified", 1.0 if name == "template" else 0.0))
+        dt = time.perf_counter() - t
+        rates[name] = len(qry) / dt
+        acc = float((torch.cat(preds).numpy() == labels[qry]).mean())
+        print(f"| {name} | {dt:.1f} | {rates[name]:.1f} | {np.mean(shares):.2f} | {acc:.3f} |", flush=True)
+    print(f"| ratio cascade / template | | {rates['cascade'] / rates['template']:.1f}x | | |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tune", action="store_true", help="training structures, to choose the default margin")
@@ -76,8 +110,12 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=30)
     ap.add_argument("--shots", type=int, nargs="+", default=[5, 1])
     ap.add_argument("--margins", type=float, nargs="+", default=list(MARGINS))
+    ap.add_argument("--speed", type=int, default=0, help="only: classify this many queries with the three methods")
     args = ap.parse_args()
     torch.set_num_threads(2)
+    if args.speed:
+        speed(args.speed)
+        return
     names, seed = (TRAIN_STRUCTURES, TUNE_SEED) if args.tune else (NOVEL_STRUCTURES, BENCH_SEED)
     for snr in args.snr:
         curve(names, snr, seed, args.episodes, args.shots, args.margins)
