@@ -246,6 +246,7 @@ VERBS: dict[str, Verb] = {
             ("--shot", "0"),
             ("--unknown-quantile", "0"),
             ("--unknown-margin", "nan"),
+            ("--unit-rows", "0"),
             ("--method", "x"),
             ("--angpix", "-1"),
             ("--tilt-range", "a,b"),

@@ -613,6 +613,10 @@ def classify_cmd(
         ),
     ] = 1.5,
     tilt_range: TiltRange = "-60,60",
+    unit_rows: Annotated[
+        int,
+        typer.Option("--unit-rows", min=1, max=10**7, help="Queries per work unit (--scheduler spreads the units)."),
+    ] = 2048,
     force: Force = False,
     dist: DistOptions = DistOptions(),
 ) -> None:
@@ -628,7 +632,7 @@ def classify_cmd(
     with dist.runner() as runner:
         cfg = ClassifyConfig(method=method, shot=shot, label_column=label_column, angpix=angpix,
                              unknown=not no_unknown, unknown_quantile=unknown_quantile, unknown_margin=unknown_margin,
-                             tilt_range_deg=parse_tilt_range(tilt_range))  # fmt: skip
+                             tilt_range_deg=parse_tilt_range(tilt_range), unit_rows=unit_rows)  # fmt: skip
         out = classify_sets(support, query, output, cfg, force=force, runner=runner, continue_=dist.continue_,
                             model_path=(resolve_siamese_model if images2d else resolve_model)(model))  # fmt: skip
     counts = out["cryoshotPredictedClass"].value_counts()
