@@ -69,4 +69,4 @@ def test_two_classify_writers_one_wins_whole(tmp_path, data):
     assert sorted(c for c, _ in res) == [0, 2], res
     loser = next(e for c, e in res if c == 2)
     assert "cryoshot: error:" in loser and "Traceback" not in loser
-    assert sorted(q.name for q in tmp_path.iterdir()) == ["pred.star"]
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["pred.run.yaml", "pred.star"]  # the winner and its run record
