@@ -291,3 +291,17 @@ def test_extract_on_local_workers_equals_one_process(tmp_path, runner):
         assert 0 < len(a.table) < 15 and a.n_skipped == b.n_skipped  # some boxes leave the data and are skipped
         pd.testing.assert_frame_equal(a.table, b.table)
         _same_files(tmp_path / f"one{dim}", tmp_path / f"dask{dim}", "subtomo_*.mrc" if dim == 3 else "*.mrcs")
+
+
+def test_an_existing_scheduler_by_address(tmp_path, runner):
+    """tcp://HOST:PORT connects to a running scheduler (here the module's LocalCluster) and leaves it running."""
+    address = runner.client.scheduler.address
+    assert address.startswith("tcp://")
+    lines = []
+    pcfg = ProjectionConfig(box_px=32, pixel_size_A=10.0, n_views=2, seed=9)
+    simulate_projections(["1bxn"], tmp_path / "one", pcfg, 10, **QUIET)
+    with open_runner(address, log=lines.append) as r:
+        simulate_projections(["1bxn"], tmp_path / "tcp", pcfg, 10, runner=r, **QUIET)
+    assert lines and address in lines[0]
+    _same_files(tmp_path / "one", tmp_path / "tcp", "particles.mrcs")
+    assert runner.client.run(lambda: 1)  # the scheduler and its workers are still there
