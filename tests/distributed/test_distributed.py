@@ -164,7 +164,7 @@ def test_classify_on_local_workers_equals_one_process(subtomo_sets, tmp_path, ru
 def _models_loaded() -> int:
     from cryoshot.utils import workunits
 
-    return sum(1 for k in workunits._CACHE if k[:2] == ("cryoshot.fewshot.classify", "_method_for"))
+    return sum(1 for k in workunits._CACHE if k[0][:2] == ("cryoshot.fewshot.classify", "_method_for"))
 
 
 def test_a_failing_unit_is_reported_with_its_rows_and_continue_completes(subtomo_sets, tmp_path, runner):

@@ -207,11 +207,10 @@ def _simulator(kind: str, specs: tuple[str, ...], config, _key=None):
 
 
 def _sim_for(kind: str, specs, config, sim=None):
-    """The simulator a unit uses: ``sim`` itself when given (this process), else built once per worker."""
-    key = (kind, tuple(specs) if specs is not None else ("object", id(sim)), repr(config))
+    """The simulator a unit uses: ``sim`` itself in this process, else built once per worker from ``specs``."""
     if sim is not None:
-        return cached(lambda *_: sim, key=key)
-    return cached(_simulator, kind, tuple(specs), config, key=key)
+        return sim
+    return cached(_simulator, kind, tuple(specs), config, key=(kind, tuple(specs), repr(config)))
 
 
 def _save_rows(out: Path, rows: list[dict]) -> None:

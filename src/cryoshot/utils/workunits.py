@@ -143,7 +143,7 @@ def cached(loader: Callable[..., Any], *args: Any, key: Any = None) -> Any:
     The key is ``args`` unless ``key`` is given (for unhashable arguments such as configs).
     For files pass :func:`file_key` among the arguments, so a changed file is reloaded.
     """
-    k = (loader.__module__, loader.__qualname__, *args) if key is None else ("key", key)
+    k = ((loader.__module__, loader.__qualname__, *args) if key is None else ("key", key), DEVICE)  # per device
     if k in _CACHE:
         _CACHE.move_to_end(k)
         return _CACHE[k]
