@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -36,17 +35,15 @@ from cryoshot.errors import CryoshotError
 from cryoshot.io.images2d import ParticleImages, load_particle_images, read_particle_table
 from cryoshot.io.mrc import write_mrc
 from cryoshot.io.star import write_star
-from cryoshot.utils.files import atomic_dir, check_output_free, output_lock
+from cryoshot.utils.files import atomic_dir, check_output_free
 from cryoshot.utils.hashing import file_sha256
 from cryoshot.utils.workunits import (
     Runner,
-    UnitsFailed,
     WorkUnit,
     cached,
     chunks,
     file_key,
-    partial_folder,
-    prepare_partial,
+    progress_folder,
     runner_or_serial,
     save_array,
 )
@@ -324,10 +321,8 @@ def cluster_particles(
         + ("; phase-flipping with the STAR file's CTF" if _ctf_params(p, cfg.ctf) is not None else ""))  # fmt: skip
     z = None
     if runner is not None and net is not None:
-        partial = partial_folder(outdir)
         settings = {"model": file_sha256(model_path), "star": file_sha256(star), "ctf": cfg.ctf, "angpix": cfg.angpix}
-        with output_lock(partial):
-            prepare_partial(partial, settings, continue_)
+        with progress_folder(outdir, settings, continue_) as partial:  # kept only if a unit fails
             z = embed_star_rows(star, model_path, len(p), partial, ctf=cfg.ctf, angpix=cfg.angpix, runner=runner,
                                 progress=progress)  # fmt: skip
     res, extra = cluster_images(p, cfg, net=net, embeddings=z, progress=progress)
@@ -365,8 +360,6 @@ def cluster_particles(
         summary["model"] = None if model_path is None else f"{Path(model_path).name}:{file_sha256(model_path)[:12]}"
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1))
         res.files = sorted(f.name for f in tmp.iterdir())
-    if z is not None:
-        shutil.rmtree(partial_folder(outdir), ignore_errors=True)
     return res
 
 
@@ -419,23 +412,13 @@ def embed_particles(
     table, optics = read_particle_table(star)
     p0 = load_particle_images(star, angpix=angpix, progress=False, rows=(0, 1))  # format errors before any unit
     _ctf_params(p0, ctf)
-    partial = partial_folder(outdir)
     settings = {"model": file_sha256(model_path), "star": file_sha256(star), "ctf": ctf, "angpix": angpix}
-    with output_lock(partial):
-        fresh = prepare_partial(partial, settings, continue_)
-        try:
-            z = embed_star_rows(star, model_path, len(table), partial, ctf=ctf, angpix=angpix, runner=runner,
-                                progress=progress)  # fmt: skip
-            with atomic_dir(outdir, force=force) as tmp:
-                np.save(tmp / "embeddings.npy", z)
-                write_star(
-                    tmp / "particles.star", {"optics": optics, "particles": table} if optics is not None else table
-                )
-        except Exception as exc:
-            if fresh and not isinstance(exc, UnitsFailed):
-                shutil.rmtree(partial, ignore_errors=True)
-            raise
-        shutil.rmtree(partial, ignore_errors=True)
+    with progress_folder(outdir, settings, continue_) as partial:
+        z = embed_star_rows(star, model_path, len(table), partial, ctf=ctf, angpix=angpix, runner=runner,
+                            progress=progress)  # fmt: skip
+        with atomic_dir(outdir, force=force) as tmp:
+            np.save(tmp / "embeddings.npy", z)
+            write_star(tmp / "particles.star", {"optics": optics, "particles": table} if optics is not None else table)
     return outdir, z
 
 

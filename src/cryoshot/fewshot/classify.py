@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -19,17 +18,15 @@ from cryoshot.fewshot.openset import support_threshold
 from cryoshot.io.images2d import is_2d_particle_set
 from cryoshot.io.particles import drop_duplicate_images, load_subtomogram_set, rebase_image_names
 from cryoshot.io.star import read_star_table, write_star
-from cryoshot.utils.files import check_output_free, output_lock, run_record_beside, write_run_record
+from cryoshot.utils.files import check_output_free, run_record_beside, write_run_record
 from cryoshot.utils.hashing import file_sha256
 from cryoshot.utils.workunits import (
     Runner,
-    UnitsFailed,
     WorkUnit,
     cached,
     chunks,
     file_key,
-    partial_folder,
-    prepare_partial,
+    progress_folder,
     runner_or_serial,
     unit_output,
 )
@@ -229,36 +226,28 @@ def _classify_volumes(support_star, query_star, output, cfg: ClassifyConfig, *, 
     attends = method in ATTENDING_METHODS
     chunk = 15 * n if attends else max(1, len(q_table))
     size = chunk * -(-cfg.unit_rows // chunk) if attends else cfg.unit_rows
-    partial = partial_folder(output)
     settings = {"method": method, "model": file_sha256(model_path) if model is not None else None,
                 "support": file_sha256(support_star), "query": file_sha256(query_star), "angpix": angpix,
                 "label_column": cfg.label_column, "tilt_range": tilt_range, "unit_rows": size}  # fmt: skip
-    with output_lock(partial):
-        fresh = prepare_partial(partial, settings, continue_)
-        try:
-            support_file = partial / "support.pt"
-            torch.save({"zs": zs.cpu(), "ts": ts}, support_file)
-            mp = str(Path(model_path).resolve()) if model is not None else None
-            units = [WorkUnit(f"rows_{a:09d}", f"query rows {a + 1}..{b}", classify_rows_unit,
-                              (method, mp, tilt_range, str(support_file.resolve()), str(q_path.resolve()), angpix,
-                               (a, b), (q_box, q_voxel), n, min(chunk, size)), partial / f"rows_{a:09d}.npz")
-                     for a, b in chunks(len(q_table), size)]  # fmt: skip
-            runner_or_serial(runner).run(units, desc="classifying", progress=progress)
-            parts = [np.load(u.out) for u in units]
-            probs = np.exp(np.concatenate([p["logp"] for p in parts]))
-            dist = torch.from_numpy(np.concatenate([p["dist"] for p in parts]))
-            with torch.no_grad():
-                thr = (support_threshold(m, zs, ts, n, cfg.unknown_quantile, cfg.unknown_margin)
-                       if cfg.unknown else None)  # fmt: skip
-            seconds = time.perf_counter() - t0
-            model_tag = f"{Path(model_path).name}:{file_sha256(model_path)[:12]}" if model is not None else method
-            out = _prediction_table(q_table, q_path, output, classes, probs, dist, thr, model_tag)
-            write_star(output, out, force=force)
-        except Exception as exc:
-            if fresh and not isinstance(exc, UnitsFailed):
-                shutil.rmtree(partial, ignore_errors=True)
-            raise
-        shutil.rmtree(partial, ignore_errors=True)
+    with progress_folder(output, settings, continue_) as partial:
+        support_file = partial / "support.pt"
+        torch.save({"zs": zs.cpu(), "ts": ts}, support_file)
+        mp = str(Path(model_path).resolve()) if model is not None else None
+        units = [WorkUnit(f"rows_{a:09d}", f"query rows {a + 1}..{b}", classify_rows_unit,
+                          (method, mp, tilt_range, str(support_file.resolve()), str(q_path.resolve()), angpix,
+                           (a, b), (q_box, q_voxel), n, min(chunk, size)), partial / f"rows_{a:09d}.npz")
+                 for a, b in chunks(len(q_table), size)]  # fmt: skip
+        runner_or_serial(runner).run(units, desc="classifying", progress=progress)
+        parts = [np.load(u.out) for u in units]
+        probs = np.exp(np.concatenate([p["logp"] for p in parts]))
+        dist = torch.from_numpy(np.concatenate([p["dist"] for p in parts]))
+        with torch.no_grad():
+            thr = (support_threshold(m, zs, ts, n, cfg.unknown_quantile, cfg.unknown_margin)
+                   if cfg.unknown else None)  # fmt: skip
+        seconds = time.perf_counter() - t0
+        model_tag = f"{Path(model_path).name}:{file_sha256(model_path)[:12]}" if model is not None else method
+        out = _prediction_table(q_table, q_path, output, classes, probs, dist, thr, model_tag)
+        write_star(output, out, force=force)
     out.attrs.update({"threshold": thr, "seconds_compute": seconds, "classes": list(map(str, classes)),
                       "voxel_size_support_A": sup.voxel_size_A, "voxel_size_query_A": q_voxel})  # fmt: skip
     return out
@@ -301,27 +290,19 @@ def classify_images(
     t0 = time.perf_counter()
     net = build_siamese(ck)
     zs = torch.from_numpy(embed_particle_images(sup, net, progress=progress))
-    partial = partial_folder(output)
     settings = {"model": file_sha256(model_path), "query": file_sha256(query_star), "angpix": angpix,
                 "unit_rows": cfg.unit_rows}  # fmt: skip
-    with output_lock(partial):
-        fresh = prepare_partial(partial, settings, continue_)
-        try:
-            zq = torch.from_numpy(embed_star_rows(query_star, model_path, len(q_table), partial, angpix=angpix,
-                                                  runner=runner, unit_rows=cfg.unit_rows, progress=progress))  # fmt: skip
-        except Exception as exc:
-            if fresh and not isinstance(exc, UnitsFailed):
-                shutil.rmtree(partial, ignore_errors=True)
-            raise
-    ts = torch.as_tensor(np.searchsorted(classes, sup.labels))
-    m, n = SiamesePrototypes(), len(classes)
-    with torch.no_grad():
-        logp, dist = m.scores_and_distances(zs, ts, zq, n)
-        thr = support_threshold(m, zs, ts, n, cfg.unknown_quantile, cfg.unknown_margin) if cfg.unknown else None
-    model_tag = f"{Path(model_path).name}:{file_sha256(model_path)[:12]}"
-    out = _prediction_table(q_table, q0.star_path, output, classes, logp.exp().numpy(), dist, thr, model_tag)
-    write_star(output, {"optics": q_optics, "particles": out} if q_optics is not None else out, force=force)
-    shutil.rmtree(partial, ignore_errors=True)
+    with progress_folder(output, settings, continue_) as partial:
+        zq = torch.from_numpy(embed_star_rows(query_star, model_path, len(q_table), partial, angpix=angpix,
+                                              runner=runner, unit_rows=cfg.unit_rows, progress=progress))  # fmt: skip
+        ts = torch.as_tensor(np.searchsorted(classes, sup.labels))
+        m, n = SiamesePrototypes(), len(classes)
+        with torch.no_grad():
+            logp, dist = m.scores_and_distances(zs, ts, zq, n)
+            thr = support_threshold(m, zs, ts, n, cfg.unknown_quantile, cfg.unknown_margin) if cfg.unknown else None
+        model_tag = f"{Path(model_path).name}:{file_sha256(model_path)[:12]}"
+        out = _prediction_table(q_table, q0.star_path, output, classes, logp.exp().numpy(), dist, thr, model_tag)
+        write_star(output, {"optics": q_optics, "particles": out} if q_optics is not None else out, force=force)
     out.attrs.update({"threshold": thr, "seconds_compute": time.perf_counter() - t0,
                       "classes": list(map(str, classes)), "voxel_size_support_A": sup.pixel_size_A,
                       "voxel_size_query_A": q0.pixel_size_A})  # fmt: skip

@@ -11,7 +11,6 @@ before any work (:func:`extraction_estimate`).
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from cryoshot.errors import CryoshotError
 from cryoshot.io.mrc import read_mrc, write_mrc
 from cryoshot.io.particles import coordinates_px
 from cryoshot.io.star import read_star_table, write_star
-from cryoshot.utils.files import atomic_dir, check_output_free, output_lock
+from cryoshot.utils.files import atomic_dir, check_output_free
 from cryoshot.utils.hashing import file_sha256
 from cryoshot.utils.resources import (
     FILE_OVERHEAD_BYTES,
@@ -34,10 +33,8 @@ from cryoshot.utils.resources import (
 )
 from cryoshot.utils.workunits import (
     Runner,
-    UnitsFailed,
     WorkUnit,
-    partial_folder,
-    prepare_partial,
+    progress_folder,
     runner_or_serial,
     save_array,
     unit_output,
@@ -223,23 +220,15 @@ def extract_particles(
     coordinates_px(df.iloc[:1], star_path, angpix=pixel, shape_xyz=first.data.shape[::-1], ndim=dim)  # columns
     what = "tomogram" if dim == 3 else "micrograph"
     outdir = Path(outdir)
-    partial = partial_folder(outdir)
     settings = {"star": file_sha256(star_path), "box": box, "dim": dim, "angpix": angpix, "edge": edge,
                 "invert": invert, "source": str(override)}  # fmt: skip
-    with output_lock(partial):
-        fresh = prepare_partial(partial, settings, continue_)
-        try:
-            units = [WorkUnit(f"src_{k:06d}", f"{what} {src}", extract_source_unit,
-                              (str(star_path.resolve()), str(src.resolve()), rows, box, dim, angpix, edge, invert,
-                               float(pixel)), partial / f"src_{k:06d}.npz")
-                     for k, (src, rows) in enumerate(by_source.items())]  # fmt: skip
-            runner_or_serial(runner).run(units, desc="extracting", progress=progress)
-            report = _assemble(df, units, partial, outdir, star_path, dim, box, float(pixel), force)
-        except Exception as exc:
-            if fresh and not isinstance(exc, UnitsFailed):
-                shutil.rmtree(partial, ignore_errors=True)
-            raise
-        shutil.rmtree(partial, ignore_errors=True)
+    with progress_folder(outdir, settings, continue_) as partial:
+        units = [WorkUnit(f"src_{k:06d}", f"{what} {src}", extract_source_unit,
+                          (str(star_path.resolve()), str(src.resolve()), rows, box, dim, angpix, edge, invert,
+                           float(pixel)), partial / f"src_{k:06d}.npz")
+                 for k, (src, rows) in enumerate(by_source.items())]  # fmt: skip
+        runner_or_serial(runner).run(units, desc="extracting", progress=progress)
+        report = _assemble(df, units, partial, outdir, star_path, dim, box, float(pixel), force)
     return report
 
 

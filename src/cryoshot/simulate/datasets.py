@@ -16,7 +16,6 @@ import contextlib
 import functools
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from cryoshot.io.star import write_star
 from cryoshot.simulate.micrographs import MicrographConfig, MicrographSimulator
 from cryoshot.simulate.projections import ProjectionConfig, ProjectionSimulator
 from cryoshot.simulate.subtomograms import DEFOCUS_STEP_UM, SubtomogramConfig, SubtomogramSimulator
-from cryoshot.utils.files import atomic_dir, check_output_free, output_lock
+from cryoshot.utils.files import atomic_dir, check_output_free
 from cryoshot.utils.resources import (
     FILE_OVERHEAD_BYTES,
     PROCESS_OVERHEAD_BYTES,
@@ -41,12 +40,10 @@ from cryoshot.utils.resources import (
 )
 from cryoshot.utils.workunits import (
     Runner,
-    UnitsFailed,
     WorkUnit,
     cached,
     chunks,
-    partial_folder,
-    prepare_partial,
+    progress_folder,
     runner_or_serial,
     save_array,
     unit_output,
@@ -298,21 +295,13 @@ def _run_units(kind: str, sim, specs, units_of, outdir, force: bool, continue_: 
             "simulating on a scheduler needs the structure specs (specs=[...]) to rebuild the simulator"
         )
     check_output_free(outdir, force, folder=True)
-    partial = partial_folder(outdir)
-    with output_lock(partial):
-        fresh = prepare_partial(partial, {"kind": kind, "specs": specs, "config": repr(sim.config), **settings},
-                                continue_)  # fmt: skip
-        try:
-            units = units_of(partial)
-            if runner is None:  # this process: the simulator in hand
-                units = [WorkUnit(u.key, u.item, functools.partial(u.fn, sim=sim), u.args, u.out) for u in units]
-            runner_or_serial(runner).run(units, desc=desc, progress=progress)
-            yield units, partial
-        except Exception as exc:
-            if fresh and not isinstance(exc, UnitsFailed):
-                shutil.rmtree(partial, ignore_errors=True)
-            raise
-        shutil.rmtree(partial, ignore_errors=True)
+    fingerprint = {"kind": kind, "specs": specs, "config": repr(sim.config), **settings}
+    with progress_folder(outdir, fingerprint, continue_) as partial:
+        units = units_of(partial)
+        if runner is None:  # this process: the simulator in hand
+            units = [WorkUnit(u.key, u.item, functools.partial(u.fn, sim=sim), u.args, u.out) for u in units]
+        runner_or_serial(runner).run(units, desc=desc, progress=progress)
+        yield units, partial
 
 
 def write_subtomograms(

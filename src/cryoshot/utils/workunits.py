@@ -36,7 +36,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cryoshot.errors import CryoshotError
-from cryoshot.utils.files import private_folder
+from cryoshot.utils.files import output_lock, private_folder
 
 PARTIAL_MARK = "cryoshot-partial.json"
 DEVICE = "cpu"  # where units put their models: set by the runner in each process (--device)
@@ -222,3 +222,25 @@ def prepare_partial(
     partial.mkdir()
     mark_path.write_text(json.dumps(settings))
     return True
+
+
+@contextlib.contextmanager
+def progress_folder(
+    output: str | os.PathLike, settings: dict, continue_: bool, log: Callable[[str], None] = _note
+) -> Iterator[Path]:
+    """The progress folder of ``output``, locked, for the ``with`` block that runs and assembles the units.
+
+    It is removed when the block succeeds, and when it fails before any unit result could be
+    kept (an input error in a fresh run); after :class:`UnitsFailed`, or a kill, it stays for
+    ``--continue``.
+    """
+    partial = partial_folder(output)
+    with output_lock(partial):
+        fresh = prepare_partial(partial, settings, continue_, log)
+        try:
+            yield partial
+        except Exception as exc:
+            if fresh and not isinstance(exc, UnitsFailed):
+                shutil.rmtree(partial, ignore_errors=True)
+            raise
+        shutil.rmtree(partial, ignore_errors=True)
