@@ -305,3 +305,14 @@ def test_an_existing_scheduler_by_address(tmp_path, runner):
     assert lines and address in lines[0]
     _same_files(tmp_path / "one", tmp_path / "tcp", "particles.mrcs")
     assert runner.client.run(lambda: 1)  # the scheduler and its workers are still there
+
+
+def test_device_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    argv = ["simulate", "projections", "-s", "1bxn", "--box", "32", "--views", "1", "--per-class", "3",
+            "-o", str(tmp_path / "o"), "--device", "cuda"]  # fmt: skip
+    assert main(argv) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err and not (tmp_path / "o").exists()

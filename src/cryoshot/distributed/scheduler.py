@@ -139,6 +139,12 @@ def open_runner(
         spec = parse_scheduler(spec)
     if device not in DEVICES:
         raise CryoshotError(f"--device must be cpu or cuda, got '{device}'")
+    if device == "cuda" and (spec is None or spec.kind == "local"):  # the GPU would be on this machine
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CryoshotError("--device cuda, but no CUDA GPU is visible here (or this torch is a CPU build); "
+                                "leave --device out to run on the CPU")  # fmt: skip
     if spec is None:  # this process; a GPU when asked for
         yield None if device == "cpu" else SerialRunner(device)
         return
