@@ -34,11 +34,13 @@ class BaselineMethod:
             return self.scale * torch.nn.functional.normalize(x, dim=1) @ torch.nn.functional.normalize(w, dim=1).T
         return x @ w.T + b
 
-    def scores(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
+    def scores(
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
+    ) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed)
-        mu, sd = zs.mean(0, keepdim=True), zs.std(0, keepdim=True).nan_to_num(1.0) + 1e-6
-        x = (zs - mu) / sd
-        w = (torch.randn(n, zs.shape[1], generator=g) * 0.01).requires_grad_(True)
+        mu, sd = support.mean(0, keepdim=True), support.std(0, keepdim=True).nan_to_num(1.0) + 1e-6
+        x = (support - mu) / sd
+        w = (torch.randn(n, support.shape[1], generator=g) * 0.01).requires_grad_(True)
         b = torch.zeros(n, requires_grad=True)
         opt = torch.optim.Adam([w, b], lr=self.lr)
         # separable supports drive the gradients into denormal floats, which are ~40x slower on CPUs;
@@ -48,17 +50,19 @@ class BaselineMethod:
         try:
             with torch.enable_grad():
                 for _ in range(self.steps):
-                    loss = torch.nn.functional.cross_entropy(self._logits(w, b, x), ts)
+                    loss = torch.nn.functional.cross_entropy(self._logits(w, b, x), support_labels)
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
         finally:
             torch.set_flush_denormal(False)
         with torch.no_grad():
-            return torch.log_softmax(self._logits(w, b, (zq - mu) / sd), dim=1)
+            return torch.log_softmax(self._logits(w, b, (queries - mu) / sd), dim=1)
 
-    def distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
-        return -self.scores(zs, ts, zq, n)
+    def distances(
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
+    ) -> torch.Tensor:
+        return -self.scores(support, support_labels, queries, n)
 
 
 def build_baseline(model: torch.nn.Module, seed: int = 0, **_) -> BaselineMethod:

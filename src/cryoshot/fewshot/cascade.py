@@ -54,35 +54,39 @@ class CascadeMethod:
         d = round((z.shape[1] - self.dim) ** (1 / 3))
         return z[:, : self.dim], z[:, self.dim :].reshape(len(z), d, d, d)
 
-    def _ncc(self, ws: torch.Tensor, ts: torch.Tensor, wq: torch.Tensor, n: int) -> torch.Tensor:
+    def _ncc(self, ws: torch.Tensor, support_labels: torch.Tensor, wq: torch.Tensor, n: int) -> torch.Tensor:
         """Template NCC of queries ``wq`` against the references of this support (built once per support set)."""
-        key = (ws.data_ptr(), tuple(ws.shape), ts.data_ptr(), n)
+        key = (ws.data_ptr(), tuple(ws.shape), support_labels.data_ptr(), n)
         if self._refs is None or self._refs[0] != key:
-            self._refs = (key, self.template.references(ws, ts, n))
+            self._refs = (key, self.template.references(ws, support_labels, n))
         al = self.template._aligner
         return torch.stack([torch.from_numpy(al.align(wq, ref).scores).float() for ref in self._refs[1]], 1)
 
-    def scores_and_distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int):
-        es, ws = self._split(zs)
-        eq, wq = self._split(zq)
-        logp, dist = self.learned.scores_and_distances(es, ts, eq, n)
+    def scores_and_distances(self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int):
+        es, ws = self._split(support)
+        eq, wq = self._split(queries)
+        logp, dist = self.learned.scores_and_distances(es, support_labels, eq, n)
         top2 = logp.exp().topk(min(2, n), dim=1).values
         gap = top2[:, 0] - (top2[:, 1] if n > 1 else 0.0)
         verify = torch.nonzero(gap < self.verify_margin).flatten()
-        self.last_verified = float(len(verify)) / max(1, len(zq))
+        self.last_verified = float(len(verify)) / max(1, len(queries))
         if len(verify):
-            ncc = self._ncc(ws, ts, wq[verify], n)
+            ncc = self._ncc(ws, support_labels, wq[verify], n)
             logp = logp.clone()
             logp[verify] = torch.log_softmax(ncc / self.template.temperature, dim=1)
         return logp, dist
 
-    def scores(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
-        return self.scores_and_distances(zs, ts, zq, n)[0]
+    def scores(
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
+    ) -> torch.Tensor:
+        return self.scores_and_distances(support, support_labels, queries, n)[0]
 
-    def distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
-        es, _ = self._split(zs)
-        eq, _ = self._split(zq)
-        return self.learned.distances(es, ts, eq, n)
+    def distances(
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
+    ) -> torch.Tensor:
+        es, _ = self._split(support)
+        eq, _ = self._split(queries)
+        return self.learned.distances(es, support_labels, eq, n)
 
 
 def build_cascade(

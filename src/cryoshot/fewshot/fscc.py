@@ -137,16 +137,16 @@ class FSCCMethod:
 
         return embed_volumes(self.model, volumes, voxel_size_A, progress=progress)
 
-    def _fit(self, zs: torch.Tensor, ts: torch.Tensor, n: int):
+    def _fit(self, support: torch.Tensor, support_labels: torch.Tensor, n: int):
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
 
         g = torch.Generator().manual_seed(self.seed)
-        xs, ys = [tukey(zs, self.lam)], [ts.numpy()]
+        xs, ys = [tukey(support, self.lam)], [support_labels.numpy()]
         if self.calibrate:
             ridge = self.ridge_fraction * float(self.stats.centred.var(dim=1).mean())
-            per = max(1, self.n_samples // max(1, len(zs) // n))
-            for v, t in zip(zs, ts.numpy(), strict=True):
+            per = max(1, self.n_samples // max(1, len(support) // n))
+            for v, t in zip(support, support_labels.numpy(), strict=True):
                 mu, sel, _ = calibrate(v, self.stats, self.k, self.lam)
                 xs.append(sample_calibrated(mu, self.stats, sel, per, ridge, g))
                 ys.append(np.full(per, t))
@@ -158,21 +158,25 @@ class FSCCMethod:
             clf.fit(x, np.concatenate(ys))
         return clf
 
-    def scores(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
-        if len(torch.unique(ts)) < 2:
+    def scores(
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
+    ) -> torch.Tensor:
+        if len(torch.unique(support_labels)) < 2:
             raise CryoshotError("FSCC's classifier needs at least two support classes")
-        clf = self._fit(zs, ts, n)
-        p = np.zeros((len(zq), n))
-        p[:, clf.classes_] = clf.predict_proba(tukey(zq, self.lam).numpy())
+        clf = self._fit(support, support_labels, n)
+        p = np.zeros((len(queries), n))
+        p[:, clf.classes_] = clf.predict_proba(tukey(queries, self.lam).numpy())
         return torch.log(torch.as_tensor(p, dtype=torch.float32).clamp_min(1e-12))
 
-    def distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
+    def distances(
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
+    ) -> torch.Tensor:
         """Squared distance to the calibrated class means (ṽ space), for open-set decisions."""
         means = []
         for c in range(n):
-            mus = [calibrate(v, self.stats, self.k, self.lam)[0] for v in zs[ts == c]]
+            mus = [calibrate(v, self.stats, self.k, self.lam)[0] for v in support[support_labels == c]]
             means.append(torch.stack(mus).mean(0))
-        return torch.cdist(tukey(zq, self.lam), torch.stack(means)).pow(2)
+        return torch.cdist(tukey(queries, self.lam), torch.stack(means)).pow(2)
 
 
 def base_statistics(model: torch.nn.Module) -> BaseStatistics:

@@ -21,14 +21,18 @@ class SiamesePrototypes:
 
     temperature: float = TEMPERATURE
 
-    def distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
-        protos = torch.zeros(n, zs.shape[1], dtype=zs.dtype).index_add_(0, ts, zs)
-        protos = protos / torch.bincount(ts, minlength=n).clamp_min(1)[:, None].to(zs.dtype)
-        return torch.cdist(zq, protos).pow(2)
+    def distances(
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
+    ) -> torch.Tensor:
+        protos = torch.zeros(n, support.shape[1], dtype=support.dtype).index_add_(0, support_labels, support)
+        protos = protos / torch.bincount(support_labels, minlength=n).clamp_min(1)[:, None].to(support.dtype)
+        return torch.cdist(queries, protos).pow(2)
 
-    def scores_and_distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int):
-        d = self.distances(zs, ts, zq, n)
+    def scores_and_distances(self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int):
+        d = self.distances(support, support_labels, queries, n)
         return torch.log_softmax(-d / self.temperature, dim=1), d
 
-    def scores(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
-        return self.scores_and_distances(zs, ts, zq, n)[0]
+    def scores(
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
+    ) -> torch.Tensor:
+        return self.scores_and_distances(support, support_labels, queries, n)[0]

@@ -27,36 +27,38 @@ import torch
 ONE_SHOT_SCALE = 0.47  # K = 1: threshold = ONE_SHOT_SCALE * margin * median nearest-other-class distance
 
 
-def loo_threshold(method, zs: torch.Tensor, ts: torch.Tensor, n: int, quantile: float = 0.95, margin: float = 1.5):
+def loo_threshold(
+    method, support: torch.Tensor, support_labels: torch.Tensor, n: int, quantile: float = 0.95, margin: float = 1.5
+):
     """Distance threshold from leave-one-out support distances, or None when every class has K = 1."""
-    counts = torch.bincount(ts, minlength=n)
+    counts = torch.bincount(support_labels, minlength=n)
     if int(counts.min()) < 2:
         return None
     dists = []
-    for i in range(len(zs)):
-        keep = torch.ones(len(zs), dtype=torch.bool)
+    for i in range(len(support)):
+        keep = torch.ones(len(support), dtype=torch.bool)
         keep[i] = False
-        d = method.distances(zs[keep], ts[keep], zs[i : i + 1], n)[0, ts[i]].item()
-        k = int(counts[ts[i]])
+        d = method.distances(support[keep], support_labels[keep], support[i : i + 1], n)[0, support_labels[i]].item()
+        k = int(counts[support_labels[i]])
         dists.append(d * (1 + 1 / k) / (1 + 1 / (k - 1)))
     return float(np.quantile(dists, quantile) * margin)
 
 
-def one_shot_threshold(method, zs: torch.Tensor, ts: torch.Tensor, n: int, margin: float = 1.5):
+def one_shot_threshold(method, support: torch.Tensor, support_labels: torch.Tensor, n: int, margin: float = 1.5):
     """K = 1 threshold from between-class distances of the supports, or None with a single class."""
     if n < 2:
         return None
     nearest = []
-    for i in range(len(zs)):
-        keep = ts != ts[i]
-        kept = ts[keep]
+    for i in range(len(support)):
+        keep = support_labels != support_labels[i]
+        kept = support_labels[keep]
         remap = torch.as_tensor(np.searchsorted(np.unique(kept.numpy()), kept.numpy()))
-        nearest.append(method.distances(zs[keep], remap, zs[i : i + 1], n - 1)[0].min().item())
+        nearest.append(method.distances(support[keep], remap, support[i : i + 1], n - 1)[0].min().item())
     return float(ONE_SHOT_SCALE * margin * np.median(nearest))
 
 
-def support_threshold(method, zs: torch.Tensor, ts: torch.Tensor, n: int, quantile: float = 0.95,
+def support_threshold(method, support: torch.Tensor, support_labels: torch.Tensor, n: int, quantile: float = 0.95,
                       margin: float = 1.5):  # fmt: skip
     """The unknown threshold of a support set: leave-one-out when every class has K >= 2, else the K = 1 rule."""
-    thr = loo_threshold(method, zs, ts, n, quantile, margin)
-    return thr if thr is not None else one_shot_threshold(method, zs, ts, n, margin)
+    thr = loo_threshold(method, support, support_labels, n, quantile, margin)
+    return thr if thr is not None else one_shot_threshold(method, support, support_labels, n, margin)

@@ -21,15 +21,19 @@ class ProtoMethod:
     def embed(self, volumes, voxel_size_A: float, progress: bool = True) -> torch.Tensor:
         return embed_volumes(self.model, volumes, voxel_size_A, progress=progress)
 
-    def distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
-        return self.model.distances(zs, ts, zq, n, self.distance)
+    def distances(
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
+    ) -> torch.Tensor:
+        return self.model.distances(support, support_labels, queries, n, self.distance)
 
-    def scores_and_distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int):
-        d = self.distances(zs, ts, zq, n)
+    def scores_and_distances(self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int):
+        d = self.distances(support, support_labels, queries, n)
         return torch.log_softmax(-d, dim=1), d
 
-    def scores(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
-        return self.scores_and_distances(zs, ts, zq, n)[0]
+    def scores(
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
+    ) -> torch.Tensor:
+        return self.scores_and_distances(support, support_labels, queries, n)[0]
 
 
 def build_protonet(model: ProtoNet, distance: str | None = None, **_) -> ProtoMethod:

@@ -42,13 +42,13 @@ class TemplateMethod:
             self._aligner = al = Aligner(box, voxel_size_A, self.config)
         return torch.cat([al.to_work(volumes[s : s + 256]) for s in range(0, len(volumes), 256)])
 
-    def references(self, zs: torch.Tensor, ts: torch.Tensor, n: int):
+    def references(self, support: torch.Tensor, support_labels: torch.Tensor, n: int):
         """One Fourier reference per class from its supports (aligned to the first, wedge-averaged)."""
         al = self._aligner
         assert al is not None, "call embed() first"
         refs = []
         for c in range(n):
-            sup = zs[ts == c]
+            sup = support[support_labels == c]
             if len(sup) == 1:
                 refs.append(al.reference(sup[0], al.wedge_half))
                 continue
@@ -60,29 +60,33 @@ class TemplateMethod:
             refs.append(al.reference(avg, weight.clamp(max=1.0)))
         return refs
 
-    def ncc(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
+    def ncc(self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int) -> torch.Tensor:
         """Best constrained NCC of each query against each class reference, (M, N)."""
         al = self._aligner
-        refs = self.references(zs, ts, n)
-        bar = tqdm(total=len(zq), desc="template matching", unit="subtomo", disable=not self.progress)
+        refs = self.references(support, support_labels, n)
+        bar = tqdm(total=len(queries), desc="template matching", unit="subtomo", disable=not self.progress)
         rows = []
-        for s in range(0, len(zq), 128):
-            q = zq[s : s + 128]
+        for s in range(0, len(queries), 128):
+            q = queries[s : s + 128]
             rows.append(torch.stack([torch.from_numpy(al.align(q, ref).scores).float() for ref in refs], 1))
             bar.update(len(q))
         bar.close()
         return torch.cat(rows) if rows else torch.zeros(0, n)
 
-    def scores_and_distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int):
+    def scores_and_distances(self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int):
         """Both outputs from one rotation search."""
-        ncc = self.ncc(zs, ts, zq, n)
+        ncc = self.ncc(support, support_labels, queries, n)
         return torch.log_softmax(ncc / self.temperature, dim=1), 1.0 - ncc
 
-    def scores(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
-        return self.scores_and_distances(zs, ts, zq, n)[0]
+    def scores(
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
+    ) -> torch.Tensor:
+        return self.scores_and_distances(support, support_labels, queries, n)[0]
 
-    def distances(self, zs: torch.Tensor, ts: torch.Tensor, zq: torch.Tensor, n: int) -> torch.Tensor:
-        return self.scores_and_distances(zs, ts, zq, n)[1]
+    def distances(
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
+    ) -> torch.Tensor:
+        return self.scores_and_distances(support, support_labels, queries, n)[1]
 
 
 def build_template(model: None = None, tilt_range: tuple[float, float] | None = (-60.0, 60.0), **_) -> TemplateMethod:
