@@ -12,36 +12,31 @@ import contextlib
 import functools
 import inspect
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, get_type_hints
 
 import typer
 
 from cryoshot.cli_types import choice
+from cryoshot.distributed.scheduler import SlurmOptions, open_runner
 
 PANEL = "Distributed execution (Dask)"
+
+
+_SLURM_FIELDS = ("jobs", "cores", "memory", "walltime", "partition", "lifetime")  # options that fill SlurmOptions
 
 
 @dataclass(frozen=True)
 class DistOptions:
     scheduler: str | None = None
-    jobs: int = 1
-    cores: int | None = None
-    memory: str | None = None
-    walltime: str | None = None
-    partition: str | None = None
-    lifetime: str | None = "55m"
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
     device: str = "cpu"
     continue_: bool = False
 
     @contextlib.contextmanager
     def runner(self, log: Callable[[str], None] = typer.echo) -> Iterator:
         """None (this process) without ``--scheduler``; else a DaskRunner on the cluster named."""
-        from cryoshot.distributed import SlurmOptions, open_runner
-
-        slurm = SlurmOptions(jobs=self.jobs, cores=self.cores, memory=self.memory, walltime=self.walltime,
-                             partition=self.partition, lifetime=self.lifetime or None)  # fmt: skip
-        with open_runner(self.scheduler, slurm=slurm, device=self.device, log=log) as r:
+        with open_runner(self.scheduler, slurm=self.slurm, device=self.device, log=log) as r:
             yield r
 
 
@@ -159,9 +154,10 @@ def distributed_options(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         values = {name: kwargs.pop(name) for name in _OPTIONS if name in kwargs}
-        if str(values.get("lifetime", "")).lower() == "none":
+        if str(values.get("lifetime", "")).lower() in ("none", ""):
             values["lifetime"] = None
-        return fn(*args, dist=DistOptions(**values), **kwargs)
+        slurm = SlurmOptions(**{k: values.pop(k) for k in _SLURM_FIELDS if k in values})
+        return fn(*args, dist=DistOptions(slurm=slurm, **values), **kwargs)
 
     del wrapper.__wrapped__  # typer must read the new signature, not fn's
     wrapper.__signature__ = sig.replace(parameters=[*params, *added])
