@@ -283,6 +283,13 @@ def projection_unit(specs, config: ProjectionConfig, rows: tuple[int, int], save
     _save_rows(out, table)
 
 
+def _chunk_units(prefix: str, what: str, fn, specs, config, n: int, size: int, save_clean: bool,
+                 folder: Path) -> list[WorkUnit]:  # fmt: skip
+    """Units of ``size`` consecutive items each, results ``folder/<prefix>_<start>.json``."""
+    return [WorkUnit(f"{prefix}_{a:09d}", f"{what} {a + 1}..{b}", fn, (specs, config, (a, b), save_clean),
+                     folder / f"{prefix}_{a:09d}.json") for a, b in chunks(n, size)]  # fmt: skip
+
+
 @contextlib.contextmanager
 def _run_units(kind: str, sim, specs, units_of, outdir, force: bool, continue_: bool, runner: Runner | None,
                progress: bool, desc: str, settings: dict):  # fmt: skip
@@ -350,10 +357,8 @@ def write_subtomograms(
         f"simulating {n_items} subtomograms of {c.box_px}^3", seconds=est.seconds, hint=_HINT_SUBTOMO,
     )  # fmt: skip
 
-    def units_of(folder: Path) -> list[WorkUnit]:
-        return [WorkUnit(f"items_{a:09d}", f"subtomograms {a + 1}..{b}", subtomogram_unit,
-                         (specs, c, (a, b), save_clean), folder / f"items_{a:09d}.json")
-                for a, b in chunks(n_items, batch_size)]  # fmt: skip
+    units_of = functools.partial(_chunk_units, "items", "subtomograms", subtomogram_unit, specs, c, n_items,
+                                 batch_size, save_clean)  # fmt: skip
 
     with _run_units("subtomograms", sim, specs, units_of, outdir, force, continue_, runner, progress,
                                     "simulating subtomograms", {"n": n_items, "clean": save_clean}) as (units, folder):  # fmt: skip
@@ -457,10 +462,8 @@ def write_projections(
         hint="use fewer images (--per-class, --views) or a smaller --box",
     )  # fmt: skip
 
-    def units_of(folder: Path) -> list[WorkUnit]:
-        return [WorkUnit(f"images_{a:09d}", f"projection images {a + 1}..{b}", projection_unit,
-                         (specs, c, (a, b), save_clean), folder / f"images_{a:09d}.json")
-                for a, b in chunks(n_images, batch_size)]  # fmt: skip
+    units_of = functools.partial(_chunk_units, "images", "projection images", projection_unit, specs, c, n_images,
+                                 batch_size, save_clean)  # fmt: skip
 
     with _run_units("projections", sim, specs, units_of, outdir, force, continue_, runner, progress,
                                     "simulating projections", {"n": n_images, "clean": save_clean}) as (units, folder):  # fmt: skip
