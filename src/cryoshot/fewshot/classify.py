@@ -17,7 +17,7 @@ from cryoshot.fewshot.methods import make_method, method_spec, scores_and_distan
 from cryoshot.fewshot.openset import support_threshold
 from cryoshot.io.images2d import is_2d_particle_set
 from cryoshot.io.particles import drop_duplicate_images, load_subtomogram_set, rebase_image_names
-from cryoshot.io.star import read_star_table, write_star
+from cryoshot.io.star import read_star_table_once, write_star
 from cryoshot.utils.files import check_output_free, run_record_beside, write_run_record
 from cryoshot.utils.hashing import file_sha256
 from cryoshot.utils.workunits import (
@@ -117,7 +117,7 @@ def _query_geometry(query_star, angpix: float | None) -> tuple[pd.DataFrame, Pat
     """The query table (duplicates dropped) and the box and voxel size of its first subtomogram."""
     first = load_subtomogram_set(query_star, label_column=None, angpix=angpix, progress=False, rows=(0, 1),
                                  warn_duplicates=False)  # fmt: skip
-    table, _, _ = drop_duplicate_images(read_star_table(query_star), query_star)
+    table, _, _ = drop_duplicate_images(read_star_table_once(query_star), query_star)  # the parse just made
     return table, first.star_path, first.box, first.voxel_size_A
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 from cryoshot.errors import CryoshotError
 from cryoshot.io.mrc import read_mrc, write_mrc
 from cryoshot.io.particles import coordinates_px
-from cryoshot.io.star import read_star_table, write_star
+from cryoshot.io.star import read_star_table_once, write_star
 from cryoshot.utils.files import atomic_dir, check_output_free
 from cryoshot.utils.hashing import file_sha256
 from cryoshot.utils.resources import (
@@ -111,7 +111,7 @@ def extract_source_unit(star_path: str, source: str, rows: list[int], box: int, 
     boxes as one ``.npy`` stack. ``out`` (``.npz``: ``rows``, ``padded``) is written last.
     """
     star_path = Path(star_path)
-    df = read_star_table(star_path).iloc[rows]
+    df = read_star_table_once(star_path).iloc[rows]  # one parse per worker, not per source
     m = read_mrc(Path(source), mmap=True, ndim=dim, check_finite=False)
     vs = angpix or m.voxel_size_A
     if vs is None:
@@ -198,7 +198,7 @@ def extract_particles(
     if dim not in (2, 3):
         raise CryoshotError("dim must be 2 (micrographs) or 3 (tomograms)")
     star_path = Path(star_path)
-    df = read_star_table(star_path)
+    df = read_star_table_once(star_path)  # the units read it from this parse too (shared: not modified)
     if len(df) == 0:
         raise CryoshotError(f"{star_path} lists no particles")
     est = extraction_estimate(len(df), box, dim, n_columns=len(df.columns))

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from cryoshot.errors import CryoshotError
 from cryoshot.io.mrc import _open, _voxel_size, require_input_file
 from cryoshot.io.particles import labels_from_table, resolve_image_path
-from cryoshot.io.star import read_star_blocks, require_columns
+from cryoshot.io.star import read_star_blocks, read_star_blocks_once, require_columns
 
 DEFAULT_VOLTAGE_KV, DEFAULT_CS_MM, DEFAULT_AMPLITUDE_CONTRAST = 300.0, 2.7, 0.1
 
@@ -132,7 +132,7 @@ def _particle_table(blocks: dict[str, pd.DataFrame], star_path: Path) -> pd.Data
 def read_particle_table(star_path: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """(particle table, optics block or None) of a 2D particle STAR file, without reading images."""
     star_path = Path(star_path)
-    blocks = read_star_blocks(star_path)
+    blocks = read_star_blocks_once(star_path)  # the units that follow read it from this parse
     df = _particle_table(blocks, star_path)
     require_columns(df, ["rlnImageName"], star_path)
     if len(df) == 0:
@@ -179,7 +179,7 @@ def load_particle_images(
         mixed image sizes or pixel sizes; NaN or Inf in an image; no pixel size anywhere.
     """
     star_path = Path(star_path)
-    blocks = read_star_blocks(star_path)
+    blocks = read_star_blocks(star_path) if rows is None else read_star_blocks_once(star_path)  # units: parsed once
     optics = blocks.get("optics")
     df = _particle_table(blocks, star_path)
     require_columns(df, ["rlnImageName"], star_path)

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from cryoshot.errors import CryoshotError
 from cryoshot.io.geometry import CENTERED_COLS, PIXEL_COLS, centered_A_to_pixels
 from cryoshot.io.mrc import read_mrc, read_mrc_slice
-from cryoshot.io.star import read_star_table, require_columns
+from cryoshot.io.star import read_star_table, read_star_table_once, require_columns
 
 DEFAULT_LABEL_COLUMN = "rlnClassNumber"
 
@@ -245,7 +245,7 @@ def load_subtomogram_set(
         Missing files or columns, mixed box or voxel sizes, NaN/Inf values.
     """
     star_path = Path(star_path)
-    df = read_star_table(star_path)
+    df = read_star_table(star_path) if rows is None else read_star_table_once(star_path)  # units: parsed once
     require_columns(df, ["rlnImageName"], star_path)
     if len(df) == 0:
         raise CryoshotError(f"{star_path} lists no particles")

@@ -23,6 +23,7 @@ import starfile
 from cryoshot.errors import CryoshotError
 from cryoshot.io.mrc import require_input_file
 from cryoshot.utils.files import atomic_file
+from cryoshot.utils.workunits import cached, file_key
 
 # one value of a loop row as pandas splits it (whitespace-separated, '"' quotes at
 # the start of a value, '#' starts a comment); starfile turns ' into " first
@@ -235,6 +236,28 @@ def read_star_table(path: str | os.PathLike, block: str | None = None) -> pd.Dat
             "or give the particles file"
         )
     return tables[rest[0]]
+
+
+def _blocks_of(path: str, *_key) -> dict[str, pd.DataFrame]:
+    return read_star_blocks(path)
+
+
+def _table_of(path: str, *_key) -> pd.DataFrame:
+    return read_star_table(path)
+
+
+def read_star_blocks_once(path: str | os.PathLike) -> dict[str, pd.DataFrame]:
+    """:func:`read_star_blocks`, parsed once per process for each version of the file.
+
+    For work units that each take some rows of one large STAR file. The tables are shared
+    between callers: read them, do not modify them.
+    """
+    return cached(_blocks_of, str(Path(path).resolve()), *file_key(require_input_file(path, "STAR")))
+
+
+def read_star_table_once(path: str | os.PathLike) -> pd.DataFrame:
+    """:func:`read_star_table`, parsed once per process for each version of the file (shared: do not modify)."""
+    return cached(_table_of, str(Path(path).resolve()), *file_key(require_input_file(path, "STAR")))
 
 
 def require_columns(df: pd.DataFrame, columns: list[str], path: str | os.PathLike) -> None:

@@ -130,11 +130,11 @@ _CACHE: OrderedDict[tuple, Any] = OrderedDict()
 _CACHE_SIZE = 4
 
 
-def file_key(path: str | os.PathLike) -> tuple[str, int, int]:
-    """(absolute path, mtime in ns, size): changes when the file does."""
+def file_key(path: str | os.PathLike) -> tuple[str, int, int, int]:
+    """(absolute path, inode, mtime in ns, size): changes when the file does (rewritten or replaced)."""
     p = Path(path).resolve()
     st = p.stat()
-    return str(p), st.st_mtime_ns, st.st_size
+    return str(p), st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def cached(loader: Callable[..., Any], *args: Any, key: Any = None) -> Any:
