@@ -401,7 +401,10 @@ def train_cmd(
         ),
     ] = None,
     init_from: Annotated[
-        Path | None, typer.Option("--init-from", help="protonet-ce: trained ProtoNet to freeze.")
+        Path | None,
+        typer.Option(
+            "--init-from", help="protonet-ce: the trained model (protonet, finetune or fscc) whose encoder is frozen."
+        ),
     ] = None,
     supcon_weight: Annotated[
         float, typer.Option("--supcon-weight", parser=real(0, 1000), help="fscc: λ (paper: 0.05).")
@@ -891,6 +894,41 @@ def embed_cmd(
         out, z = embed_particles(particles, outdir, model=model, ctf=ctf, angpix=angpix, force=force, runner=runner,
                                  continue_=dist.continue_)  # fmt: skip
     typer.echo(f"embedded {len(z)} particles ({z.shape[1]}-d, unit length) -> {out / 'embeddings.npy'}")
+
+
+@app.command("models")
+def models_cmd(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="A shipped model's name or a model file; none: every shipped model.", show_default=False),
+    ] = None,  # fmt: skip
+    as_json: Annotated[bool, typer.Option("--json", help="Print the provenance as JSON.")] = False,
+) -> None:
+    """The shipped models (or one model file): what uses each, and how it was made (every stage's command)."""
+    import json
+
+    from cryoshot.pretrained import describe_models
+
+    models = describe_models(name)
+    if as_json:
+        typer.echo(json.dumps(models, indent=1))
+        return
+    for m in models:
+        typer.echo(f"{m['name']}: {Path(m['file']).name} ({m['size_bytes'] / 1e6:.1f} MB, sha256 {m['sha256'][:12]})")
+        if m["used_by"]:
+            typer.echo(f"  used by: {m['used_by']}")
+        enc = f", encoder {m['encoder']}" if m["encoder"] else ""
+        typer.echo(f"  method {m['method']}{enc}; cryoshot {m['version']}, seed {m['seed']}")
+        if not m["stages_recorded"]:
+            typer.echo("  (written before every stage was recorded: only the last stage is known; see "
+                       "src/cryoshot/pretrained/README.md)")  # fmt: skip
+        for k, st in enumerate(m["stages"], 1):
+            val = ", ".join(f"{key} {v:.3f}" for key, v in st["validation"].items()) or "none recorded"
+            kept = f"kept step {st['best_episode']} of {st['episodes']}" if st["best_episode"] else "kept its best step"
+            typer.echo(f"  stage {k}: {st['method']}, {kept} (validation {val})")
+            typer.echo(f"    command: {' '.join(st['argv'])}")
+            if st["started_from"]:
+                typer.echo(f"    started from: {st['started_from']}")
 
 
 @app.command("demo")

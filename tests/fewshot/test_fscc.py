@@ -125,3 +125,23 @@ def test_fscc_trains_and_runs_through_evaluate_json(tmp_path, capsys):
         assert rc == 0, capsys.readouterr().err
         res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert res["method"] == method and res["accuracy_mean"] > floor[method], (method, res["accuracy_mean"])
+
+
+def test_fscc_statistics_are_stored_compact_and_its_encoder_can_take_a_ce_head(tmp_path):
+    from cryoshot.models.checkpoint import load_checkpoint
+
+    out = tmp_path / "fscc.pt"
+    train(tiny_config("fscc", episodes=4, stats_items_per_class=4), out, progress=False)
+    state = load_checkpoint(out)["state_dict"]
+    assert state["base_centred"].dtype == torch.float16 and state["base_mean"].dtype == torch.float16
+    assert all(v.dtype == torch.float32 for k, v in state.items() if k.startswith("encoder.") and v.is_floating_point())
+    model, _ = load_model(out, method="fscc")
+    assert model.base_centred.dtype == torch.float32  # restored on loading
+    torch.testing.assert_close(model.base_centred, state["base_centred"].float())
+    # stage 2 on the FSCC encoder: the head is trained, the encoder stays as it was
+    ce = tmp_path / "ce.pt"
+    train(tiny_config("protonet-ce", episodes=2, init_from=str(out)), ce, progress=False)
+    ce_model, ce_ck = load_model(ce, method="protonet-ce")
+    assert [st["method"] for st in ce_ck["stages"]] == ["fscc", "protonet-ce"]
+    for k, v in model.encoder.state_dict().items():
+        torch.testing.assert_close(ce_model.encoder.state_dict()[k], v)

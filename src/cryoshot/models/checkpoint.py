@@ -74,3 +74,50 @@ def load_checkpoint(path: str | os.PathLike, method: str | tuple[str, ...] | Non
         if data["method"] not in allowed:
             raise CryoshotError(f"{path} holds a '{data['method']}' model, but {' or '.join(allowed)} is needed")
     return data
+
+
+VALIDATION_KEYS = ("best_val_accuracy", "best_val_ap", "best_val_ari", "best_val_loss")
+
+
+def provenance(path: str | os.PathLike) -> dict[str, Any]:
+    """How a model file was made, from the file alone: plain data for ``cryoshot models``.
+
+    Returns
+    -------
+    dict with ``file``, ``sha256``, ``size_bytes``, ``method``, ``version``, ``seed``, ``encoder``
+    (3D models) and ``stages``: one entry per training stage, oldest first, each with its
+    ``method``, ``argv`` (the command), ``seed``, ``version``, ``episodes``, ``best_episode`` and
+    ``validation`` (the kept model's validation figure, named). ``stages_recorded`` is False for
+    files written before every stage was recorded (only the last stage is then known).
+    """
+    from cryoshot.utils.hashing import file_sha256
+
+    path = Path(path)
+    ck = load_checkpoint(path)
+    recorded = bool(ck.get("stages"))
+    stages = ck.get("stages") or [{**{k: ck.get(k) for k in ("method", "config", "version", "seed", "argv")},
+                                   "episodes": ck.get("episode"), "best_episode": ck.get("best_episode"),
+                                   **{k: ck.get(k) for k in VALIDATION_KEYS}}]  # fmt: skip
+    stages = [dict(st) for st in stages]
+    stages[-1].update({k: ck[k] for k in VALIDATION_KEYS if ck.get(k) is not None})  # the file's own figures
+    config = ck.get("config") or {}
+    return {
+        "file": str(path), "sha256": file_sha256(path), "size_bytes": path.stat().st_size,
+        "method": ck.get("method"), "version": ck.get("version"), "seed": ck.get("seed"),
+        "encoder": config.get("encoder") if isinstance(config.get("encoder"), str) else None,
+        "stages_recorded": recorded,
+        "stages": [{
+            "method": st.get("method"), "argv": [str(a) for a in st.get("argv") or []], "seed": st.get("seed"),
+            "version": st.get("version"), "episodes": st.get("episodes"), "best_episode": st.get("best_episode"),
+            "validation": _validation(st),
+            "started_from": (st.get("file") or {}).get("name"),
+        } for st in stages],
+    }  # fmt: skip
+
+
+def _validation(stage: dict) -> dict[str, float]:
+    """The kept model's validation figures of a stage, named (``ap`` replaces the picker's alias ``accuracy``)."""
+    out = {k[len("best_val_") :]: float(stage[k]) for k in VALIDATION_KEYS if stage.get(k) is not None}
+    if "ap" in out:
+        out.pop("accuracy", None)
+    return out

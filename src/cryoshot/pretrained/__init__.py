@@ -40,3 +40,39 @@ DEFAULT_SIAMESE = "siamese_cryoshot-polar.pt"
 def resolve_siamese_model(name: str | None) -> Path:
     """``default`` (or None) -> the shipped Siamese 2D embedding; otherwise a path to one."""
     return _resolve(name, DEFAULT_SIAMESE, "Siamese 2D model")
+
+
+# name -> (file, what uses it); ``cryoshot models`` lists these with their provenance
+SHIPPED: dict[str, tuple[str, str]] = {
+    "default": (DEFAULT_MODEL, "classify, evaluate, average and demo on subtomograms (--model default)"),
+    "picker": (DEFAULT_PICKER, "pick (--model default)"),
+    "siamese": (DEFAULT_SIAMESE, "embed, cluster and classify on 2D particle images (--model default)"),
+}
+
+
+def shipped_model_path(name: str) -> Path:
+    """The installed file of shipped model ``name`` (a key of :data:`SHIPPED`)."""
+    if name not in SHIPPED:
+        raise CryoshotError(f"no shipped model '{name}'; shipped: {', '.join(SHIPPED)}")
+    return _resolve(None, SHIPPED[name][0], f"model '{name}'")
+
+
+def shipped_models() -> list[dict]:
+    """Every shipped model with what uses it and its provenance (see ``models.checkpoint.provenance``)."""
+    from cryoshot.models.checkpoint import provenance
+
+    return [{"name": name, "used_by": used_by, **provenance(shipped_model_path(name))}
+            for name, (_, used_by) in SHIPPED.items()]  # fmt: skip
+
+
+def describe_models(name: str | None = None) -> list[dict]:
+    """``cryoshot models``: every shipped model (``name`` None), one shipped model by name, or any model file."""
+    from cryoshot.models.checkpoint import provenance
+
+    if name is None:
+        return shipped_models()
+    if name in SHIPPED:
+        return [m for m in shipped_models() if m["name"] == name]
+    if not Path(name).is_file():
+        raise CryoshotError(f"'{name}' is neither a shipped model ({', '.join(SHIPPED)}) nor a model file")
+    return [{"name": Path(name).name, "used_by": "", **provenance(name)}]

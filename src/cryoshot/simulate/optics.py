@@ -147,7 +147,7 @@ def _tilt_profiles(box: int, scheme: TiltScheme) -> tuple[np.ndarray, np.ndarray
     return np.clip(1.0 - dist, 0.0, None), np.sqrt(kx**2 + ky**2 + kz**2)
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=64)
 def _geometry(
     box: int, pixel_size_A: float, scheme: TiltScheme, use_dose: bool, use_wedge: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -10,11 +10,17 @@ Two paths produce the same physics:
 - ``tiltseries``: projects the rotated particle at every tilt, applies the CTF and
   dose per tilt image, adds noise per tilt, and reconstructs by weighted
   back-projection. Slow; used to validate the fast path.
+
+Per-item variation (off by default; for training pools that should look like many
+datasets rather than one): the ends of the tilt range, the B-factor, neighbouring
+particles at the box edge, and the share of items made by the tilt-series path. These
+draws come from their own random stream, so switching them on leaves every item's pose,
+defocus and noise as they were.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -36,7 +42,10 @@ from cryoshot.simulate.structures import Structure
 from cryoshot.utils.seeding import item_rng
 
 DEFOCUS_STEP_UM = 0.05
+TILT_JITTER_STEP_DEG = 5.0
+B_FACTOR_STEP_A2 = 25.0
 _ITEM_STREAM = 1
+_VARIATION_STREAM = 3  # stream 2 is the tilt-series path's noise
 
 
 @dataclass
@@ -61,6 +70,11 @@ class SubtomogramConfig:
     invert: bool = False
     method: Literal["fast", "tiltseries"] = "fast"
     seed: int = 0
+    # per-item variation (0: off)
+    tilt_jitter_deg: float = 0.0  # each end of the tilt range moves by U(-j, j), rounded to 5 degrees
+    b_factor_max_A2: float = 0.0  # B-factor U(microscope.b_factor_A2, this), rounded to 25 Å²
+    neighbours: float = 0.0  # mean number (Poisson) of other particles centred 0.5-0.8 box widths away
+    tiltseries_fraction: float = 0.0  # share of items made by the tilt-series path (method "fast")
 
     def validate(self) -> None:
         check_snr(self.snr)
@@ -80,6 +94,15 @@ class SubtomogramConfig:
             raise CryoshotError(f"tilts must lie within -90..90 degrees, got {self.tilt_min_deg}..{self.tilt_max_deg}")
         if self.dose_e_per_A2 <= 0:
             raise CryoshotError(f"the total dose must be positive, got {self.dose_e_per_A2} e/Å²")
+        if not 0 <= self.tilt_jitter_deg <= 30:
+            raise CryoshotError(f"tilt jitter must be within 0..30 degrees, got {self.tilt_jitter_deg}")
+        if self.b_factor_max_A2 and not self.microscope.b_factor_A2 <= self.b_factor_max_A2 <= 10_000:
+            raise CryoshotError(f"the largest B-factor must lie within microscope.b_factor_A2.."
+                                f"10000 Å², got {self.b_factor_max_A2}")  # fmt: skip
+        if not 0 <= self.neighbours <= 10:
+            raise CryoshotError(f"the mean number of neighbours must be within 0..10, got {self.neighbours}")
+        if not 0 <= self.tiltseries_fraction <= 1:
+            raise CryoshotError(f"the tilt-series fraction must be within 0..1, got {self.tiltseries_fraction}")
         if not 0 <= self.max_shift_px <= self.box_px / 4:
             raise CryoshotError(
                 f"the largest shift must be within 0..box/4 = {self.box_px / 4:g} voxels (so the particle stays "
@@ -89,6 +112,16 @@ class SubtomogramConfig:
     @property
     def scheme(self) -> TiltScheme:
         return TiltScheme(self.tilt_min_deg, self.tilt_max_deg, self.tilt_step_deg, self.dose_e_per_A2)
+
+
+@dataclass
+class _Variation:
+    """One item's draw of the per-item variation: tilt scheme, microscope, neighbours, path."""
+
+    scheme: TiltScheme
+    microscope: Microscope
+    neighbours: list  # (class index, (3, 3) rotation, (3,) shift in voxels (x, y, z)) per neighbour
+    tiltseries: bool
 
 
 @dataclass
@@ -152,11 +185,44 @@ class SubtomogramSimulator:
         df = round(df / DEFOCUS_STEP_UM) * DEFOCUS_STEP_UM
         return rng, mat, shift, max(df, DEFOCUS_STEP_UM)
 
-    def _tf(self, df: float):
+    def _variation(self, i: int) -> _Variation:
+        """Item ``i``'s tilt scheme, microscope, neighbours and path (the config's own when variation is off)."""
+        c = self.config
+        rng = item_rng(c.seed, i, stream=_VARIATION_STREAM)
+        scheme, mic = c.scheme, c.microscope
+        if c.tilt_jitter_deg:
+            lo, hi = (v + rng.uniform(-c.tilt_jitter_deg, c.tilt_jitter_deg) for v in (c.tilt_min_deg, c.tilt_max_deg))
+            lo, hi = (float(np.clip(round(v / TILT_JITTER_STEP_DEG) * TILT_JITTER_STEP_DEG, -90, 90)) for v in (lo, hi))
+            scheme = TiltScheme(min(lo, hi), max(lo, hi), c.tilt_step_deg, c.dose_e_per_A2)
+        if c.b_factor_max_A2:
+            b = rng.uniform(mic.b_factor_A2, c.b_factor_max_A2)
+            mic = replace(mic, b_factor_A2=float(round(b / B_FACTOR_STEP_A2) * B_FACTOR_STEP_A2))
+        neighbours = []
+        for _ in range(rng.poisson(c.neighbours) if c.neighbours else 0):
+            direction = rng.normal(size=3)
+            direction /= np.linalg.norm(direction) + 1e-12
+            shift = direction * c.box_px * rng.uniform(0.5, 0.8)
+            neighbours.append((int(rng.integers(self.n_classes)), random_rotations(rng), shift))
+        tiltseries = c.method == "tiltseries" or bool(c.tiltseries_fraction and rng.uniform() < c.tiltseries_fraction)
+        return _Variation(scheme, mic, neighbours, tiltseries)
+
+    def _tf(self, df: float, scheme: TiltScheme | None = None, mic: Microscope | None = None):
         c = self.config
         return transfer_function_3d(
-            c.box_px, c.pixel_size_A, round(df, 4), c.scheme, c.microscope, c.use_ctf, c.use_dose, c.use_wedge
-        )
+            c.box_px, c.pixel_size_A, round(df, 4), scheme or c.scheme, mic or c.microscope, c.use_ctf, c.use_dose,
+            c.use_wedge,
+        )  # fmt: skip
+
+    def _add_neighbours(self, rotated: torch.Tensor, variations: list[_Variation]) -> torch.Tensor:
+        """Add each item's neighbouring particles (rotated and shifted copies of any class) to its volume."""
+        rows = [(b, n) for b, v in enumerate(variations) for n in v.neighbours]
+        if not rows:
+            return rotated
+        cls = torch.as_tensor([n[0] for _, n in rows])
+        mats = torch.from_numpy(np.stack([n[1] for _, n in rows]))
+        shifts = torch.from_numpy(np.stack([n[2] for _, n in rows]))
+        placed = rotate_volumes(self._dens[cls], mats, shifts)
+        return rotated.index_add(0, torch.as_tensor([b for b, _ in rows]), placed)
 
     def simulate(self, indices: np.ndarray | list[int] | range, with_clean: bool = True) -> SubtomogramBatch:
         """Simulate items ``indices`` (any order; each item depends only on seed and index).
@@ -172,17 +238,29 @@ class SubtomogramSimulator:
         mats = np.stack([m for _, m, _, _ in draws])
         shifts = np.stack([s for _, _, s, _ in draws])
         dfs = np.array([df for _, _, _, df in draws])
-        if c.method == "fast":
-            noise = np.stack([rng.standard_normal((d, d, d), dtype=np.float32) for rng, _, _, _ in draws])
+        variations = [self._variation(int(i)) for i in idx]
+        ts = np.array([v.tiltseries for v in variations], dtype=bool)
+        # white noise of the fast path, drawn after the pose as before (the tilt-series path has its own stream)
+        white = {k: draws[k][0].standard_normal((d, d, d), dtype=np.float32) for k in np.nonzero(~ts)[0]}
         with torch.no_grad():
             rotated = rotate_volumes(
                 self._dens[torch.from_numpy(labels)], torch.from_numpy(mats), torch.from_numpy(shifts)
             )
-            if c.method == "fast":
-                clean, vols = self._fast(rotated, torch.from_numpy(noise), dfs, with_clean)
+            rotated = self._add_neighbours(rotated, variations)
+            fast, slow = np.nonzero(~ts)[0], np.nonzero(ts)[0]
+            if not len(slow):
+                clean, vols = self._fast(rotated, torch.from_numpy(np.stack([white[k] for k in fast])), dfs,
+                                         with_clean, variations)  # fmt: skip
             else:
-                clean, noise_t = self._tiltseries(rotated, dfs, idx)
-                vols = clean + noise_t
+                vols, clean = torch.empty_like(rotated), torch.empty_like(rotated)
+                if len(fast):
+                    w = torch.from_numpy(np.stack([white[k] for k in fast]))
+                    clean[fast], vols[fast] = self._fast(
+                        rotated[fast], w, dfs[fast], True, [variations[k] for k in fast]
+                    )
+                cs, ns = self._tiltseries(rotated[slow], dfs[slow], idx[slow], [variations[k] for k in slow])
+                clean[slow], vols[slow] = cs, cs + ns
+                clean = clean if with_clean else None
         if c.invert:
             vols = -vols
             clean = -clean if clean is not None else None
@@ -197,11 +275,12 @@ class SubtomogramSimulator:
         )
 
     # -- fast path -------------------------------------------------------------------------
-    def _fast(self, rotated: torch.Tensor, white: torch.Tensor, dfs: np.ndarray, with_clean: bool):
+    def _fast(self, rotated: torch.Tensor, white: torch.Tensor, dfs: np.ndarray, with_clean: bool,
+              variations: list[_Variation]):  # fmt: skip
         """Fourier-space path; variances via Parseval so the volume needs a single inverse FFT."""
         c = self.config
         d = c.box_px
-        tfs = [self._tf(df) for df in dfs]
+        tfs = [self._tf(df, v.scheme, v.microscope) for df, v in zip(dfs, variations, strict=True)]
         sig_tf = torch.from_numpy(np.stack([t.signal for t in tfs]))
         noise_amp = torch.from_numpy(np.sqrt(np.stack([t.noise_psd for t in tfs])))
         f = torch.fft.rfftn(rotated, dim=(-3, -2, -1))
@@ -232,15 +311,9 @@ class SubtomogramSimulator:
         return proj.var(dim=(-2, -1), unbiased=False)
 
     # -- tilt-series path ----------------------------------------------------------------
-    def _tiltseries(self, rotated: torch.Tensor, dfs: np.ndarray, idx: np.ndarray):
+    def _tiltseries(self, rotated: torch.Tensor, dfs: np.ndarray, idx: np.ndarray, variations: list[_Variation]):
         c = self.config
         d = c.box_px
-        angles = c.scheme.angles_deg() if c.use_wedge else np.arange(-90, 90, 180 / (np.pi * d))
-        doses = c.scheme.prior_dose() if c.use_wedge else np.zeros(len(angles))
-        n_t = len(angles)
-        rad = np.deg2rad(angles)
-        # tilt t rotates the specimen about y by +theta before projecting along z
-        mats = np.stack([np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]) for a in rad])
         ky, kx = rfft_freqs_2d(d)
         k_A = np.sqrt(kx**2 + ky**2) / (d * c.pixel_size_A)
         ramp = np.abs(kx) / (d / 2)
@@ -248,10 +321,17 @@ class SubtomogramSimulator:
         ramp_t = torch.from_numpy(ramp.astype(np.float32))
         cleans, noises = [], []
         for b in range(rotated.shape[0]):
+            scheme, mic = variations[b].scheme, variations[b].microscope
+            angles = scheme.angles_deg() if c.use_wedge else np.arange(-90, 90, 180 / (np.pi * d))
+            doses = scheme.prior_dose() if c.use_wedge else np.zeros(len(angles))
+            n_t = len(angles)
+            rad = np.deg2rad(angles)
+            # tilt t rotates the specimen about y by +theta before projecting along z
+            mats = np.stack([np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]) for a in rad])
             vol = rotated[b : b + 1].expand(n_t, d, d, d)
             tilted = rotate_volumes(vol.contiguous(), torch.from_numpy(mats))
             proj = tilted.sum(dim=1)  # along z -> (T, y, x)
-            ctf_t = ctf_2d(d, c.pixel_size_A, dfs[b], c.microscope) if c.use_ctf else np.ones_like(k_A)
+            ctf_t = ctf_2d(d, c.pixel_size_A, dfs[b], mic) if c.use_ctf else np.ones_like(k_A)
             filt = np.stack([ctf_t * (dose_filter(k_A, dz) if c.use_dose else 1.0) for dz in doses])
             proj = torch.fft.irfftn(
                 torch.fft.rfftn(proj, dim=(-2, -1)) * torch.from_numpy(filt.astype(np.float32)),

@@ -313,6 +313,18 @@ def make_step(family: str, model, pool: VolumePool, cfg: TrainConfig, device, au
     raise ValueError(f"unknown training family '{family}'")
 
 
+STATISTICS_BUFFERS = ("base_mean", "base_centred")
+
+
+def compact_statistics(state: dict) -> dict:
+    """``state`` with FSCC's base-class statistics in float16 (half the file; loading restores float32).
+
+    The statistics feed a Gaussian estimate whose own sampling error (a few dozen items per class) is far
+    larger than float16's rounding (relative 5e-4).
+    """
+    return {k: v.half() if k in STATISTICS_BUFFERS else v for k, v in state.items()}
+
+
 def check_model_output(out_path: str | os.PathLike, resume: bool, force: bool) -> Path:
     """Refuse an existing model file without ``resume`` or ``force``, a folder or a missing parent; return the Path."""
     out_path = Path(out_path)
@@ -347,7 +359,7 @@ def _train(cfg: TrainConfig, out_path: Path, *, resume: bool, progress: bool) ->
     if cfg.method == "protonet-ce":
         if not cfg.init_from:
             raise CryoshotError("protonet-ce trains on a frozen ProtoNet encoder: pass --init-from PROTONET.pt")
-        base = load_checkpoint(cfg.init_from, method=("protonet", "protonet-ce"))
+        base = load_checkpoint(cfg.init_from, method=("protonet", "protonet-ce", "finetune", "fscc"))
         base_encoder = base["config"]["encoder"]
         if base_encoder != cfg.encoder:
             raise CryoshotError(f"{cfg.init_from} holds a '{base_encoder}' encoder, but this run builds "
@@ -435,5 +447,6 @@ def _train(cfg: TrainConfig, out_path: Path, *, resume: bool, progress: bool) ->
     if cfg.method == "fscc":  # statistics of the kept (best) encoder, stored as buffers in the model file
         model.load_state_dict(best_state)
         fill_base_statistics(model, cfg, device, progress)
-        save_checkpoint(out_path, {**payload(ep, seconds), "best_episode": best_ep, "state_dict": model.state_dict()})
+        save_checkpoint(out_path, {**payload(ep, seconds), "best_episode": best_ep,
+                                   "state_dict": compact_statistics(model.state_dict())})  # fmt: skip
     return {"best_val_accuracy": best_acc, "episodes": ep, "seconds": seconds, "history": history}
