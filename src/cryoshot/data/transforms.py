@@ -52,3 +52,31 @@ def _rfft_crop(x: torch.Tensor, n: int) -> torch.Tensor:
     d = x.shape[-1]
     g = crop_rfft(torch.fft.rfftn(x, dim=_DIMS3), n)
     return torch.fft.irfftn(g, s=(n, n, n), dim=_DIMS3) * (n / d) ** 3
+
+
+def centre_contrast(x: torch.Tensor) -> torch.Tensor:
+    """How much brighter each volume's centre is than its edge, after a strong low-pass; (B,) for (B, D, D, D).
+
+    Positive for protein-bright particles near the box centre (cryoshot's convention), negative for
+    protein-dark ones (raw data). The Gaussian low-pass (1/e at 0.05 cycles/voxel) averages the noise
+    away: on simulated subtomograms of the novel structures the sign is right for every volume at SNR 0.01,
+    and for 99% with two neighbouring particles in the box.
+    """
+    d = x.shape[-1]
+    f = torch.fft.rfftn(x.float(), dim=_DIMS3)
+    k = torch.fft.fftfreq(d)
+    k2 = k[:, None, None] ** 2 + k[None, :, None] ** 2 + torch.fft.rfftfreq(d)[None, None, :] ** 2
+    low = torch.fft.irfftn(f * torch.exp(-k2 / 0.05**2), s=(d, d, d), dim=_DIMS3)
+    c = torch.arange(d) - d // 2
+    r = torch.sqrt(c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None, :] ** 2)
+    inner, shell = r < d / 5, (r > d / 3) & (r < d / 2)
+    return low[..., inner].mean(-1) - low[..., shell].mean(-1)
+
+
+def set_polarity(volumes, sample: int = 256) -> int:
+    """+1 when a set of (N, D, D, D) volumes looks protein-bright, -1 when protein-dark (majority of up to
+    ``sample`` evenly spaced volumes, see :func:`centre_contrast`)."""
+    n = len(volumes)
+    idx = sorted({round(i * (n - 1) / max(sample - 1, 1)) for i in range(min(n, sample))})
+    x = torch.as_tensor(volumes[idx] if hasattr(volumes, "shape") else [volumes[i] for i in idx]).float()
+    return 1 if float(torch.sign(centre_contrast(x)).sum()) >= 0 else -1

@@ -7,14 +7,17 @@ resampling and the bf16 choice are made in one place.
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cryoshot.data.transforms import to_model_grid
+from cryoshot.data.transforms import set_polarity, to_model_grid
 from cryoshot.errors import CryoshotError
 from cryoshot.models.protonet import ProtoNet
+
+CONTRASTS = ("auto", "bright", "dark")
 
 
 def use_bf16(device: torch.device, precision: str | None = None) -> bool:
@@ -45,17 +48,27 @@ def embed_volumes(
     batch_size: int = 32,
     progress: bool = True,
     precision: str | None = None,
+    contrast: str = "auto",
 ) -> torch.Tensor:
     """Embed (N, D, D, D) volumes at ``voxel_size_A``; returns (N, dim) float32 on CPU.
 
-    Small batches keep the activations in cache; ``precision`` as in :func:`use_bf16`.
+    Small batches keep the activations in cache; ``precision`` as in :func:`use_bf16`. The models
+    see protein bright: ``contrast`` "auto" flips a set that looks protein-dark (the majority of
+    its volumes has a darker centre than edge after a strong low-pass, see ``set_polarity``),
+    "bright" takes the volumes as they are, "dark" flips them.
     """
+    if contrast not in CONTRASTS:
+        raise CryoshotError(f"contrast must be one of {', '.join(CONTRASTS)}, got '{contrast}'")
+    sign = set_polarity(volumes) if contrast == "auto" and len(volumes) else -1 if contrast == "dark" else 1
+    if sign < 0 and contrast == "auto":
+        print("cryoshot: note: these subtomograms look protein-dark (raw-data contrast); they are flipped to "
+              "protein-bright for the model", file=sys.stderr)  # fmt: skip
     cfg = model.encoder.config
     dev = next(model.encoder.parameters()).device
     bf16 = use_bf16(dev, precision)
     out = []
     for s in tqdm(range(0, len(volumes), batch_size), desc="embedding", disable=not progress, leave=False):
-        x = torch.as_tensor(np.asarray(volumes[s : s + batch_size], dtype=np.float32))
+        x = sign * torch.as_tensor(np.asarray(volumes[s : s + batch_size], dtype=np.float32))
         x = to_model_grid(x, voxel_size_A, cfg.voxel_size_A, cfg.input_box)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             out.append(model.embed(x.to(dev)).float().cpu())
