@@ -66,6 +66,16 @@ BFactor = Annotated[
 ]
 DefocusMax = Annotated[float, typer.Option("--defocus-max", parser=real(0, 100), help="Highest defocus (µm).")]
 Preview = Annotated[Path | None, typer.Option("--preview", help="Write a PNG montage of what was made.")]
+Rotations = Annotated[
+    int | None,
+    typer.Option(
+        "--rotations",
+        parser=lambda text: int(choice(("1", "2", "4"))(text)),
+        help="Average each subtomogram's embedding over 1, 2 or 4 of the wedge-preserving 180° rotations "
+        "(default 4: the most accurate; 1 is about 4x faster).",
+        show_default=False,
+    ),
+]
 Invert = Annotated[bool, typer.Option("--invert", help="Protein dark (raw-data contrast) instead of bright.")]
 SaveClean = Annotated[bool, typer.Option("--save-clean", help="Also write the noise-free data (_clean).")]
 ForceSize = Annotated[
@@ -397,7 +407,8 @@ def train_cmd(
             "--simulator",
             parser=key_values,
             help="Training-pool simulator settings, KEY=VALUE pairs separated by commas (fields of the subtomogram "
-            "simulator, e.g. max_shift_px=5,tilt_min_deg=-45,microscope.b_factor_A2=200); default: its defaults.",
+            "simulator, e.g. max_shift_px=5,tilt_min_deg=-45,microscope.b_factor_A2=200; per-particle variation: "
+            "tilt_jitter_deg, b_factor_max_A2, neighbours, tiltseries_fraction); default: its defaults.",
         ),
     ] = None,
     init_from: Annotated[
@@ -560,6 +571,7 @@ def evaluate_cmd(
     angpix: AngpixOverride = None,
     tilt_range: TiltRange = "-60,60",
     seed: Seed = 0,
+    rotations: Rotations = None,
     as_json: Annotated[bool, typer.Option("--json", help="Also print one JSON object as the last line.")] = False,
 ) -> None:
     """N-way K-shot episodes on labelled data -> accuracy (mean ± 95% CI), macro precision, per class."""
@@ -571,6 +583,7 @@ def evaluate_cmd(
     res = evaluate_set(
         data, method=method, model=model, way=way, shot=shot, query=query, episodes=episodes, distance=distance,
         label_column=label_column, angpix=angpix, tilt_range=parse_tilt_range(tilt_range), seed=seed,
+        rotations=rotations,
     )  # fmt: skip
     name = res["method"]
     typer.echo(f"{name}: {way}-way {shot}-shot, {query} queries, {episodes} episodes on {res['n_subtomograms']} "
@@ -620,6 +633,7 @@ def classify_cmd(
         int,
         typer.Option("--unit-rows", min=1, max=10**7, help="Queries per work unit (--scheduler spreads the units)."),
     ] = 2048,
+    rotations: Rotations = None,
     force: Force = False,
     dist: DistOptions = DistOptions(),
 ) -> None:
@@ -635,9 +649,10 @@ def classify_cmd(
     with dist.runner() as runner:
         cfg = ClassifyConfig(method=method, shot=shot, label_column=label_column, angpix=angpix,
                              unknown=not no_unknown, unknown_quantile=unknown_quantile, unknown_margin=unknown_margin,
-                             tilt_range_deg=parse_tilt_range(tilt_range), unit_rows=unit_rows)  # fmt: skip
+                             tilt_range_deg=parse_tilt_range(tilt_range), unit_rows=unit_rows,
+                             rotations=rotations)  # fmt: skip
         out = classify_sets(support, query, output, cfg, force=force, runner=runner, continue_=dist.continue_,
-                            model_path=(resolve_siamese_model if images2d else resolve_model)(model))  # fmt: skip
+                            model_path=resolve_siamese_model(model) if images2d else resolve_model(model, method))  # fmt: skip
     counts = out["cryoshotPredictedClass"].value_counts()
     thr = out.attrs.get("threshold")
     typer.echo(f"classified {len(out)} {'particle images with siamese' if images2d else f'subtomograms with {method}'}"

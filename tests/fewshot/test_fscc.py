@@ -145,3 +145,25 @@ def test_fscc_statistics_are_stored_compact_and_its_encoder_can_take_a_ce_head(t
     assert [st["method"] for st in ce_ck["stages"]] == ["fscc", "protonet-ce"]
     for k, v in model.encoder.state_dict().items():
         torch.testing.assert_close(ce_model.encoder.state_dict()[k], v)
+
+
+def test_resuming_a_finished_run_only_redoes_the_statistics(tmp_path, monkeypatch):
+    """A run killed in FSCC's statistics step resumes without simulating its training pool again."""
+    import cryoshot.train.loop as loop
+
+    out = tmp_path / "fscc.pt"
+    cfg = tiny_config("fscc", episodes=4, stats_items_per_class=4)
+    train(cfg, out, progress=False)
+    first = load_model(out, method="fscc")[0]
+    built = []
+
+    class CountingPool(loop.VolumePool):
+        def __init__(self, config, progress=True):
+            built.append(config)
+            super().__init__(config, progress)
+
+    monkeypatch.setattr(loop, "VolumePool", CountingPool)
+    r = train(cfg, out, resume=True, progress=False)
+    assert r["episodes"] == 4 and cfg.pool.to_dict() not in [c.to_dict() for c in built]
+    assert any(c.items_per_class == 4 and c.seed == cfg.pool.seed + 2000 for c in built)  # the statistics pool
+    torch.testing.assert_close(load_model(out, method="fscc")[0].base_centred, first.base_centred)

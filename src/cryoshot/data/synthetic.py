@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cryoshot.data.transforms import FLIPS, apply_flips
 from cryoshot.simulate.splits import TRAIN_STRUCTURES
 from cryoshot.simulate.structures import load_structures
 from cryoshot.simulate.subtomograms import SubtomogramConfig, SubtomogramSimulator, config_with_overrides
@@ -135,19 +136,6 @@ class VolumePool:
         if augment:
             x = wedge_preserving_rotation(x, rng)
         return x, torch.as_tensor(classes).repeat_interleave(per_class)
-
-
-FLIPS = [(), (-1, -2), (-1, -3), (-2, -3)]  # identity, 180 deg about z, y, x
-
-
-def apply_flips(x: torch.Tensor, flips: np.ndarray) -> torch.Tensor:
-    """Rotate each (D, D, D) volume of x (B, D, D, D) by the wedge-preserving rotation FLIPS[flips[i]]."""
-    out = x.clone()
-    for k, dims in enumerate(FLIPS):
-        sel = np.nonzero(flips == k)[0]
-        if len(sel) and dims:
-            out[sel] = torch.flip(x[sel], dims=dims)
-    return out
 
 
 def wedge_preserving_rotation(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:

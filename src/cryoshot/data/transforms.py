@@ -12,6 +12,10 @@ from cryoshot.utils.fourier import center_crop_or_pad, crop_rfft
 
 _DIMS3 = (-3, -2, -1)
 
+# The rotations that keep a missing wedge about the y tilt axis where it is, and keep handedness:
+# identity and 180 degrees about z, y and x (as flips of two axes of a (..., z, y, x) volume).
+FLIPS = [(), (-1, -2), (-1, -3), (-2, -3)]
+
 
 def standardise(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Zero mean, unit variance per item; x is (B, ...) and the result has the same shape."""
@@ -80,3 +84,16 @@ def set_polarity(volumes, sample: int = 256) -> int:
     idx = sorted({round(i * (n - 1) / max(sample - 1, 1)) for i in range(min(n, sample))})
     x = torch.as_tensor(volumes[idx] if hasattr(volumes, "shape") else [volumes[i] for i in idx]).float()
     return 1 if float(torch.sign(centre_contrast(x)).sum()) >= 0 else -1
+
+
+def apply_flips(x: torch.Tensor, flips) -> torch.Tensor:
+    """Rotate each (D, D, D) volume of x (B, D, D, D) by the wedge-preserving rotation ``FLIPS[flips[i]]``."""
+    import numpy as np
+
+    flips = np.asarray(flips)
+    out = x.clone()
+    for k, dims in enumerate(FLIPS):
+        sel = np.nonzero(flips == k)[0]
+        if len(sel) and dims:
+            out[sel] = torch.flip(x[sel], dims=dims)
+    return out

@@ -85,12 +85,14 @@ def evaluate_set(
     tilt_range: tuple[float, float] | None = (-60.0, 60.0),
     seed: int = 0,
     progress: bool = True,
+    rotations: int | None = None,
 ) -> dict:
     """``cryoshot evaluate``: seeded N-way K-shot episodes on a labelled subtomogram set (every class novel).
 
     Parameters mirror the command's flags: ``model`` is ``"default"`` (the shipped model) or a
     checkpoint path (ignored by methods that need none); ``tilt_range`` in degrees (None: no
-    missing wedge) is template matching's wedge.
+    missing wedge) is template matching's wedge; ``rotations`` (1, 2 or 4; None: the default) how many
+    wedge-preserving rotations the learned methods average each embedding over.
 
     Returns
     -------
@@ -104,11 +106,12 @@ def evaluate_set(
     from cryoshot.utils.threads import configure_threads
 
     configure_threads()
-    model_path = resolve_model(str(model) if model is not None else None) if method_spec(method).needs_model else None
+    spec = method_spec(method)
+    model_path = resolve_model(str(model) if model is not None else None, method) if spec.needs_model else None
     net = load_model(model_path)[0] if model_path is not None else None
     ds = load_subtomogram_set(data, label_column=label_column, angpix=angpix, progress=progress)
     EpisodeSampler(ds.labels, way, shot, query, seed)  # validates before the costly embedding
-    m = make_method(method, net, distance, seed=seed, tilt_range=tilt_range)
+    m = make_method(method, net, distance, seed=seed, tilt_range=tilt_range, rotations=rotations)
     z = m.embed(ds.volumes, ds.voxel_size_A, progress=progress)
     name = method if distance is None else f"{method}[{distance}]"
     res = evaluate_episodes(m, z, ds.labels, name=name, way=way, shot=shot, query=query, episodes=episodes,

@@ -25,9 +25,10 @@ class BaselineMethod:
     steps: int = 100
     lr: float = 1e-2
     seed: int = 0
+    rotations: int | None = None  # wedge-preserving rotations averaged in the embedding (None: the default)
 
     def embed(self, volumes, voxel_size_A: float, progress: bool = True) -> torch.Tensor:
-        return embed_volumes(self.model, volumes, voxel_size_A, progress=progress)
+        return embed_volumes(self.model, volumes, voxel_size_A, progress=progress, rotations=self.rotations)
 
     def _logits(self, w: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.cosine:
@@ -65,11 +66,11 @@ class BaselineMethod:
         return -self.scores(support, support_labels, queries, n)
 
 
-def build_baseline(model: torch.nn.Module, seed: int = 0, **_) -> BaselineMethod:
+def build_baseline(model: torch.nn.Module, seed: int = 0, rotations: int | None = None, **_) -> BaselineMethod:
     """Baseline: a linear layer on the frozen encoder, Adam on the support set."""
-    return BaselineMethod(model, seed=seed)
+    return BaselineMethod(model, seed=seed, rotations=rotations)
 
 
-def build_baseline_pp(model: torch.nn.Module, seed: int = 0, **_) -> BaselineMethod:
+def build_baseline_pp(model: torch.nn.Module, seed: int = 0, rotations: int | None = None, **_) -> BaselineMethod:
     """Baseline++: a cosine classifier (scale 10) on the frozen encoder."""
-    return BaselineMethod(model, cosine=True, seed=seed)
+    return BaselineMethod(model, cosine=True, seed=seed, rotations=rotations)

@@ -90,8 +90,12 @@ class CascadeMethod:
 
 
 def build_cascade(
-    model, tilt_range: tuple[float, float] | None = (-60.0, 60.0), verify_margin: float | None = None, **_
+    model,
+    tilt_range: tuple[float, float] | None = (-60.0, 60.0),
+    verify_margin: float | None = None,
+    rotations: int | None = None,
+    **_,
 ) -> CascadeMethod:
     """ProtoNet-CE on ``model`` + template matching with the particles' ``tilt_range`` wedge."""
-    return CascadeMethod(build_protonet_ce(model), build_template(tilt_range=tilt_range),
+    return CascadeMethod(build_protonet_ce(model, rotations=rotations), build_template(tilt_range=tilt_range),
                          DEFAULT_VERIFY_MARGIN if verify_margin is None else verify_margin)  # fmt: skip

@@ -128,6 +128,7 @@ class FSCCMethod:
     ridge_fraction: float = 1e-3
     calibrate: bool = True
     seed: int = 0
+    rotations: int | None = None  # wedge-preserving rotations averaged in the embedding (None: the default)
 
     def __post_init__(self):
         self.stats = base_statistics(self.model)
@@ -135,7 +136,7 @@ class FSCCMethod:
     def embed(self, volumes, voxel_size_A: float, progress: bool = True) -> torch.Tensor:
         from cryoshot.models.embedding import embed_volumes
 
-        return embed_volumes(self.model, volumes, voxel_size_A, progress=progress)
+        return embed_volumes(self.model, volumes, voxel_size_A, progress=progress, rotations=self.rotations)
 
     def _fit(self, support: torch.Tensor, support_labels: torch.Tensor, n: int):
         from sklearn.exceptions import ConvergenceWarning
@@ -197,6 +198,6 @@ def base_statistics(model: torch.nn.Module) -> BaseStatistics:
     return BaseStatistics(mean.float(), centred.float())
 
 
-def build_fscc(model: torch.nn.Module, seed: int = 0, **_) -> FSCCMethod:
+def build_fscc(model: torch.nn.Module, seed: int = 0, rotations: int | None = None, **_) -> FSCCMethod:
     """FSCC: distribution calibration from the model's stored base statistics, then logistic regression."""
-    return FSCCMethod(model, seed=seed)
+    return FSCCMethod(model, seed=seed, rotations=rotations)

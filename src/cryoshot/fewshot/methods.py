@@ -117,13 +117,16 @@ def make_method(
     distance: str | None = None,
     seed: int = 0,
     tilt_range: tuple[float, float] | None = (-60.0, 60.0),
+    rotations: int | None = None,
 ) -> FewShotMethod:
     """Build a method by name on a trained model (``model`` None for ``template``).
 
     ``distance`` overrides ProtoNet's distance (d, d*, d+d*); ``seed`` seeds the methods that fit
-    a classifier; ``tilt_range`` (degrees, None: no missing wedge) is template matching's wedge.
+    a classifier; ``tilt_range`` (degrees, None: no missing wedge) is template matching's wedge;
+    ``rotations`` (1, 2 or 4; None: ``models.embedding.EMBED_ROTATIONS``) is how many wedge-preserving
+    rotations of each volume the learned methods average their embedding over.
     """
-    return method_spec(name).build(model, distance=distance, seed=seed, tilt_range=tilt_range)
+    return method_spec(name).build(model, distance=distance, seed=seed, tilt_range=tilt_range, rotations=rotations)
 
 
 def scores_and_distances(method: FewShotMethod, support, support_labels, queries, n_classes: int):

@@ -17,9 +17,10 @@ class ProtoMethod:
 
     model: ProtoNet
     distance: str = "d"
+    rotations: int | None = None  # wedge-preserving rotations averaged in the embedding (None: the default)
 
     def embed(self, volumes, voxel_size_A: float, progress: bool = True) -> torch.Tensor:
-        return embed_volumes(self.model, volumes, voxel_size_A, progress=progress)
+        return embed_volumes(self.model, volumes, voxel_size_A, progress=progress, rotations=self.rotations)
 
     def distances(
         self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
@@ -36,13 +37,13 @@ class ProtoMethod:
         return self.scores_and_distances(support, support_labels, queries, n)[0]
 
 
-def build_protonet(model: ProtoNet, distance: str | None = None, **_) -> ProtoMethod:
+def build_protonet(model: ProtoNet, distance: str | None = None, rotations: int | None = None, **_) -> ProtoMethod:
     """ProtoNet3D: squared Euclidean distance ``d`` to class means (``distance`` overrides)."""
-    return ProtoMethod(model, distance or "d")
+    return ProtoMethod(model, distance or "d", rotations)
 
 
-def build_protonet_ce(model: ProtoNet, distance: str | None = None, **_) -> ProtoMethod:
+def build_protonet_ce(model: ProtoNet, distance: str | None = None, rotations: int | None = None, **_) -> ProtoMethod:
     """ProtoNet-CE: FEAT-adapted prototypes, ``d + d*`` (``distance`` overrides, for the ablation)."""
     if model.adapter is None:
         raise CryoshotError("protonet-ce needs a model with an adaptation head (train protonet-ce)")
-    return ProtoMethod(model, distance or "d+d*")
+    return ProtoMethod(model, distance or "d+d*", rotations)

@@ -8,7 +8,10 @@ from pathlib import Path
 from cryoshot.errors import CryoshotError
 
 DEFAULT_MODEL = "protonet-ce_cryoshot-small.pt"
+DEFAULT_FSCC = "fscc_cryoshot-small.pt"
 DEFAULT_PICKER = "mae_cryoshot-picker.pt"
+# methods whose --model default is the FSCC model (a cross-entropy + SupCon encoder with base statistics)
+FSCC_METHODS = ("fscc", "baseline", "baseline++")
 
 
 def _resolve(name: str | None, shipped: str, what: str) -> Path:
@@ -24,9 +27,10 @@ def _resolve(name: str | None, shipped: str, what: str) -> Path:
     return path
 
 
-def resolve_model(name: str | None) -> Path:
-    """``default`` (or None) -> the shipped ProtoNet-CE model; otherwise a path to a checkpoint."""
-    return _resolve(name, DEFAULT_MODEL, "model")
+def resolve_model(name: str | None, method: str | None = None) -> Path:
+    """``default`` (or None) -> the shipped model for ``method`` (the FSCC model for fscc, baseline and
+    baseline++; the ProtoNet-CE model otherwise); any other name -> a path to a checkpoint."""
+    return _resolve(name, DEFAULT_FSCC if method in FSCC_METHODS else DEFAULT_MODEL, "model")
 
 
 def resolve_picker_model(name: str | None) -> Path:
@@ -44,7 +48,8 @@ def resolve_siamese_model(name: str | None) -> Path:
 
 # name -> (file, what uses it); ``cryoshot models`` lists these with their provenance
 SHIPPED: dict[str, tuple[str, str]] = {
-    "default": (DEFAULT_MODEL, "classify, evaluate, average and demo on subtomograms (--model default)"),
+    "default": (DEFAULT_MODEL, "classify, evaluate and demo on subtomograms (--model default)"),
+    "fscc": (DEFAULT_FSCC, "classify and evaluate with --method fscc, baseline or baseline++ (--model default)"),
     "picker": (DEFAULT_PICKER, "pick (--model default)"),
     "siamese": (DEFAULT_SIAMESE, "embed, cluster and classify on 2D particle images (--model default)"),
 }

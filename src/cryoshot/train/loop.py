@@ -385,7 +385,8 @@ def _train(cfg: TrainConfig, out_path: Path, *, resume: bool, progress: bool) ->
         start_ep, best_acc, history = ck["episode"], ck["best_val_accuracy"], ck["history"]
         best_ep = ck.get("best_episode", 0)
         best_state, elapsed0 = ck["best_state_dict"], ck.get("seconds", 0.0)
-    train_pool = VolumePool(cfg.pool, progress=progress)
+    finished = start_ep >= cfg.episodes  # resuming a run killed after its last step (e.g. in FSCC's statistics)
+    train_pool = None if finished else VolumePool(cfg.pool, progress=progress)
     val_pool = VolumePool(
         PoolConfig(**{**cfg.pool.to_dict(), "n_procedural": cfg.val_classes, "procedural_offset": VALIDATION_OFFSET,
                       "bundled": [], "items_per_class": cfg.val_items_per_class, "seed": cfg.pool.seed + 1000}),
@@ -405,7 +406,7 @@ def _train(cfg: TrainConfig, out_path: Path, *, resume: bool, progress: bool) ->
         out["stages"] = [*earlier_stages, stage_record({**out, "version": __version__, "argv": list(sys.argv)}, None)]
         return out
 
-    step = make_step(FAMILIES[cfg.method], model, train_pool, cfg, device, autocast, progress)
+    step = None if finished else make_step(FAMILIES[cfg.method], model, train_pool, cfg, device, autocast, progress)
     t0 = time.perf_counter() - elapsed0
     bar = tqdm(total=cfg.episodes, initial=start_ep, desc=f"training {cfg.method}", unit="ep", disable=not progress)
     ep = start_ep
