@@ -41,27 +41,29 @@ def novel_data(snr: float, per_class: int):
     return b.volumes, b.labels, structs, sim
 
 
-def accuracy_table(models: dict[str, str], snrs, episodes: int, per_class: int, template: bool = False):
+def accuracy_table(models: dict[str, str], snrs, episodes: int, per_class: int, template: bool = False,
+                   rotations=(4,), finetune: bool = True):  # fmt: skip
     print("\n## Accuracy on the 8 novel bundled structures (mean ± 95% CI)\n")
-    print("| model | method | distance | " + " | ".join(f"SNR {s} 5-shot | SNR {s} 1-shot" for s in snrs) + " |")
-    print("|---|---|---|" + "---|---|" * len(snrs))
+    print("| model | rotations | method | distance | " + " | ".join(f"SNR {s} 5-shot | SNR {s} 1-shot" for s in snrs)
+          + " |")  # fmt: skip
+    print("|---|---|---|---|" + "---|---|" * len(snrs))
     data = {s: novel_data(s, per_class) for s in snrs}
-    for mname, path in models.items():
+    for (mname, path), rot in ((mp, r) for mp in models.items() for r in rotations):
         net, ck = load_model(path)
-        emb = {s: embed_volumes(net, data[s][0], 10.0, progress=False) for s in snrs}
+        emb = {s: embed_volumes(net, data[s][0], 10.0, progress=False, rotations=rot) for s in snrs}
         rows = [("protonet", "d")]
         if net.adapter is not None:
             rows += [("protonet-ce", "d*"), ("protonet-ce", "d+d*")]
-        rows += [("finetune", "-")]
+        rows += [("finetune", "-")] if finetune else []
         for method, dist in rows:
-            m = make_method(method, net, None if dist == "-" else dist, seed=0)
+            m = make_method(method, net, None if dist == "-" else dist, seed=0, rotations=rot)
             cells = []
             for s in snrs:
                 for shot in (5, 1):
                     r = evaluate_episodes(m, emb[s], data[s][1], name=method, way=5, shot=shot, query=15,
                                           episodes=episodes, seed=0, progress=False)  # fmt: skip
                     cells.append(f"{r['accuracy_mean']:.3f} ± {r['accuracy_ci95']:.3f}")
-            print(f"| {mname} | {method} | {dist} | " + " | ".join(cells) + " |", flush=True)
+            print(f"| {mname} | {rot} | {method} | {dist} | " + " | ".join(cells) + " |", flush=True)
     if template:
         m = make_method("template", None)
         cells = []
@@ -71,7 +73,7 @@ def accuracy_table(models: dict[str, str], snrs, episodes: int, per_class: int, 
                 r = evaluate_episodes(m, z, data[s][1], name="template", way=5, shot=shot, query=15,
                                       episodes=episodes, seed=0, progress=False)  # fmt: skip
                 cells.append(f"{r['accuracy_mean']:.3f} ± {r['accuracy_ci95']:.3f}")
-        print("| (no model) | template | NCC | " + " | ".join(cells) + " |", flush=True)
+        print("| (no model) | - | template | NCC | " + " | ".join(cells) + " |", flush=True)
     return data
 
 
@@ -112,7 +114,7 @@ def open_set(methods: dict, data, snrs, episodes: int, shots=(5,)):
               f"{np.mean(acc):.3f} |", flush=True)  # fmt: skip
 
 
-def speed(model_path: str, n: int = 2000):
+def speed(model_path: str, n: int = 2000, rotations=(1, 4)):
     from cryoshot.fewshot.classify import classify_sets
     from cryoshot.models.encoders3d import Encoder3d, encoder_config
 
@@ -125,14 +127,17 @@ def speed(model_path: str, n: int = 2000):
         write_subtomograms(SubtomogramSimulator(structs, SubtomogramConfig(snr=0.05, seed=BENCH_SEED + 2)), n,
                            tmp / "qry", progress=False)  # fmt: skip
         before = os.environ.get("CRYOSHOT_PRECISION")
-        for precision in ("fp32", "auto", "fp32", "auto"):  # alternated, twice: the machine is noisy
+        from cryoshot.fewshot.classify import ClassifyConfig
+
+        settings = [(p, r) for p in ("fp32", "auto") for r in rotations]
+        for precision, rot in settings * 2:  # alternated, twice: the machine is noisy
             os.environ["CRYOSHOT_PRECISION"] = precision
             t = time.perf_counter()
             classify_sets(tmp / "sup" / "particles.star", tmp / "qry" / "particles.star", tmp / "p.star",
-                          model_path=model_path, progress=False, force=True)  # fmt: skip
+                          ClassifyConfig(rotations=rot), model_path=model_path, progress=False, force=True)  # fmt: skip
             dt = time.perf_counter() - t
-            print(f"| classify end to end from disk, {n} queries + 40 supports, 40^3, precision {precision} | "
-                  f"{dt:.2f} s | {n / dt:.0f} subtomograms/s |", flush=True)  # fmt: skip
+            print(f"| classify end to end from disk, {n} queries + 40 supports, 40^3, precision {precision}, "
+                  f"rotations {rot} | {dt:.2f} s | {n / dt:.0f} subtomograms/s |", flush=True)  # fmt: skip
         if before is None:
             os.environ.pop("CRYOSHOT_PRECISION")
         else:
@@ -185,6 +190,8 @@ def main():
     ap.add_argument("--precision", default=None, help="fp32, bf16 or auto inference (sets CRYOSHOT_PRECISION)")
     ap.add_argument("--open-set-shots", type=int, nargs="+", default=[5, 1], help="K of the open-set episodes")
     ap.add_argument("--template", action="store_true", help="add the template-matching row (same episodes)")
+    ap.add_argument("--rotations", type=int, nargs="+", default=[4], help="embedding rotations, one row set each")
+    ap.add_argument("--no-finetune", action="store_true", help="skip the fine-tune rows")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.precision:
@@ -199,12 +206,13 @@ def main():
           f"precision {os.environ.get('CRYOSHOT_PRECISION', 'auto')}")  # fmt: skip
     snrs = [0.1, 0.05, 0.03]
     if args.only_speed:
-        speed(str(resolve_model("default")))
+        speed(str(resolve_model("default")), rotations=args.rotations)
         return
     if args.only_open_set:
         data = {s: novel_data(s, args.per_class) for s in snrs}
     else:
-        data = accuracy_table(models, snrs, args.episodes, args.per_class, args.template)
+        data = accuracy_table(models, snrs, args.episodes, args.per_class, args.template, args.rotations,
+                              not args.no_finetune)  # fmt: skip
     if not args.skip_open_set:
         nets = (load_model(p)[0] for p in models.values())
         ce = next((net for net in nets if net.adapter is not None), None)  # the first ProtoNet-CE model
@@ -216,7 +224,7 @@ def main():
     if args.only_open_set:
         return
     if not args.skip_speed:
-        speed(str(resolve_model("default")))
+        speed(str(resolve_model("default")), rotations=args.rotations)
 
 
 if __name__ == "__main__":

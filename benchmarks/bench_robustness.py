@@ -12,7 +12,7 @@ wedge) and densities rendered from atomic models by gemmi instead of the bundled
 no model saw). For each it prints 5-way 5-shot and 1-shot accuracy over 100 seeded
 episodes (SNR 0.05), one column pair per model, every model on the same data and episodes.
 
-    .venv/bin/python benchmarks/bench_robustness.py [--models LABEL=METHOD:PATH ...] [--threads 2]
+    .venv/bin/python benchmarks/bench_robustness.py [--models LABEL=METHOD:PATH[@ROTATIONS] ...] [--threads 2]
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def naive_simulator(structs, n: int, snr: float, seed: int) -> tuple[np.ndarray,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--models", nargs="*", default=["shipped=protonet-ce:default"],
-                    help="LABEL=METHOD:PATH (PATH 'default': the shipped model)")  # fmt: skip
+                    help="LABEL=METHOD:PATH[@ROTATIONS] (PATH 'default': the shipped model)")  # fmt: skip
     ap.add_argument("--per-class", type=int, default=60)
     ap.add_argument("--episodes", type=int, default=100)
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
@@ -96,7 +96,9 @@ def main() -> None:
     for spec in args.models:
         label, rest = spec.split("=", 1)
         method, path = rest.split(":", 1)
-        methods[label] = (method, make_method(method, load_model(resolve_model(path))[0], seed=0))
+        path, _, rot = path.partition("@")  # PATH@R: R wedge-preserving rotations averaged (default: the default)
+        net = load_model(resolve_model(path))[0]
+        methods[label] = (method, make_method(method, net, seed=0, rotations=int(rot) if rot else None))
     structs = load_structures(list(NOVEL_STRUCTURES), 10.0, 40)
     n = args.per_class * len(structs)
     print(f"\n## Robustness: SNR 0.05, 8 novel structures, {args.episodes} episodes, {time.strftime('%Y-%m-%d')}\n")

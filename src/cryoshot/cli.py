@@ -559,7 +559,7 @@ def evaluate_cmd(
     shot: Annotated[int, typer.Option("--shot", min=1, max=1000, help="Support examples per class (K).")] = 5,
     query: Annotated[int, typer.Option("--query", min=1, max=100_000, help="Queries per class.")] = 15,
     episodes: Annotated[int, typer.Option("--episodes", min=1, max=10**7, help="Number of seeded episodes.")] = 100,
-    method: Annotated[str, typer.Option("--method", parser=_method_choice, help=METHODS_HELP)] = "protonet-ce",
+    method: Annotated[str, typer.Option("--method", parser=_method_choice, help=METHODS_HELP)] = "protonet",
     model: Annotated[str, typer.Option("--model", help="'default' (shipped) or a checkpoint path.")] = "default",
     distance: Annotated[
         str | None,
@@ -605,7 +605,7 @@ def classify_cmd(
     query: Annotated[Path, typer.Option("--query", help="Query set to classify (STAR).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Predictions STAR file.")],
     model: Annotated[str, typer.Option("--model", help="'default' (shipped) or a checkpoint path.")] = "default",
-    method: Annotated[str, typer.Option("--method", parser=_method_choice, help=METHODS_HELP)] = "protonet-ce",
+    method: Annotated[str, typer.Option("--method", parser=_method_choice, help=METHODS_HELP)] = "protonet",
     shot: Annotated[
         int | None, typer.Option("--shot", min=1, max=100_000, help="Require at least K support examples per class.")
     ] = None,

@@ -56,3 +56,38 @@ def test_shipped_model_separates_novel_structures():
     nearest_other = dist.scatter(1, y[query, None], float("inf")).min(1).values
     ratio = (own / nearest_other).median().item()
     assert ratio < 0.6, ratio  # queries sit much closer to their own prototype than to any other
+
+
+def test_shipped_fscc_model_classifies_without_training(tmp_path, capsys):
+    """``--method fscc`` (and baseline, baseline++) with ``--model default`` take the shipped FSCC model.
+
+    3 novel structures at SNR 0.1, 5 supports and 10 queries each. Measured 2026-11-29: fscc 1.00,
+    baseline++ 1.00 (chance 1/3).
+    """
+    import pandas as pd
+
+    from cryoshot.cli import main
+    from cryoshot.io.star import read_star_table as read_star
+    from cryoshot.models.checkpoint import provenance
+    from cryoshot.pretrained import resolve_model
+    from cryoshot.simulate.datasets import write_subtomograms
+
+    path = resolve_model("default", "fscc")
+    assert path.name == "fscc_cryoshot-small.pt" and resolve_model("default", "protonet") != path
+    assert provenance(path)["method"] == "fscc" and path.stat().st_size < 6e6
+    model, ck = load_model(path, method="fscc")
+    assert model.base_centred.abs().sum() > 0 and not set(ck["config"]["pool"]["bundled"]) & set(NOVEL_STRUCTURES)
+    structs = load_structures(["3ipm", "4v4r", "6qzp"], 10.0, 40)
+    write_subtomograms(SubtomogramSimulator(structs, SubtomogramConfig(snr=0.1, seed=1)), 15, tmp_path / "sup",
+                       progress=False)  # fmt: skip
+    write_subtomograms(SubtomogramSimulator(structs, SubtomogramConfig(snr=0.1, seed=2)), 30, tmp_path / "qry",
+                       progress=False)  # fmt: skip
+    truth = read_star(tmp_path / "qry" / "particles.star")["rlnClassNumber"].astype(str).to_numpy()
+    for method in ("fscc", "baseline++"):
+        out = tmp_path / f"{method}.star"
+        rc = main(["classify", "--support", str(tmp_path / "sup" / "particles.star"), "--query",
+                   str(tmp_path / "qry" / "particles.star"), "-o", str(out), "--method", method, "--no-unknown"])  # fmt: skip
+        assert rc == 0, capsys.readouterr().err
+        pred = pd.Series(read_star(out)["cryoshotPredictedClass"]).astype(str).to_numpy()
+        assert (pred == truth).mean() >= 0.9, (method, (pred == truth).mean())  # chance 1/3
+        assert "fscc_cryoshot-small.pt" in str(read_star(out)["cryoshotModel"].iloc[0])

@@ -73,7 +73,7 @@ def evaluate_episodes(
 def evaluate_set(
     data: str | os.PathLike,
     *,
-    method: str = "protonet-ce",
+    method: str = "protonet",
     model: str | os.PathLike | None = "default",
     way: int = 5,
     shot: int = 5,

@@ -92,7 +92,7 @@ class ClassifyConfig:
         default (``models.embedding.EMBED_ROTATIONS``); 1 is about 4x faster than 4 and less accurate
     """
 
-    method: str = "protonet-ce"
+    method: str = "protonet"
     shot: int | None = None
     label_column: str = "rlnClassNumber"
     angpix: float | None = None
