@@ -87,6 +87,7 @@ class Verb:
 SIM = ["--seed", "-1"], ["--angpix", "0"], ["--angpix", "nan"], ["--snr", "-1"], ["--snr", "inf"]
 VERBS: dict[str, Verb] = {
     "structures": Verb(lambda i, o: ["structures"], options=[("--nosuch", "1")], has_output=False),
+    "models": Verb(lambda i, o: ["models"], options=[("--nosuch", "1")], has_output=False),
     "simulate subtomograms": Verb(
         lambda i, o: ["simulate", "subtomograms", "-s", "1bxn", "--box", "16", "--per-class", "1", "-o", str(o)],
         options=[
@@ -492,7 +493,8 @@ def _cases() -> list[tuple[str, str, str]]:
             out.append((name, "output", "user-folder-force" if v.output_is_folder else "folder-as-file-force"))
         if v.preview:
             out.append((name, "preview", "missing-folder"))
-    out += [(name, "config", k) for name in VERBS if name != "structures" for k in ("unknown-key", "not-yaml")]
+    out += [(name, "config", k) for name in VERBS if name not in ("structures", "models")
+            for k in ("unknown-key", "not-yaml")]  # fmt: skip
     out += [("extract", "tomogram", k) for k in ("missing", "garbage", "2d")]
     out += [("extract", "coords", k) for k in ("abc-coordinate", "micrographs-without-2d")]
     out += [("pick", "micrograph", k) for k in ("missing", "garbage", "3d", "stack", "nan", "no-pixel-size")]

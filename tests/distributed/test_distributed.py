@@ -145,7 +145,7 @@ def subtomo_sets(tmp_path_factory) -> Path:
 
 
 def _classify(sets: Path, out: Path, **kw) -> pd.DataFrame:
-    return classify_sets(sets / "data" / "support.star", sets / "data" / "query.star", out, ClassifyConfig(unit_rows=16),
+    return classify_sets(sets / "data" / "support.star", sets / "data" / "query.star", out, ClassifyConfig(method="protonet-ce", unit_rows=16),
                          model_path=resolve_model("default"), **QUIET, **kw)  # fmt: skip
 
 
