@@ -939,7 +939,7 @@ def models_cmd(
                        "src/cryoshot/pretrained/README.md)")  # fmt: skip
         for k, st in enumerate(m["stages"], 1):
             val = ", ".join(f"{key} {v:.3f}" for key, v in st["validation"].items()) or "none recorded"
-            kept = f"kept step {st['best_episode']} of {st['episodes']}" if st["best_episode"] else "kept its best step"
+            kept = f"kept step {st['best_episode']}" if st["best_episode"] else "kept its best step"
             typer.echo(f"  stage {k}: {st['method']}, {kept} (validation {val})")
             typer.echo(f"    command: {' '.join(st['argv'])}")
             if st["started_from"]:
