@@ -106,6 +106,8 @@ def speed(n_query: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tune", action="store_true", help="training structures, to choose the default margin")
+    ap.add_argument("--tune-validation", action="store_true",
+                    help="the 8 first validation procedural structures (held out from training), to choose the margin")  # fmt: skip
     ap.add_argument("--snr", type=float, nargs="+", default=[0.03])
     ap.add_argument("--episodes", type=int, default=30)
     ap.add_argument("--shots", type=int, nargs="+", default=[5, 1])
@@ -117,6 +119,8 @@ def main() -> None:
         speed(args.speed)
         return
     names, seed = (TRAIN_STRUCTURES, TUNE_SEED) if args.tune else (NOVEL_STRUCTURES, BENCH_SEED)
+    if args.tune_validation:  # procedural:100000.. are the training runs' validation classes, never trained on
+        names, seed = [f"procedural:{100_000 + i}" for i in range(8)], TUNE_SEED
     for snr in args.snr:
         curve(names, snr, seed, args.episodes, args.shots, args.margins)
 
