@@ -36,13 +36,13 @@ class BaselineMethod:
         return x @ w.T + b
 
     def scores(
-        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n_classes: int
     ) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed)
         mu, sd = support.mean(0, keepdim=True), support.std(0, keepdim=True).nan_to_num(1.0) + 1e-6
         x = (support - mu) / sd
-        w = (torch.randn(n, support.shape[1], generator=g) * 0.01).requires_grad_(True)
-        b = torch.zeros(n, requires_grad=True)
+        w = (torch.randn(n_classes, support.shape[1], generator=g) * 0.01).requires_grad_(True)
+        b = torch.zeros(n_classes, requires_grad=True)
         opt = torch.optim.Adam([w, b], lr=self.lr)
         # separable supports drive the gradients into denormal floats, which are ~40x slower on CPUs;
         # flushing them to zero changes nothing a float32 classifier can resolve
@@ -61,9 +61,9 @@ class BaselineMethod:
             return torch.log_softmax(self._logits(w, b, (queries - mu) / sd), dim=1)
 
     def distances(
-        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n_classes: int
     ) -> torch.Tensor:
-        return -self.scores(support, support_labels, queries, n)
+        return -self.scores(support, support_labels, queries, n_classes)
 
 
 def build_baseline(model: torch.nn.Module, seed: int = 0, rotations: int | None = None, **_) -> BaselineMethod:

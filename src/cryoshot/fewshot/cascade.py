@@ -54,39 +54,41 @@ class CascadeMethod:
         d = round((z.shape[1] - self.dim) ** (1 / 3))
         return z[:, : self.dim], z[:, self.dim :].reshape(len(z), d, d, d)
 
-    def _ncc(self, ws: torch.Tensor, support_labels: torch.Tensor, wq: torch.Tensor, n: int) -> torch.Tensor:
+    def _ncc(self, ws: torch.Tensor, support_labels: torch.Tensor, wq: torch.Tensor, n_classes: int) -> torch.Tensor:
         """Template NCC of queries ``wq`` against the references of this support (built once per support set)."""
-        key = (ws.data_ptr(), tuple(ws.shape), support_labels.data_ptr(), n)
+        key = (ws.data_ptr(), tuple(ws.shape), support_labels.data_ptr(), n_classes)
         if self._refs is None or self._refs[0] != key:
-            self._refs = (key, self.template.references(ws, support_labels, n))
+            self._refs = (key, self.template.references(ws, support_labels, n_classes))
         al = self.template._aligner
         return torch.stack([torch.from_numpy(al.align(wq, ref).scores).float() for ref in self._refs[1]], 1)
 
-    def scores_and_distances(self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int):
+    def scores_and_distances(
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n_classes: int
+    ):
         es, ws = self._split(support)
         eq, wq = self._split(queries)
-        logp, dist = self.learned.scores_and_distances(es, support_labels, eq, n)
-        top2 = logp.exp().topk(min(2, n), dim=1).values
-        gap = top2[:, 0] - (top2[:, 1] if n > 1 else 0.0)
+        logp, dist = self.learned.scores_and_distances(es, support_labels, eq, n_classes)
+        top2 = logp.exp().topk(min(2, n_classes), dim=1).values
+        gap = top2[:, 0] - (top2[:, 1] if n_classes > 1 else 0.0)
         verify = torch.nonzero(gap < self.verify_margin).flatten()
         self.last_verified = float(len(verify)) / max(1, len(queries))
         if len(verify):
-            ncc = self._ncc(ws, support_labels, wq[verify], n)
+            ncc = self._ncc(ws, support_labels, wq[verify], n_classes)
             logp = logp.clone()
             logp[verify] = torch.log_softmax(ncc / self.template.temperature, dim=1)
         return logp, dist
 
     def scores(
-        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n_classes: int
     ) -> torch.Tensor:
-        return self.scores_and_distances(support, support_labels, queries, n)[0]
+        return self.scores_and_distances(support, support_labels, queries, n_classes)[0]
 
     def distances(
-        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n_classes: int
     ) -> torch.Tensor:
         es, _ = self._split(support)
         eq, _ = self._split(queries)
-        return self.learned.distances(es, support_labels, eq, n)
+        return self.learned.distances(es, support_labels, eq, n_classes)
 
 
 def build_cascade(

@@ -138,7 +138,7 @@ class FSCCMethod:
 
         return embed_volumes(self.model, volumes, voxel_size_A, progress=progress, rotations=self.rotations)
 
-    def _fit(self, support: torch.Tensor, support_labels: torch.Tensor, n: int):
+    def _fit(self, support: torch.Tensor, support_labels: torch.Tensor, n_classes: int):
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
 
@@ -146,7 +146,7 @@ class FSCCMethod:
         xs, ys = [tukey(support, self.lam)], [support_labels.numpy()]
         if self.calibrate:
             ridge = self.ridge_fraction * float(self.stats.centred.var(dim=1).mean())
-            per = max(1, self.n_samples // max(1, len(support) // n))
+            per = max(1, self.n_samples // max(1, len(support) // n_classes))
             for v, t in zip(support, support_labels.numpy(), strict=True):
                 mu, sel, _ = calibrate(v, self.stats, self.k, self.lam)
                 xs.append(sample_calibrated(mu, self.stats, sel, per, ridge, g))
@@ -160,21 +160,21 @@ class FSCCMethod:
         return clf
 
     def scores(
-        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n_classes: int
     ) -> torch.Tensor:
         if len(torch.unique(support_labels)) < 2:
             raise CryoshotError("FSCC's classifier needs at least two support classes")
-        clf = self._fit(support, support_labels, n)
-        p = np.zeros((len(queries), n))
+        clf = self._fit(support, support_labels, n_classes)
+        p = np.zeros((len(queries), n_classes))
         p[:, clf.classes_] = clf.predict_proba(tukey(queries, self.lam).numpy())
         return torch.log(torch.as_tensor(p, dtype=torch.float32).clamp_min(1e-12))
 
     def distances(
-        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n_classes: int
     ) -> torch.Tensor:
         """Squared distance to the calibrated class means (ṽ space), for open-set decisions."""
         means = []
-        for c in range(n):
+        for c in range(n_classes):
             mus = [calibrate(v, self.stats, self.k, self.lam)[0] for v in support[support_labels == c]]
             means.append(torch.stack(mus).mean(0))
         return torch.cdist(tukey(queries, self.lam), torch.stack(means)).pow(2)

@@ -22,17 +22,19 @@ class SiamesePrototypes:
     temperature: float = TEMPERATURE
 
     def distances(
-        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n_classes: int
     ) -> torch.Tensor:
-        protos = torch.zeros(n, support.shape[1], dtype=support.dtype).index_add_(0, support_labels, support)
-        protos = protos / torch.bincount(support_labels, minlength=n).clamp_min(1)[:, None].to(support.dtype)
+        protos = torch.zeros(n_classes, support.shape[1], dtype=support.dtype).index_add_(0, support_labels, support)
+        protos = protos / torch.bincount(support_labels, minlength=n_classes).clamp_min(1)[:, None].to(support.dtype)
         return torch.cdist(queries, protos).pow(2)
 
-    def scores_and_distances(self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int):
-        d = self.distances(support, support_labels, queries, n)
+    def scores_and_distances(
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n_classes: int
+    ):
+        d = self.distances(support, support_labels, queries, n_classes)
         return torch.log_softmax(-d / self.temperature, dim=1), d
 
     def scores(
-        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n_classes: int
     ) -> torch.Tensor:
-        return self.scores_and_distances(support, support_labels, queries, n)[0]
+        return self.scores_and_distances(support, support_labels, queries, n_classes)[0]

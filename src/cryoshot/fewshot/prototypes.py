@@ -23,18 +23,20 @@ class ProtoMethod:
         return embed_volumes(self.model, volumes, voxel_size_A, progress=progress, rotations=self.rotations)
 
     def distances(
-        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n_classes: int
     ) -> torch.Tensor:
-        return self.model.distances(support, support_labels, queries, n, self.distance)
+        return self.model.distances(support, support_labels, queries, n_classes, self.distance)
 
-    def scores_and_distances(self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int):
-        d = self.distances(support, support_labels, queries, n)
+    def scores_and_distances(
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n_classes: int
+    ):
+        d = self.distances(support, support_labels, queries, n_classes)
         return torch.log_softmax(-d, dim=1), d
 
     def scores(
-        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n_classes: int
     ) -> torch.Tensor:
-        return self.scores_and_distances(support, support_labels, queries, n)[0]
+        return self.scores_and_distances(support, support_labels, queries, n_classes)[0]
 
 
 def build_protonet(model: ProtoNet, distance: str | None = None, rotations: int | None = None, **_) -> ProtoMethod:

@@ -42,12 +42,12 @@ class TemplateMethod:
             self._aligner = al = Aligner(box, voxel_size_A, self.config)
         return torch.cat([al.to_work(volumes[s : s + 256]) for s in range(0, len(volumes), 256)])
 
-    def references(self, support: torch.Tensor, support_labels: torch.Tensor, n: int):
+    def references(self, support: torch.Tensor, support_labels: torch.Tensor, n_classes: int):
         """One Fourier reference per class from its supports (aligned to the first, wedge-averaged)."""
         al = self._aligner
         assert al is not None, "call embed() first"
         refs = []
-        for c in range(n):
+        for c in range(n_classes):
             sup = support[support_labels == c]
             if len(sup) == 1:
                 refs.append(al.reference(sup[0], al.wedge_half))
@@ -60,10 +60,12 @@ class TemplateMethod:
             refs.append(al.reference(avg, weight.clamp(max=1.0)))
         return refs
 
-    def ncc(self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int) -> torch.Tensor:
+    def ncc(
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n_classes: int
+    ) -> torch.Tensor:
         """Best constrained NCC of each query against each class reference, (M, N)."""
         al = self._aligner
-        refs = self.references(support, support_labels, n)
+        refs = self.references(support, support_labels, n_classes)
         bar = tqdm(total=len(queries), desc="template matching", unit="subtomo", disable=not self.progress)
         rows = []
         for s in range(0, len(queries), 128):
@@ -71,22 +73,24 @@ class TemplateMethod:
             rows.append(torch.stack([torch.from_numpy(al.align(q, ref).scores).float() for ref in refs], 1))
             bar.update(len(q))
         bar.close()
-        return torch.cat(rows) if rows else torch.zeros(0, n)
+        return torch.cat(rows) if rows else torch.zeros(0, n_classes)
 
-    def scores_and_distances(self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int):
+    def scores_and_distances(
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n_classes: int
+    ):
         """Both outputs from one rotation search."""
-        ncc = self.ncc(support, support_labels, queries, n)
+        ncc = self.ncc(support, support_labels, queries, n_classes)
         return torch.log_softmax(ncc / self.temperature, dim=1), 1.0 - ncc
 
     def scores(
-        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n_classes: int
     ) -> torch.Tensor:
-        return self.scores_and_distances(support, support_labels, queries, n)[0]
+        return self.scores_and_distances(support, support_labels, queries, n_classes)[0]
 
     def distances(
-        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n: int
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n_classes: int
     ) -> torch.Tensor:
-        return self.scores_and_distances(support, support_labels, queries, n)[1]
+        return self.scores_and_distances(support, support_labels, queries, n_classes)[1]
 
 
 def build_template(model: None = None, tilt_range: tuple[float, float] | None = (-60.0, 60.0), **_) -> TemplateMethod:
