@@ -98,20 +98,13 @@ class Encoder3d(nn.Module):
         self.dim = c * size**3 if config.pooling == "flatten" else 2 * c
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(self.prepare(x))
-
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1, D, D, D) or (B, D, D, D) -> standardised (B, 1, w, w, w) on the work grid (channels-last)."""
         if x.ndim == 4:
             x = x[:, None]
         x = standardise(x)
         if self.config.work_box != x.shape[-1]:
             x = fourier_resample(x, self.config.work_box)
-        return x.contiguous(memory_format=torch.channels_last_3d)
-
-    def body(self, x: torch.Tensor) -> torch.Tensor:
-        """Prepared (B, 1, w, w, w) -> (B, dim) embeddings."""
-        h = self.blocks(x.contiguous(memory_format=torch.channels_last_3d))
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+        h = self.blocks(x)
         if self.config.pooling == "flatten":
             return h.flatten(1)
         return torch.cat([h.mean(dim=(2, 3, 4)), h.amax(dim=(2, 3, 4))], dim=1)

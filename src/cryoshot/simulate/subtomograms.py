@@ -252,15 +252,17 @@ class SubtomogramSimulator:
                 clean, vols = self._fast(rotated, torch.from_numpy(np.stack([white[k] for k in fast])), dfs,
                                          with_clean, variations)  # fmt: skip
             else:
-                vols, clean = torch.empty_like(rotated), torch.empty_like(rotated)
+                vols = torch.empty_like(rotated)
+                clean = torch.empty_like(rotated) if with_clean else None
                 if len(fast):
                     w = torch.from_numpy(np.stack([white[k] for k in fast]))
-                    clean[fast], vols[fast] = self._fast(
-                        rotated[fast], w, dfs[fast], True, [variations[k] for k in fast]
-                    )
+                    cf, vols[fast] = self._fast(rotated[fast], w, dfs[fast], with_clean, [variations[k] for k in fast])
+                    if clean is not None:
+                        clean[fast] = cf
                 cs, ns = self._tiltseries(rotated[slow], dfs[slow], idx[slow], [variations[k] for k in slow])
-                clean[slow], vols[slow] = cs, cs + ns
-                clean = clean if with_clean else None
+                vols[slow] = cs + ns
+                if clean is not None:
+                    clean[slow] = cs
         if c.invert:
             vols = -vols
             clean = -clean if clean is not None else None
