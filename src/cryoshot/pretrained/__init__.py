@@ -62,12 +62,16 @@ def shipped_model_path(name: str) -> Path:
     return _resolve(None, SHIPPED[name][0], f"model '{name}'")
 
 
-def shipped_models() -> list[dict]:
-    """Every shipped model with what uses it and its provenance (see ``models.checkpoint.provenance``)."""
+def _describe_shipped(name: str) -> dict:
+    """Shipped model ``name`` with what uses it and its provenance (see ``models.checkpoint.provenance``)."""
     from cryoshot.models.checkpoint import provenance
 
-    return [{"name": name, "used_by": used_by, **provenance(shipped_model_path(name))}
-            for name, (_, used_by) in SHIPPED.items()]  # fmt: skip
+    return {"name": name, "used_by": SHIPPED[name][1], **provenance(shipped_model_path(name))}
+
+
+def shipped_models() -> list[dict]:
+    """Every shipped model with what uses it and its provenance."""
+    return [_describe_shipped(name) for name in SHIPPED]
 
 
 def describe_models(name: str | None = None) -> list[dict]:
@@ -77,7 +81,7 @@ def describe_models(name: str | None = None) -> list[dict]:
     if name is None:
         return shipped_models()
     if name in SHIPPED:
-        return [m for m in shipped_models() if m["name"] == name]
+        return [_describe_shipped(name)]
     if not Path(name).is_file():
         raise CryoshotError(f"'{name}' is neither a shipped model ({', '.join(SHIPPED)}) nor a model file")
     return [{"name": Path(name).name, "used_by": "", **provenance(name)}]
