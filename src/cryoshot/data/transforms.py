@@ -6,6 +6,7 @@ The Fourier cropping / padding and centred box helpers are :mod:`cryoshot.utils.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from cryoshot.utils.fourier import center_crop_or_pad, crop_rfft
@@ -88,8 +89,6 @@ def set_polarity(volumes, sample: int = 256) -> int:
 
 def apply_flips(x: torch.Tensor, flips) -> torch.Tensor:
     """Rotate each (D, D, D) volume of x (B, D, D, D) by the wedge-preserving rotation ``FLIPS[flips[i]]``."""
-    import numpy as np
-
     flips = np.asarray(flips)
     out = x.clone()
     for k, dims in enumerate(FLIPS):

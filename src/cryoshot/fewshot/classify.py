@@ -89,7 +89,7 @@ class ClassifyConfig:
     tilt_range_deg : template matching's missing wedge (degrees); None for no wedge
     unit_rows : queries per work unit (rounded up to ProtoNet-CE's query chunk); the result does not depend on it
     rotations : wedge-preserving rotations (1, 2 or 4) whose embeddings the learned methods average; None: the
-        default (``models.embedding.EMBED_ROTATIONS``); 1 is about 4x faster than 4 and less accurate
+        default (``models.embedding.EMBED_ROTATIONS``); 1 is about 3x faster than 4 and less accurate
     """
 
     method: str = "protonet"
