@@ -54,17 +54,21 @@ DIAMETER_A = {"1bxn": 160.0, "3cf3": 170.0, "4v4r": 310.0}
 SNRS = (0.02, 0.01)
 
 
-def make_dataset(root: Path, target: str, snr: float, n_mic: int, size: int, k: int) -> Path:
+def make_dataset(root: Path, target: str, snr: float, n_mic: int, size: int, k: int,
+                 distractors: tuple[str, ...] | None = None, diameter_A: float | None = None,
+                 seed: int = BENCH_SEED) -> Path:  # fmt: skip
+    """A dataset folder (micrographs, coordinates.star, exemplars25.star); reused when it exists."""
     out = root / f"{target}_snr{snr:g}"
     if (out / "coordinates.star").exists():
         return out
-    box = 192 if DIAMETER_A[target] > 200 else 128
+    distractors = DATASETS[target] if distractors is None else distractors
+    box = 192 if (diameter_A or DIAMETER_A[target]) > 200 else 128
     cfg = MicrographConfig(size_px=size, pixel_size_A=2.0, particle_box_px=box, n_particles=150, snr=snr,
-                           n_ice_blobs=1, carbon_edge=True, invert=True, seed=BENCH_SEED + k)  # fmt: skip
-    simulate_micrographs([target, *DATASETS[target]], out, cfg, n_mic, progress=False)
+                           n_ice_blobs=1, carbon_edge=True, invert=True, seed=seed + k)  # fmt: skip
+    simulate_micrographs([target, *distractors], out, cfg, n_mic, progress=False)
     df = read_star_table(out / "coordinates.star")
     ref = df[(df["rlnMicrographName"] == "mic_0000.mrc") & (df["cryoshotStructureName"] == target)]
-    ex = ref.sample(min(25, len(ref)), random_state=BENCH_SEED)
+    ex = ref.sample(min(25, len(ref)), random_state=seed)
     write_star(out / "exemplars25.star", ex[["rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY"]])
     return out
 

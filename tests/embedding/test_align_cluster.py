@@ -45,6 +45,20 @@ def test_alignment_recovers_angle_and_shift():
     assert al.score.min() > 0.85
 
 
+def test_direct_and_fft_correlation_give_the_same_alignment(monkeypatch):
+    from cryoshot.embedding import align2d
+
+    views = toy_views(32)
+    x = np.concatenate([rotated_copies(v, 6, seed=5 + i, max_shift=3.0) for i, v in enumerate(views[:2])])
+    direct = align_to_references(x, views[:2], n_angles=24, max_shift_px=3)
+    monkeypatch.setattr(align2d, "DIRECT_MAX_SHIFTS", 0)  # force the FFT path
+    fft = align_to_references(x, views[:2], n_angles=24, max_shift_px=3)
+    assert np.array_equal(direct.ref, fft.ref) and np.array_equal(direct.angle_deg, fft.angle_deg)
+    assert np.array_equal(direct.shift_px, fft.shift_px)
+    assert np.allclose(direct.score, fft.score, atol=1e-4)
+    assert np.array_equal(direct.ref, np.repeat([0, 1], 6))
+
+
 def test_aligned_average_of_rotated_copies_reproduces_the_original():
     img = toy_views(32)[0]
     x = rotated_copies(img, 40, seed=1, max_shift=2.0, noise=0.3)

@@ -159,3 +159,31 @@ def test_cli_pick_and_evaluate_picks_in_process(easy, capsys):
     # without --force the same output is refused and left as it was
     rc = main(["pick", *mics, "--exemplars", str(easy / "data" / "ex.star"), "--diameter", "160", "-o", str(out)])
     assert rc != 0 and "--force" in capsys.readouterr().err
+
+
+def test_leave_one_out_scan_scores_each_exemplar_by_the_others_only(easy):
+    from cryoshot.picking.micrograph import bin_micrograph, read_micrograph
+    from cryoshot.picking.scan import exemplar_features, score_map
+    from cryoshot.pretrained import resolve_picker_model
+
+    net, _ = load_mae(resolve_picker_model("default"))
+    img, ps = read_micrograph(easy / "data" / "mic_0000.mrc")
+    b = bin_micrograph(img, ps, DIAMETER, net.config.particle_px)
+    ex = read_star_table(easy / "data" / "ex.star")
+    xy = b.to_binned(ex[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float))[:4]
+    feats = exemplar_features(net, b.image, xy)
+    r = 0.5 * net.config.particle_px
+    full, xs, ys = score_map(net, b.image, feats, 2)
+    loo, _, _ = score_map(net, b.image, feats, 2, exclude=(xy, r))
+    gx, gy = np.meshgrid(xs, ys)
+    d2 = np.stack([(gx - x) ** 2 + (gy - y) ** 2 for x, y in xy])  # (4, gy, gx)
+    assert (loo <= full + 1e-6).all()
+    for j in range(len(xy)):
+        at = np.unravel_index(np.argmin(d2[j]), gx.shape)
+        assert full[at] > 0.99  # the exemplar's own window matches itself
+        only_j = (d2[j] <= r**2) & (np.delete(d2, j, axis=0) > r**2).all(axis=0)
+        others, _, _ = score_map(net, b.image, feats[np.arange(len(xy)) != j], 2)
+        assert only_j.sum() > 3
+        assert np.allclose(loo[only_j], others[only_j], atol=1e-5)  # near it: the other exemplars' scores
+    far = (d2 > r**2).all(axis=0)
+    assert np.allclose(loo[far], full[far], atol=1e-6)  # elsewhere: unchanged

@@ -71,6 +71,7 @@ def score_map(
     stride: int,
     matching: str = "max",
     batch: int = 1024,
+    exclude: tuple[np.ndarray, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every window's similarity to the exemplars.
 
@@ -80,6 +81,9 @@ def score_map(
     exemplars : (m, dim) unit-norm exemplar features
     stride : window step (binned pixels)
     matching : ``max`` (highest cosine to any exemplar, the paper's) or ``mean`` (Table 5's ablation)
+    exclude : ``(xy, radius)``: the exemplars' own binned positions (m, 2) on this micrograph and a
+        radius (binned px); a window within ``radius`` of exemplar j ignores exemplar j, so an
+        exemplar is scored by the others only (leave-one-out, used to calibrate thresholds)
 
     Returns
     -------
@@ -106,10 +110,18 @@ def score_map(
     if cfg.center_features:  # the mean over all windows: this micrograph's background
         f = f - f.mean(dim=0, keepdim=True)
     sim = F.normalize(f, dim=1) @ ex.T
-    s = sim.max(dim=1).values if matching == "max" else sim.mean(dim=1)
-    scores = s.reshape(gy, gx).float().cpu().numpy()
     offs = (w - 1) / 2 - pad
-    return scores, np.arange(gx) * stride + offs, np.arange(gy) * stride + offs
+    xs, ys = np.arange(gx) * stride + offs, np.arange(gy) * stride + offs
+    if exclude is not None:
+        exy, radius = np.asarray(exclude[0], float).reshape(-1, 2), float(exclude[1])
+        gxx, gyy = np.meshgrid(xs, ys)  # (gy, gx) window centres, row-major like ``sim``
+        d2 = (gxx.reshape(-1, 1) - exy[:, 0]) ** 2 + (gyy.reshape(-1, 1) - exy[:, 1]) ** 2
+        sim = sim.masked_fill(torch.from_numpy(d2 <= radius**2).to(sim.device), float("nan"))
+        s = sim.nan_to_num(-1.0).max(dim=1).values if matching == "max" else sim.nanmean(dim=1)
+    else:
+        s = sim.max(dim=1).values if matching == "max" else sim.mean(dim=1)
+    scores = s.reshape(gy, gx).float().cpu().numpy()
+    return scores, xs, ys
 
 
 def _subpixel(scores: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -176,12 +188,14 @@ def candidate_picks(
     stride: int = 4,
     nms_distance: float = 0.7,
     matching: str = "max",
+    exclude: tuple[np.ndarray, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Score map and its peaks, one per particle, before any threshold.
 
     Parameters
     ----------
     nms_distance : suppression distance in particle diameters
+    exclude : leave-one-out scoring of the exemplars' own micrograph (see :func:`score_map`)
 
     Returns
     -------
@@ -189,7 +203,7 @@ def candidate_picks(
     score : (N,)
     (scores, xs, ys) : the score map and its window centres
     """
-    scores, xs, ys = score_map(model, image, exemplars, stride, matching)
+    scores, xs, ys = score_map(model, image, exemplars, stride, matching, exclude=exclude)
     # a light blur (0.15 diameter) puts each peak at the centre of the windows that hold the particle;
     # blurred as Fisher's z = artanh(cosine), where scores crowding near 1 stay apart
     z = np.arctanh(np.clip(scores, -0.999999, 0.999999))
