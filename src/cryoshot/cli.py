@@ -856,6 +856,16 @@ def cluster_cmd(
     k_max: Annotated[
         int | None, typer.Option("--k-max", min=2, max=1000, help="Largest k of the elbow (default 20).")
     ] = None,
+    refine: Annotated[
+        int,
+        typer.Option(
+            "--refine",
+            min=0,
+            max=50,
+            help="siamese: iterations of multi-reference alignment started "
+            "from the embedding's clusters (0: the embedding alone).",
+        ),  # fmt: skip
+    ] = 3,
     seed: Seed = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON line (last).")] = False,
     force: Force = False,
@@ -869,9 +879,8 @@ def cluster_cmd(
     from cryoshot.utils.threads import configure_threads
 
     configure_threads()
-    cfg = ClusterConfig(
-        k=None if k == "auto" else int(k), method=method, ctf=ctf, angpix=angpix, k_max=k_max, seed=seed
-    )
+    cfg = ClusterConfig(k=None if k == "auto" else int(k), method=method, ctf=ctf, angpix=angpix, k_max=k_max,
+                        refine_iterations=refine, seed=seed)  # fmt: skip
     with dist.runner() as runner:
         res = cluster_particles(particles, outdir, cfg, model=model, label_column=label_column, force=force,
                                 log=typer.echo, runner=runner, continue_=dist.continue_)  # fmt: skip

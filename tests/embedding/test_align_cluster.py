@@ -150,3 +150,35 @@ def test_mra_from_initial_labels_and_on_a_cropped_grid():
                        init_labels=noisy_init)  # fmt: skip
     assert agreement(y, res.labels)["ari"] > 0.9
     assert res.averages.shape == (2, 32, 32)  # averages on the full grid
+
+
+def test_coarse_to_fine_search_finds_the_exhaustive_alignment():
+    from cryoshot.embedding.align2d import align_locally
+
+    views = toy_views(32)
+    x = np.concatenate([rotated_copies(v, 8, seed=11 + i, max_shift=3.0, noise=0.3) for i, v in enumerate(views[:2])])
+    exhaustive = align_to_references(x, views[:2], n_angles=72, max_shift_px=4)
+    coarse = align_to_references(x, views[:2], n_angles=36, max_shift_px=4, top_references=2)
+    assert coarse.candidates.shape == (16, 2) and (coarse.candidates[:, 0] == coarse.ref).all()
+    fine = align_locally(x, views[:2], coarse.candidates, coarse.candidate_angle_deg, n_angles=72, max_shift_px=4)
+    assert np.array_equal(fine.ref, exhaustive.ref)
+    assert np.abs((fine.angle_deg - exhaustive.angle_deg + 180) % 360 - 180).max() <= 5.0
+    assert np.abs(fine.shift_px - exhaustive.shift_px).max() <= 1.0
+    assert (fine.score >= exhaustive.score - 0.02).all()
+
+
+def test_mra_coarse_to_fine_separates_two_views_from_noisy_labels():
+    a, b = toy_views(32)
+    x = np.concatenate([rotated_copies(a, 16, seed=6, noise=0.5), rotated_copies(b, 16, seed=7, noise=0.5)])
+    x = (x - x.mean((1, 2), keepdims=True)) / x.std((1, 2), keepdims=True)
+    y = np.repeat([0, 1], 16)
+    init = y.copy()
+    init[[0, 1, 2, 20, 21]] = 1 - init[[0, 1, 2, 20, 21]]
+    cfg = MRAConfig(iterations=3, n_angles=24, work_box_px=16, fine_search=True, fine_angles=48)
+    res = mra_classify(x, 2, cfg, progress=False, init_labels=init)
+    assert agreement(y, res.labels)["ari"] == 1.0
+    assert res.averages.shape == (2, 32, 32)
+    for avg, view in ((res.averages[res.labels[0]], a), (res.averages[res.labels[-1]], b)):  # up to a rotation
+        assert (
+            align_to_references(avg[None], view[None], n_angles=72, max_shift_px=4).score[0] > 0.8
+        )  # exhaustive: 0.82, 0.87

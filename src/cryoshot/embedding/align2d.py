@@ -5,8 +5,8 @@ Convention: an image ``x`` aligned to reference ``r`` with angle θ and shift s 
 D // 2), then moved by s = (sx, sy) pixels. :func:`apply_alignment` undoes it, bringing
 ``x`` onto ``r``'s frame. The search rotates the references (K x R copies) and correlates
 every image with each copy, keeping shifts within ``max_shift_px``: for small shift ranges
-directly (a matrix product of the shifted images with the rotated references, much faster
-on a CPU than a full FFT correlation of which only a few values are used), else by FFT.
+directly (a convolution of the periodically padded images with the rotated references, much
+faster on a CPU than a full FFT correlation of which only a few values are used), else by FFT.
 """
 
 from __future__ import annotations
@@ -45,22 +45,48 @@ def shift_images(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
 
 
 def apply_alignment(x: torch.Tensor, angles_deg: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
-    """Bring images onto their reference's frame: undo the shift, then the rotation. (N, D, D)."""
-    return rotate_images(shift_images(x, -torch.as_tensor(shifts, dtype=torch.float32)), -torch.as_tensor(angles_deg))
+    """Bring images onto their reference's frame: undo the shift, then the rotation. (N, D, D).
+
+    One bilinear resampling: output pixel p samples the input at R(θ)(p - c) + c + s, which is
+    the shift undone (x(q + s)) after the rotation undone; outside the image is zero.
+    """
+    x = torch.as_tensor(x, dtype=torch.float32)
+    n, d = x.shape[0], x.shape[-1]
+    a = torch.as_tensor(angles_deg, dtype=torch.float32).reshape(-1).expand(n) * (math.pi / 180)
+    s = torch.as_tensor(shifts, dtype=torch.float32).reshape(n, 2)
+    cos, sin = torch.cos(a)[:, None, None], torch.sin(a)[:, None, None]
+    yy, xx = torch.meshgrid(torch.arange(d, dtype=torch.float32), torch.arange(d, dtype=torch.float32), indexing="ij")
+    c = d // 2
+    px, py = (xx - c)[None], (yy - c)[None]
+    # R(θ) p, the inverse of rotate_images' R(-θ) sampling, then the shift
+    sx = cos * px - sin * py + c + s[:, 0, None, None]
+    sy = sin * px + cos * py + c + s[:, 1, None, None]
+    grid = torch.stack([sx / (d - 1) * 2 - 1, sy / (d - 1) * 2 - 1], dim=-1)
+    return F.grid_sample(x[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)[:, 0]
 
 
 @dataclass
 class Alignment:
-    """Best reference, angle (degrees), shift (N, 2) pixels and normalised correlation of each image."""
+    """Best reference, angle (degrees), shift (N, 2) pixels and normalised correlation of each image.
+
+    ``candidates`` (N, m) and ``candidate_angle_deg`` (N, m): the m best references of each image
+    and the best angle for each (with ``top_references=m``), for a finer search among them.
+    """
 
     ref: np.ndarray
     angle_deg: np.ndarray
     shift_px: np.ndarray
     score: np.ndarray
+    candidates: np.ndarray | None = None
+    candidate_angle_deg: np.ndarray | None = None
 
 
 DIRECT_MAX_SHIFTS = 121  # up to ±5 px: direct correlation, 4-20x faster than FFT here (docs/benchmarks.md)
-DIRECT_CHUNK_VALUES = 1 << 25  # floats in one chunk's shifted copies (128 MB)
+
+
+def _circular_pad(x: torch.Tensor, s: int) -> torch.Tensor:
+    """(N, D, D) -> (N, 1, D + 2s, D + 2s), wrapped around as the FFT's periodic shifts are."""
+    return F.pad(x[:, None], (s, s, s, s), mode="circular")
 
 
 def align_to_references(
@@ -70,6 +96,7 @@ def align_to_references(
     n_angles: int = 36,
     max_shift_px: int = 4,
     chunk: int = 128,
+    top_references: int = 1,
 ) -> Alignment:
     """Align every image to its best reference over in-plane rotations and shifts.
 
@@ -79,6 +106,7 @@ def align_to_references(
     refs : (K, D, D) float
     n_angles : rotations searched, 360 / n_angles degrees apart
     max_shift_px : largest shift searched along x and y (pixels)
+    top_references : also keep each image's best this many references and their best angles
 
     Returns
     -------
@@ -93,27 +121,30 @@ def align_to_references(
     s = int(max_shift_px)
     side = 2 * s + 1
     direct = side * side <= DIRECT_MAX_SHIFTS
-    if direct:  # a few shifts: every shifted copy against every rotated reference in one matrix product
-        rmat = rot.reshape(k * n_angles, d * d).T.contiguous()
-        chunk = max(1, min(chunk, DIRECT_CHUNK_VALUES // (side * side * d * d)))
+    if direct:  # a few shifts: a convolution of the circularly padded images with the rotated references
+        weight = rot[:, None].contiguous()
     else:  # many shifts: the whole cross-correlation by FFT
         fr = torch.conj(torch.fft.rfft2(rot))
         idx = torch.arange(-s, s + 1) % d  # shifts -s..s on the periodic grid
     best = torch.empty(n, dtype=torch.long)
     best_shift = torch.empty((n, 2), dtype=torch.float32)
     best_score = torch.empty(n, dtype=torch.float32)
+    m = min(int(top_references), k)
+    cand = torch.empty((n, m), dtype=torch.long)
+    cand_angle = torch.empty((n, m), dtype=torch.long)
     for a in range(0, n, chunk):
         xb = x[a : a + chunk]
         norms = xb.flatten(1).norm(dim=1).clamp_min(1e-12)
         if direct:  # cc[t] = sum_p x(p + t) r(p), the same periodic correlation as the FFT path
-            shifted = torch.stack([torch.roll(xb, (-ty, -tx), (1, 2)) for ty in range(-s, s + 1)
-                                   for tx in range(-s, s + 1)], 1)  # fmt: skip
-            flat = (shifted.reshape(len(xb) * side * side, d * d) @ rmat).reshape(len(xb), side * side, -1)
-            flat = flat.transpose(1, 2)  # (b, K*R, shifts): [.., ty * side + tx]
+            flat = F.conv2d(_circular_pad(xb, s), weight).flatten(2)  # (b, K*R, shifts): [.., ty * side + tx]
         else:
             cc = torch.fft.irfft2(torch.fft.rfft2(xb)[:, None] * fr[None], s=(d, d))  # (b, K*R, D, D)
             flat = cc[:, :, idx][:, :, :, idx].flatten(2)  # (b, K*R, shifts): [.., ty, tx]
         val, pos = flat.max(dim=2)
+        if m > 1:  # each reference's best angle, then the m best references
+            per_ref, ang = val.reshape(len(xb), k, n_angles).max(dim=2)
+            top = per_ref.topk(m, dim=1).indices
+            cand[a : a + chunk], cand_angle[a : a + chunk] = top, ang.gather(1, top)
         v2, j = val.max(dim=1)
         p = pos.gather(1, j[:, None])[:, 0]
         ty, tx = p // side - s, p % side - s
@@ -123,6 +154,71 @@ def align_to_references(
     return Alignment(
         ref=(best // n_angles).numpy(),
         angle_deg=angles[best % n_angles].numpy(),
+        shift_px=best_shift.numpy(),
+        score=best_score.numpy(),
+        candidates=cand.numpy() if m > 1 else None,
+        candidate_angle_deg=angles[cand_angle].numpy() if m > 1 else None,
+    )
+
+
+def align_locally(
+    images: np.ndarray | torch.Tensor,
+    refs: np.ndarray | torch.Tensor,
+    candidates: np.ndarray,
+    candidate_angle_deg: np.ndarray,
+    *,
+    n_angles: int = 72,
+    angle_steps: int = 1,
+    max_shift_px: int = 4,
+    chunk: int = 64,
+) -> Alignment:
+    """Align each image to a few candidate references near candidate angles (the fine step of a
+    coarse-to-fine search).
+
+    Parameters
+    ----------
+    images : (N, D, D) float
+    refs : (K, D, D) float
+    candidates : (N, m) reference indices per image (from a coarse search)
+    candidate_angle_deg : (N, m) the coarse angle found for each candidate
+    n_angles : the fine angular grid, 360 / n_angles degrees apart
+    angle_steps : fine angles searched on each side of the candidate angle
+    max_shift_px : every shift within ±this is searched (pixels)
+    """
+    x = torch.as_tensor(np.asarray(images, dtype=np.float32))
+    r = torch.as_tensor(np.asarray(refs, dtype=np.float32))
+    n, d, k = x.shape[0], x.shape[-1], r.shape[0]
+    step = 360.0 / n_angles
+    angles = torch.arange(n_angles, dtype=torch.float32) * step
+    rot = rotate_images(r.repeat_interleave(n_angles, 0), angles.repeat(k))  # (K*A, D, D)
+    rot = (rot / rot.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]).reshape(k * n_angles, d * d)
+    cand = torch.as_tensor(candidates, dtype=torch.long)
+    a0 = torch.round(torch.as_tensor(candidate_angle_deg, dtype=torch.float32) / step).long()
+    offs = torch.arange(-angle_steps, angle_steps + 1)
+    ang = (a0[:, :, None] + offs) % n_angles  # (N, m, 2j+1)
+    idx = (cand[:, :, None] * n_angles + ang).reshape(n, -1)  # rows of ``rot`` to try, per image
+    s = int(max_shift_px)
+    side = 2 * s + 1
+    best_i = torch.empty(n, dtype=torch.long)
+    best_shift = torch.empty((n, 2), dtype=torch.float32)
+    best_score = torch.empty(n, dtype=torch.float32)
+    for a in range(0, n, chunk):
+        xb = x[a : a + chunk]
+        norms = xb.flatten(1).norm(dim=1).clamp_min(1e-12)
+        b, tries = len(xb), idx.shape[1]
+        # one group per image: its padded copy correlated with its own tries -> (b, tries, shifts)
+        w_ = rot[idx[a : a + chunk]].reshape(b * tries, 1, d, d)
+        cc = F.conv2d(_circular_pad(xb, s).reshape(1, b, d + 2 * s, d + 2 * s), w_, groups=b)
+        cc = cc.reshape(b, tries, side * side).transpose(1, 2)  # (b, shifts, tries)
+        val, pos = cc.max(dim=1)
+        v2, j = val.max(dim=1)
+        p = pos.gather(1, j[:, None])[:, 0]
+        best_i[a : a + chunk] = idx[a : a + chunk].gather(1, j[:, None])[:, 0]
+        best_shift[a : a + chunk] = torch.stack([p % side - s, p // side - s], 1).float()
+        best_score[a : a + chunk] = v2 / norms
+    return Alignment(
+        ref=(best_i // n_angles).numpy(),
+        angle_deg=angles[best_i % n_angles].numpy(),
         shift_px=best_shift.numpy(),
         score=best_score.numpy(),
     )

@@ -37,13 +37,27 @@ def kmeans(z: np.ndarray, k: int, seed: int = 0, n_init: int = 10) -> tuple[np.n
     return km.labels_.astype(np.int64), float(km.inertia_)
 
 
-def elbow_curve(z: np.ndarray, k_max: int, seed: int = 0, n_init: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """k = 1 .. k_max and the k-means inertia of each (k = 1: the total scatter)."""
+ELBOW_MAX_POINTS = 2000  # the elbow is drawn from a random subset of this many points at most
+
+
+def elbow_curve(
+    z: np.ndarray, k_max: int, seed: int = 0, n_init: int = 4, max_points: int = ELBOW_MAX_POINTS
+) -> tuple[np.ndarray, np.ndarray]:
+    """k = 1 .. k_max and the k-means inertia of each (k = 1: the total scatter).
+
+    Large sets are subsampled to ``max_points`` (seeded): the curve's shape, which is all the
+    kneedle rule uses, does not need every point, and k-means for 20 values of k on hundreds of
+    thousands of particles would otherwise dominate the clustering's time.
+    """
     ks = np.arange(1, k_max + 1)
+    scale = 1.0
+    if len(z) > max_points:  # inertia scaled back to the whole set
+        scale = len(z) / max_points
+        z = z[np.sort(np.random.default_rng([seed, 47]).choice(len(z), max_points, replace=False))]
     zc = z - z.mean(0)
     inertia = [float((zc**2).sum())]
     inertia += [kmeans(z, int(k), seed, n_init)[1] for k in ks[1:]]
-    return ks, np.asarray(inertia)
+    return ks, scale * np.asarray(inertia)
 
 
 K_RULES = ("log-kneedle", "kneedle", "last-drop")

@@ -15,7 +15,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cryoshot.embedding.align2d import Alignment, align_to_references, apply_alignment, centre_images, lowpass
+from cryoshot.embedding.align2d import (
+    Alignment,
+    align_locally,
+    align_to_references,
+    apply_alignment,
+    centre_images,
+    lowpass,
+)
 
 
 @dataclass
@@ -28,6 +35,9 @@ class MRAConfig:
     lowpass_frac: float = 0.35
     tolerance: float = 0.005
     work_box_px: int | None = None
+    fine_search: bool = False
+    top_references: int = 2
+    fine_angles: int = 72
     seed: int = 0
 
 
@@ -54,6 +64,10 @@ def mra_classify(
     ``init_labels`` (N,) in 0..k-1 replaces the random subsets: each class's images are
     first aligned to their own reference-free average. ``config.work_box_px`` aligns
     Fourier-cropped copies (faster); the averages are made from the full images.
+    ``config.fine_search`` (with a smaller work box) makes the search coarse-to-fine: the
+    exhaustive search on the cropped copies keeps each image's ``top_references`` best
+    classes, which are then searched on the full images at ``fine_angles`` angles next to the
+    coarse angle and every shift; the references stay at full resolution.
     """
     from cryoshot.data.particles2d import resample_images
     from cryoshot.embedding.align2d import aligned_average
@@ -72,17 +86,32 @@ def mra_classify(
             if np.any(init_labels == c) else x[int(rng.integers(n))]
             for c in range(k)
         ])  # fmt: skip
+    fine = config.fine_search and w != d
+    if fine:  # references at full size from here on
+        refs = torch.from_numpy(resample_images(refs.numpy(), 1.0, d, w / d))
     labels = np.full(n, -1)
     averages = refs
     al = None
     it = 0
+    s_full = int(config.max_shift_px)
+    s_work = max(1, round(config.max_shift_px * w / d))
     for it in tqdm(range(1, config.iterations + 1), desc="MRA 2D classification", unit="iter", disable=not progress,  # noqa: B007
                    leave=False):  # fmt: skip
         r = centre_images(lowpass(refs, config.lowpass_frac))
-        al = align_to_references(
-            x, r, n_angles=config.n_angles, max_shift_px=max(1, round(config.max_shift_px * w / d))
-        )
-        aligned = apply_alignment(x, torch.from_numpy(al.angle_deg), torch.from_numpy(al.shift_px))
+        if fine:
+            r_work = torch.from_numpy(resample_images(r.numpy(), 1.0, w, d / w))
+            coarse = align_to_references(x, r_work, n_angles=config.n_angles, max_shift_px=s_work,
+                                         top_references=config.top_references)  # fmt: skip
+            cands = coarse.candidates if coarse.candidates is not None else coarse.ref[:, None]
+            cand_angles = (
+                coarse.candidate_angle_deg if coarse.candidate_angle_deg is not None else coarse.angle_deg[:, None]
+            )
+            al = align_locally(full, r, cands, cand_angles, n_angles=config.fine_angles,
+                               angle_steps=max(1, config.fine_angles // config.n_angles), max_shift_px=s_full)  # fmt: skip
+            aligned = apply_alignment(full, torch.from_numpy(al.angle_deg), torch.from_numpy(al.shift_px))
+        else:
+            al = align_to_references(x, r, n_angles=config.n_angles, max_shift_px=s_work)
+            aligned = apply_alignment(x, torch.from_numpy(al.angle_deg), torch.from_numpy(al.shift_px))
         changed = float(np.mean(al.ref != labels))
         labels = al.ref.copy()
         new = []
@@ -96,7 +125,7 @@ def mra_classify(
         refs = averages
         if changed < config.tolerance:
             break
-    if w != d:  # the final averages from the full images, the shifts scaled back
+    if w != d and not fine:  # the final averages from the full images, the shifts scaled back
         al.shift_px = al.shift_px * (d / w)
         aligned = apply_alignment(full, torch.from_numpy(al.angle_deg), torch.from_numpy(al.shift_px))
         averages = torch.stack([aligned[labels == c].mean(0) for c in range(k)])

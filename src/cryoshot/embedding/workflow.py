@@ -66,8 +66,9 @@ class ClusterConfig:
     tsne_max_points: int = 3000
     average_iterations: int = 3
     max_shift_px: int = 4
-    refine_iterations: int = 2
+    refine_iterations: int = 3  # chosen on training structures (benchmarks/choose_refinement.py)
     refine_box_px: int = 32
+    refine_fine: bool = True  # coarse search at refine_box_px, fine search on the full images
     mra: MRAConfig = field(default_factory=MRAConfig)
     seed: int = 0
 
@@ -150,7 +151,8 @@ def embed_star_rows(
 
 @dataclass
 class ClusterResult:
-    """What ``cluster_particles`` did: the chosen k, labels, timings and agreement with known labels."""
+    """What ``cluster_particles`` did: the chosen k, labels, timings, agreement with known labels, and the
+    iterations of multi-reference alignment run (the refinement's, or MRA's)."""
 
     k: int
     k_auto: int | None
@@ -162,9 +164,11 @@ class ClusterResult:
     nmi: float | None = None
     outdir: Path | None = None
     files: list[str] = field(default_factory=list)
+    alignment_iterations: int = 0
 
     def summary(self) -> dict:
         d = {"k": self.k, "k_auto": self.k_auto, "method": self.method, "seconds": self.seconds,
+             "alignment_iterations": self.alignment_iterations,
              "seconds_cluster": self.seconds_cluster, "n_particles": int(len(self.labels)),
              "cluster_sizes": np.bincount(self.labels, minlength=self.k).tolist(),
              "outdir": str(self.outdir) if self.outdir else None}  # fmt: skip
@@ -193,21 +197,31 @@ def cluster_images(
     t0 = time.perf_counter()
     ctf = _ctf_params(p, cfg.ctf)
     extra: dict = {}
+    iterations = 0
     if cfg.method == "siamese":
         if net is None and embeddings is None:
             raise CryoshotError("method siamese needs a Siamese network (net=load_siamese(path)[0])")
-        z = embed_particle_images(p, net, cfg.ctf, progress) if embeddings is None else embeddings
+        raw = None
+        if cfg.refine_iterations > 0:  # the refinement's images; the embedding's too when the grids agree
+            raw = prepare_images(p.images, p.pixel_size_A, p.box, p.pixel_size_A, ctf)
+        same_grid = p.box == net.cfg.box_px and abs(p.pixel_size_A - net.cfg.pixel_size_A) < 1e-4 if net else False
+        if embeddings is not None:
+            z = embeddings
+        elif raw is not None and same_grid:
+            z = embed_images(net, raw, progress=progress)
+        else:
+            z = embed_particle_images(p, net, cfg.ctf, progress)
         feats = reduce_dimensions(z, cfg.pca_components, cfg.seed)
         cl = cluster_features(feats, cfg.k, k_max=cfg.k_max, seed=cfg.seed)
         labels, k_auto, ks, inertia = cl.labels, cl.k_auto, cl.ks, cl.inertia
         extra["embeddings"] = z
         k_used = cl.k
-        if cfg.refine_iterations > 0:  # MRA started from the embedding's clusters: a few cheap iterations
-            raw = prepare_images(p.images, p.pixel_size_A, p.box, p.pixel_size_A, ctf)
+        if raw is not None:  # MRA started from the embedding's clusters: a few cheap iterations
             mcfg = MRAConfig(**{**asdict(cfg.mra), "iterations": cfg.refine_iterations,
-                                "work_box_px": cfg.refine_box_px, "seed": cfg.seed})  # fmt: skip
+                                "work_box_px": cfg.refine_box_px, "fine_search": cfg.refine_fine,
+                                "seed": cfg.seed})  # fmt: skip
             res = mra_classify(raw, k_used, mcfg, progress=progress, init_labels=labels)
-            labels = res.labels
+            labels, iterations = res.labels, res.iterations
             extra["mra_averages"] = res.averages
     else:
         prepared = prepare_images(p.images, p.pixel_size_A, p.box, p.pixel_size_A, ctf)
@@ -218,14 +232,14 @@ def cluster_images(
                                   None, k_max=cfg.k_max, seed=cfg.seed)  # fmt: skip
             k, k_auto, ks, inertia = cl.k, cl.k_auto, cl.ks, cl.inertia
         res = mra_classify(prepared, k, MRAConfig(**{**asdict(cfg.mra), "seed": cfg.seed}), progress=progress)
-        labels = res.labels
+        labels, iterations = res.labels, res.iterations
         k_used = k
         extra["mra_averages"] = res.averages
         z = rotational_invariants(prepared)
         extra["embeddings"] = z
     seconds_cluster = time.perf_counter() - t0
     out = ClusterResult(k=int(k_used), k_auto=k_auto, method=cfg.method, labels=labels, seconds=0.0,
-                        seconds_cluster=seconds_cluster)  # fmt: skip
+                        seconds_cluster=seconds_cluster, alignment_iterations=int(iterations))  # fmt: skip
     if p.labels is not None:
         a = agreement(p.labels, labels)
         out.ari, out.nmi = a["ari"], a["nmi"]
