@@ -3,7 +3,7 @@
 Novel structures (1bxn, 3cf3, 4v4r) x 6 views x 100 images at SNR 0.1, with larger shifts
 (3 px), wider views (8° jitter), defocus 0.8-4 µm, B-factor 150 Å², amplitude contrast 0.1;
 clustered with the true k, phase-flipped (``--ctf auto``) or not (``none``), with the
-embedding alone (``--refine 0``) and the default (``--refine 2``).
+embedding alone (``--refine 0``) and the default (``--refine 3``, coarse-to-fine).
 
     .venv/bin/python benchmarks/robust_cluster2d.py
 """
@@ -44,7 +44,7 @@ for s in ("1bxn", "3cf3", "4v4r"):
     p = load_particle_images(out / "particles.star", label_column="rlnClassNumber", progress=False)
     row = [s]
     for ctf in ("auto", "none"):
-        for refine in (0, 2):
+        for refine in (0, 3):
             r, _ = cluster_images(p, ClusterConfig(k=6, ctf=ctf, refine_iterations=refine), net=net, progress=False)
             row.append(f"ctf {ctf} refine {refine}: {r.ari:.3f}")
     t = time.time()

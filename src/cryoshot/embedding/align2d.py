@@ -47,22 +47,11 @@ def shift_images(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
 def apply_alignment(x: torch.Tensor, angles_deg: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     """Bring images onto their reference's frame: undo the shift, then the rotation. (N, D, D).
 
-    One bilinear resampling: output pixel p samples the input at R(θ)(p - c) + c + s, which is
-    the shift undone (x(q + s)) after the rotation undone; outside the image is zero.
+    The shift is periodic, as the search's correlation is. (One bilinear resampling for both,
+    with zeros outside the image, was tried: the zero strips it leaves at shifted edges made
+    MRA from random subsets lock onto shift patterns on a toy set, ARI 0.03 instead of 1.0.)
     """
-    x = torch.as_tensor(x, dtype=torch.float32)
-    n, d = x.shape[0], x.shape[-1]
-    a = torch.as_tensor(angles_deg, dtype=torch.float32).reshape(-1).expand(n) * (math.pi / 180)
-    s = torch.as_tensor(shifts, dtype=torch.float32).reshape(n, 2)
-    cos, sin = torch.cos(a)[:, None, None], torch.sin(a)[:, None, None]
-    yy, xx = torch.meshgrid(torch.arange(d, dtype=torch.float32), torch.arange(d, dtype=torch.float32), indexing="ij")
-    c = d // 2
-    px, py = (xx - c)[None], (yy - c)[None]
-    # R(θ) p, the inverse of rotate_images' R(-θ) sampling, then the shift
-    sx = cos * px - sin * py + c + s[:, 0, None, None]
-    sy = sin * px + cos * py + c + s[:, 1, None, None]
-    grid = torch.stack([sx / (d - 1) * 2 - 1, sy / (d - 1) * 2 - 1], dim=-1)
-    return F.grid_sample(x[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)[:, 0]
+    return rotate_images(shift_images(x, -torch.as_tensor(shifts, dtype=torch.float32)), -torch.as_tensor(angles_deg))
 
 
 @dataclass
