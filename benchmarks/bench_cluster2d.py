@@ -134,6 +134,8 @@ def fewshot(net, root: Path, snrs: list[float], episodes: int = 300) -> None:
 
 
 def speed(net, n: int = 8192) -> None:
+    from cryoshot.embedding.workflow import EMBED_BATCH
+
     rng = np.random.default_rng(0)
     imgs = rng.normal(size=(n, 64, 64)).astype(np.float32)
     embed_images(net, imgs[:1024], progress=False)  # warm-up
@@ -143,7 +145,11 @@ def speed(net, n: int = 8192) -> None:
     embed_images(net, prepared, progress=False)
     t2 = time.perf_counter()
     print(f"embedding {n} images of 64^2: preparation {n / (t1 - t0):.0f} img/s, network {n / (t2 - t1):.0f} img/s, "
-          f"together {n / (t2 - t0):.0f} img/s")  # fmt: skip
+          f"together {n / (t2 - t0):.0f} img/s (batches of {EMBED_BATCH})")  # fmt: skip
+    for chunk in (64, 1024):  # the same network in other batch sizes, same run
+        t = time.perf_counter()
+        embed_images(net, prepared, chunk=chunk, progress=False)
+        print(f"  network in batches of {chunk}: {n / (time.perf_counter() - t):.0f} img/s")
 
 
 def main() -> None:

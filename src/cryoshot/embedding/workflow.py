@@ -93,7 +93,9 @@ def _ctf_params(p: ParticleImages, mode: str) -> CTFParams | None:
                      c["amplitude_contrast"])  # fmt: skip
 
 
-EMBED_BATCH = 1024  # images per forward pass; work units are multiples of it, so results do not depend on them
+# images per forward pass; work units are multiples of it, so results do not depend on them. 256 keeps
+# the activations in cache: about 2x the images per second of 1024 on 2 cores, same embeddings
+EMBED_BATCH = 256
 
 
 def embed_images(net, prepared: np.ndarray, *, chunk: int = EMBED_BATCH, progress: bool = True) -> np.ndarray:
@@ -134,7 +136,7 @@ def embed_rows_unit(model_path: str, star: str, angpix: float | None, ctf: str, 
 
 def embed_star_rows(
     star: str | os.PathLike, model_path: str | os.PathLike, n_rows: int, folder: Path, *, ctf: str = "auto",
-    angpix: float | None = None, runner: Runner | None = None, unit_rows: int = 4 * EMBED_BATCH,
+    angpix: float | None = None, runner: Runner | None = None, unit_rows: int = 4096,
     progress: bool = True,
 ) -> np.ndarray:  # fmt: skip
     """Embeddings (N, E) of the ``n_rows`` particles of ``star``, computed in work units with results in ``folder``.
