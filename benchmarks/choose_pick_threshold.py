@@ -6,7 +6,7 @@ the others scored), but made of the 8 bundled training maps with another seed, s
 benchmark's novel structures play no part in the choice. Candidates are computed once and
 cached; every rule is then scored on the same candidates.
 
-    .venv/bin/python benchmarks/choose_pick_threshold.py [--model PATH] [--root DIR]
+    .venv/bin/python benchmarks/choose_pick_threshold.py [--model PATH] [--root DIR] [--stride 4]
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ DEV_SEED = 9191  # neither the benchmark's nor training's
 DEV_SETS = {"2cg9": ("3h84", "1qvr"), "3d2f": ("1s3x", "4cr2"), "4v7r": ("5mrc", "2cg9")}
 
 
-def candidates(base, ds: Path, target: str, diameter: float, n_ex: int = 15) -> dict:
+def candidates(base, ds: Path, target: str, diameter: float, n_ex: int = 15, stride: int = 4) -> dict:
     """Stage 1 on the reference; leave-one-out candidates there; candidates and truth on the queries."""
     net = copy.deepcopy(base)
-    cfg = PickConfig(diameter_A=diameter, stage1=Stage1Config(steps=150))
+    cfg = PickConfig(diameter_A=diameter, stride_px=stride, stage1=Stage1Config(steps=150))
     mics = sorted(ds.glob("mic_*.mrc"))
     ex = read_star_table(ds / "exemplars25.star").iloc[:n_ex]
     img, ps = read_micrograph(mics[0])
@@ -120,6 +120,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="default")
     ap.add_argument("--root", type=Path, default=Path("runs/choose_pick_threshold"))
+    ap.add_argument("--stride", type=int, default=4, help="scan stride (binned px) of the candidates")
     a = ap.parse_args()
     configure_threads()
     a.root.mkdir(parents=True, exist_ok=True)
@@ -127,10 +128,10 @@ def main() -> None:
     data = {}
     for k, (target, snr) in enumerate((t, s) for t in DEV_SETS for s in (0.02, 0.01)):
         diameter = round(structure_diameter_A(target) / 10) * 10
-        cache = a.root / f"{target}_snr{snr:g}.pkl"
+        cache = a.root / (f"{target}_snr{snr:g}.pkl" if a.stride == 4 else f"{target}_snr{snr:g}_stride{a.stride}.pkl")
         if not cache.exists():
             ds = make_dataset(a.root, target, snr, 5, 2048, k, DEV_SETS[target], diameter, DEV_SEED)
-            cache.write_bytes(pickle.dumps(candidates(base, ds, target, diameter)))
+            cache.write_bytes(pickle.dumps(candidates(base, ds, target, diameter, stride=a.stride)))
         data[f"{target} SNR {snr:g}"] = pickle.loads(cache.read_bytes())
         print(f"{target} SNR {snr:g}: {len(data[f'{target} SNR {snr:g}']['ref_s'])} reference candidates", flush=True)
     rules = {r: (lambda s, d, r=r: auto_threshold(s, r)) for r in THRESHOLD_RULES}
