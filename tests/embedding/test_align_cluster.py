@@ -139,13 +139,19 @@ def test_impossible_k_is_a_clear_error(k, n):
         check_k(k, n)
 
 
-def test_mra_from_initial_labels_and_on_a_cropped_grid():
+def _two_views_with_noisy_labels():
+    """16 noisy rotated copies of each of two toy views (standardised), true labels, and labels with five wrong."""
     a, b = toy_views(32)
     x = np.concatenate([rotated_copies(a, 16, seed=6, noise=0.5), rotated_copies(b, 16, seed=7, noise=0.5)])
     x = (x - x.mean((1, 2), keepdims=True)) / x.std((1, 2), keepdims=True)
     y = np.repeat([0, 1], 16)
     noisy_init = y.copy()
     noisy_init[[0, 1, 2, 20, 21]] = 1 - noisy_init[[0, 1, 2, 20, 21]]  # five wrong
+    return (a, b), x, y, noisy_init
+
+
+def test_mra_from_initial_labels_and_on_a_cropped_grid():
+    _, x, y, noisy_init = _two_views_with_noisy_labels()
     res = mra_classify(x, 2, MRAConfig(iterations=3, n_angles=24, work_box_px=16), progress=False,
                        init_labels=noisy_init)  # fmt: skip
     assert agreement(y, res.labels)["ari"] > 0.9
@@ -168,12 +174,7 @@ def test_coarse_to_fine_search_finds_the_exhaustive_alignment():
 
 
 def test_mra_coarse_to_fine_separates_two_views_from_noisy_labels():
-    a, b = toy_views(32)
-    x = np.concatenate([rotated_copies(a, 16, seed=6, noise=0.5), rotated_copies(b, 16, seed=7, noise=0.5)])
-    x = (x - x.mean((1, 2), keepdims=True)) / x.std((1, 2), keepdims=True)
-    y = np.repeat([0, 1], 16)
-    init = y.copy()
-    init[[0, 1, 2, 20, 21]] = 1 - init[[0, 1, 2, 20, 21]]
+    (a, b), x, y, init = _two_views_with_noisy_labels()
     cfg = MRAConfig(iterations=3, n_angles=24, work_box_px=16, fine_search=True, fine_angles=48)
     res = mra_classify(x, 2, cfg, progress=False, init_labels=init)
     assert agreement(y, res.labels)["ari"] == 1.0

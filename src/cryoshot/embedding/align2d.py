@@ -58,8 +58,9 @@ def apply_alignment(x: torch.Tensor, angles_deg: torch.Tensor, shifts: torch.Ten
 class Alignment:
     """Best reference, angle (degrees), shift (N, 2) pixels and normalised correlation of each image.
 
-    ``candidates`` (N, m) and ``candidate_angle_deg`` (N, m): the m best references of each image
-    and the best angle for each (with ``top_references=m``), for a finer search among them.
+    ``candidates`` (N, m) and ``candidate_angle_deg`` (N, m): from :func:`align_to_references`, the
+    m best references of each image (``top_references=m``, default 1) and the best angle for each,
+    for a finer search among them.
     """
 
     ref: np.ndarray
@@ -76,6 +77,27 @@ DIRECT_MAX_SHIFTS = 121  # up to ±5 px: direct correlation, 4-20x faster than F
 def _circular_pad(x: torch.Tensor, s: int) -> torch.Tensor:
     """(N, D, D) -> (N, 1, D + 2s, D + 2s), wrapped around as the FFT's periodic shifts are."""
     return F.pad(x[:, None], (s, s, s, s), mode="circular")
+
+
+def _rotated_references(r: torch.Tensor, n_angles: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The angles (R,) in degrees and the unit-norm rotated references (K*R, D, D), reference-major."""
+    k = r.shape[0]
+    angles = torch.arange(n_angles, dtype=torch.float32) * (360.0 / n_angles)
+    rot = rotate_images(r.repeat_interleave(n_angles, 0), angles.repeat(k))
+    return angles, rot / rot.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
+
+
+def _best_try(cc: torch.Tensor, s: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Best of (b, tries, shifts) correlations, shifts ordered ty * (2s + 1) + tx for ty, tx in -s..s.
+
+    Returns the best try (b,), its shift (b, 2) as (sx, sy), its correlation (b,), and every try's
+    best correlation over shifts (b, tries).
+    """
+    side = 2 * s + 1
+    val, pos = cc.max(dim=2)
+    best, j = val.max(dim=1)
+    p = pos.gather(1, j[:, None])[:, 0]
+    return j, torch.stack([p % side - s, p // side - s], 1).float(), best, val
 
 
 def align_to_references(
@@ -104,12 +126,9 @@ def align_to_references(
     x = torch.as_tensor(np.asarray(images, dtype=np.float32))
     r = torch.as_tensor(np.asarray(refs, dtype=np.float32))
     n, d, k = x.shape[0], x.shape[-1], r.shape[0]
-    angles = torch.arange(n_angles, dtype=torch.float32) * (360.0 / n_angles)
-    rot = rotate_images(r.repeat_interleave(n_angles, 0), angles.repeat(k))  # (K*R, D, D), ref-major
-    rot = rot / rot.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
+    angles, rot = _rotated_references(r, n_angles)  # (K*R, D, D)
     s = int(max_shift_px)
-    side = 2 * s + 1
-    direct = side * side <= DIRECT_MAX_SHIFTS
+    direct = (2 * s + 1) ** 2 <= DIRECT_MAX_SHIFTS
     if direct:  # a few shifts: a convolution of the circularly padded images with the rotated references
         weight = rot[:, None].contiguous()
     else:  # many shifts: the whole cross-correlation by FFT
@@ -118,7 +137,7 @@ def align_to_references(
     best = torch.empty(n, dtype=torch.long)
     best_shift = torch.empty((n, 2), dtype=torch.float32)
     best_score = torch.empty(n, dtype=torch.float32)
-    m = min(int(top_references), k)
+    m = max(1, min(int(top_references), k))
     cand = torch.empty((n, m), dtype=torch.long)
     cand_angle = torch.empty((n, m), dtype=torch.long)
     for a in range(0, n, chunk):
@@ -129,24 +148,20 @@ def align_to_references(
         else:
             cc = torch.fft.irfft2(torch.fft.rfft2(xb)[:, None] * fr[None], s=(d, d))  # (b, K*R, D, D)
             flat = cc[:, :, idx][:, :, :, idx].flatten(2)  # (b, K*R, shifts): [.., ty, tx]
-        val, pos = flat.max(dim=2)
-        if m > 1:  # each reference's best angle, then the m best references
-            per_ref, ang = val.reshape(len(xb), k, n_angles).max(dim=2)
-            top = per_ref.topk(m, dim=1).indices
-            cand[a : a + chunk], cand_angle[a : a + chunk] = top, ang.gather(1, top)
-        v2, j = val.max(dim=1)
-        p = pos.gather(1, j[:, None])[:, 0]
-        ty, tx = p // side - s, p % side - s
+        j, best_shift[a : a + chunk], v2, val = _best_try(flat, s)
+        # each reference's best angle, then the m best references
+        per_ref, ang = val.reshape(len(xb), k, n_angles).max(dim=2)
+        top = per_ref.topk(m, dim=1).indices
+        cand[a : a + chunk], cand_angle[a : a + chunk] = top, ang.gather(1, top)
         best[a : a + chunk] = j
-        best_shift[a : a + chunk] = torch.stack([tx, ty], 1).float()
         best_score[a : a + chunk] = v2 / norms
     return Alignment(
         ref=(best // n_angles).numpy(),
         angle_deg=angles[best % n_angles].numpy(),
         shift_px=best_shift.numpy(),
         score=best_score.numpy(),
-        candidates=cand.numpy() if m > 1 else None,
-        candidate_angle_deg=angles[cand_angle].numpy() if m > 1 else None,
+        candidates=cand.numpy(),
+        candidate_angle_deg=angles[cand_angle].numpy(),
     )
 
 
@@ -178,16 +193,14 @@ def align_locally(
     r = torch.as_tensor(np.asarray(refs, dtype=np.float32))
     n, d, k = x.shape[0], x.shape[-1], r.shape[0]
     step = 360.0 / n_angles
-    angles = torch.arange(n_angles, dtype=torch.float32) * step
-    rot = rotate_images(r.repeat_interleave(n_angles, 0), angles.repeat(k))  # (K*A, D, D)
-    rot = (rot / rot.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]).reshape(k * n_angles, d * d)
+    angles, rot = _rotated_references(r, n_angles)
+    rot = rot.reshape(k * n_angles, d * d)
     cand = torch.as_tensor(candidates, dtype=torch.long)
     a0 = torch.round(torch.as_tensor(candidate_angle_deg, dtype=torch.float32) / step).long()
     offs = torch.arange(-angle_steps, angle_steps + 1)
     ang = (a0[:, :, None] + offs) % n_angles  # (N, m, 2j+1)
     idx = (cand[:, :, None] * n_angles + ang).reshape(n, -1)  # rows of ``rot`` to try, per image
     s = int(max_shift_px)
-    side = 2 * s + 1
     best_i = torch.empty(n, dtype=torch.long)
     best_shift = torch.empty((n, 2), dtype=torch.float32)
     best_score = torch.empty(n, dtype=torch.float32)
@@ -197,13 +210,9 @@ def align_locally(
         b, tries = len(xb), idx.shape[1]
         # one group per image: its padded copy correlated with its own tries -> (b, tries, shifts)
         w_ = rot[idx[a : a + chunk]].reshape(b * tries, 1, d, d)
-        cc = F.conv2d(_circular_pad(xb, s).reshape(1, b, d + 2 * s, d + 2 * s), w_, groups=b)
-        cc = cc.reshape(b, tries, side * side).transpose(1, 2)  # (b, shifts, tries)
-        val, pos = cc.max(dim=1)
-        v2, j = val.max(dim=1)
-        p = pos.gather(1, j[:, None])[:, 0]
+        cc = F.conv2d(_circular_pad(xb, s).reshape(1, b, d + 2 * s, d + 2 * s), w_, groups=b).reshape(b, tries, -1)
+        j, best_shift[a : a + chunk], v2, _ = _best_try(cc, s)
         best_i[a : a + chunk] = idx[a : a + chunk].gather(1, j[:, None])[:, 0]
-        best_shift[a : a + chunk] = torch.stack([p % side - s, p // side - s], 1).float()
         best_score[a : a + chunk] = v2 / norms
     return Alignment(
         ref=(best_i // n_angles).numpy(),

@@ -102,11 +102,7 @@ def mra_classify(
             r_work = torch.from_numpy(resample_images(r.numpy(), 1.0, w, d / w))
             coarse = align_to_references(x, r_work, n_angles=config.n_angles, max_shift_px=s_work,
                                          top_references=config.top_references)  # fmt: skip
-            cands = coarse.candidates if coarse.candidates is not None else coarse.ref[:, None]
-            cand_angles = (
-                coarse.candidate_angle_deg if coarse.candidate_angle_deg is not None else coarse.angle_deg[:, None]
-            )
-            al = align_locally(full, r, cands, cand_angles, n_angles=config.fine_angles,
+            al = align_locally(full, r, coarse.candidates, coarse.candidate_angle_deg, n_angles=config.fine_angles,
                                angle_steps=max(1, config.fine_angles // config.n_angles), max_shift_px=s_full)  # fmt: skip
             aligned = apply_alignment(full, torch.from_numpy(al.angle_deg), torch.from_numpy(al.shift_px))
         else:
