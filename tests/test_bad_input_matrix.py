@@ -316,6 +316,8 @@ VERBS: dict[str, Verb] = {
             ("--label-column", "nosuch"),
             ("--seed", "-1"),
             ("--k-max", "1"),
+            ("--refine", "-1"),
+            ("--refine", "abc"),
         ],  # fmt: skip
     ),
     "embed": Verb(
