@@ -417,18 +417,6 @@ def train_cmd(
             "--init-from", help="protonet-ce: the trained model (protonet, finetune or fscc) whose encoder is frozen."
         ),
     ] = None,
-    distill_from: Annotated[
-        Path | None,
-        typer.Option(
-            "--distill-from",
-            help="A trained model of METHOD to distil: a copy of it learns to give, in one pass, the embedding it gives "
-            "averaged over the four wedge-preserving rotations (--rotations 4 accuracy at --rotations 1 cost); "
-            "the result's default is --rotations 1.",
-        ),
-    ] = None,
-    distill_batch: Annotated[
-        int, typer.Option("--distill-batch", min=2, max=100_000, help="--distill-from: volumes per step.")
-    ] = 64,
     supcon_weight: Annotated[
         float, typer.Option("--supcon-weight", parser=real(0, 1000), help="fscc: λ (paper: 0.05).")
     ] = 0.05,
@@ -516,15 +504,13 @@ def train_cmd(
         pool=PoolConfig(n_procedural=procedural, items_per_class=items_per_class, snrs=snr_list, seed=seed,
                         simulator=parse_key_values(simulator)),
         init_from=str(init_from) if init_from else None, seed=seed, device=device,
-        distill_from=str(distill_from) if distill_from else None, distill_batch=distill_batch,
         supcon_weight=supcon_weight, supcon_temperature=supcon_temperature, stats_items_per_class=stats_items,
         batch_classes=batch_classes, batch_items=batch_items,
     )  # fmt: skip
     res = train(cfg, output, resume=resume, force=force)
-    what = "agreement with the teacher (cosine)" if distill_from else "accuracy"
     typer.echo(
         f"trained {method} for {res['episodes']} episodes in {res['seconds']:.0f} s; "
-        f"best validation {what} {res['best_val_accuracy']:.3f} -> {output}"
+        f"best validation accuracy {res['best_val_accuracy']:.3f} -> {output}"
     )
 
 

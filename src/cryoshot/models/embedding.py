@@ -63,8 +63,7 @@ def embed_volumes(
     :data:`EMBED_ROTATIONS`) averages the embeddings of each volume under that many of the four
     wedge-preserving rotations (``FLIPS``), at that many times the cost.
     """
-    if rotations is None:  # the model's own default (1 for a distilled model), else EMBED_ROTATIONS
-        rotations = getattr(model, "default_rotations", None) or EMBED_ROTATIONS
+    rotations = EMBED_ROTATIONS if rotations is None else rotations
     if rotations not in (1, 2, 4):
         raise CryoshotError(f"rotations must be 1, 2 or 4 (wedge-preserving rotations averaged), got {rotations}")
     if contrast not in CONTRASTS:

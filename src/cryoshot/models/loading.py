@@ -41,6 +41,4 @@ def load_model(path: str | os.PathLike, method: str | tuple[str, ...] | None = N
             f"({first}); retrain it with this version"
         ) from exc
     model.eval()
-    if ck["config"].get("distill_from"):  # trained to give the 4-rotation embedding from one pass
-        model.default_rotations = 1
     return model, ck

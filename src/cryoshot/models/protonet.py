@@ -45,7 +45,6 @@ class ProtoNet(nn.Module):
     ):
         super().__init__()
         self.encoder = Encoder3d(encoder_config)
-        self.default_rotations: int | None = None  # 1 for a distilled model; None: EMBED_ROTATIONS
         self.adapter = SetAttention(self.encoder.dim) if adapter else None
         self.classifier = nn.Linear(self.encoder.dim, n_base_classes) if n_base_classes > 0 else None
         if base_stats_items > 0:  # FSCC: base-class statistics (see fewshot/fscc.py), filled after training

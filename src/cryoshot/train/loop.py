@@ -4,10 +4,6 @@
 encoder with cross-entropy over all base classes on class-balanced batches of
 ``way`` classes × ``shot + query`` items (Chen et al. 2019's Baseline
 pre-training; the fine-tune baseline then fits a linear layer on the support set).
-With ``distill_from`` any of them instead distils a trained model: the student (a
-copy of it) learns to give, from one pass, the embedding the teacher gives averaged
-over the four wedge-preserving rotations, which is the same accuracy at a quarter of
-the cost.
 
 Trains to a budget (episodes and, optionally, wall-clock seconds), validates on
 held-out classes, keeps the best model, and checkpoints so a killed run resumes
@@ -16,7 +12,6 @@ where it stopped (``resume=True``).
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import sys
@@ -47,7 +42,6 @@ FAMILIES = {
     "finetune": "supervised",  # cross-entropy over all base classes on class-balanced batches
     "fscc": "supervised",  # the same plus lambda x supervised contrastive loss
 }
-DISTILLED = "distilled"  # the family of any method trained with ``distill_from`` (see make_step)
 METHODS = tuple(FAMILIES)
 
 
@@ -71,8 +65,6 @@ class TrainConfig:
     val_every: int = 100
     val_episodes: int = 50
     init_from: str | None = None  # protonet-ce: the trained protonet whose encoder is frozen
-    distill_from: str | None = None  # a trained model of this method: distil its 4-rotation embedding into one pass
-    distill_batch: int = 64  # distillation: volumes per step
     supcon_weight: float = 0.05  # fscc: λ of L = L_CE + λ L_SCL
     supcon_temperature: float = 0.07  # fscc: τ
     stats_items_per_class: int = 48  # fscc: items per base class for the base statistics
@@ -103,8 +95,6 @@ class TrainConfig:
              f"stats items per class must be at least 2 (a covariance needs two), got {self.stats_items_per_class}"),
             (self.batch_classes >= 2, f"batch classes must be at least 2, got {self.batch_classes}"),
             (self.batch_items >= 1, f"batch items must be at least 1, got {self.batch_items}"),
-            (self.distill_batch >= 2, f"distillation batch must be at least 2, got {self.distill_batch}"),
-            (self.distill_from is None or self.init_from is None, "give --distill-from or --init-from, not both"),
         ]  # fmt: skip
         for ok, msg in checks:
             if not ok:
@@ -268,9 +258,7 @@ def validate(model, pool: VolumePool, cfg: TrainConfig, device, autocast, chunk:
         logits = -model.distances(zs, ts, zq, cfg.way, dist)
         accs.append((logits.argmax(1) == tq).float().mean().item())
     model.train()
-    if cfg.distill_from:
-        model.eval()  # the student trains in eval mode (see _distillation_step)
-    elif cfg.method == "protonet-ce":
+    if cfg.method == "protonet-ce":
         model.encoder.eval()
     return float(np.mean(accs))
 
@@ -285,8 +273,7 @@ def stage_record(checkpoint: dict, path: str | os.PathLike | None) -> dict:
     }  # fmt: skip
 
 
-def make_step(family: str, model, pool: VolumePool, cfg: TrainConfig, device, autocast, progress: bool = True,
-              teacher=None):  # fmt: skip
+def make_step(family: str, model, pool: VolumePool, cfg: TrainConfig, device, autocast, progress: bool = True):
     """One training step of a family: ``step(rng) -> (loss tensor, accuracy)`` for a seeded generator.
 
     ``cached-episodic`` embeds the pool under the four wedge-preserving rotations first (the
@@ -302,8 +289,6 @@ def make_step(family: str, model, pool: VolumePool, cfg: TrainConfig, device, au
 
         model.train()
         return supervised
-    if family == DISTILLED:
-        return _distillation_step(model, teacher, pool, cfg, device, autocast, progress)
     ts = torch.arange(cfg.way, device=device).repeat_interleave(cfg.shot)
     tq = torch.arange(cfg.way, device=device).repeat_interleave(cfg.query)
     if family == "cached-episodic":
@@ -326,49 +311,6 @@ def make_step(family: str, model, pool: VolumePool, cfg: TrainConfig, device, au
         model.train()
         return episode
     raise ValueError(f"unknown training family '{family}'")
-
-
-def rotation_mean_targets(teacher, pool: VolumePool, device, autocast, progress: bool = True) -> torch.Tensor:
-    """(C, M, dim): each pool item's embedding by ``teacher`` averaged over the four wedge-preserving rotations."""
-    return embed_pool_rotations(teacher, pool, device, autocast, progress=progress).mean(dim=0)
-
-
-@torch.no_grad()
-def distillation_agreement(model, pool: VolumePool, target: torch.Tensor, device, autocast) -> float:
-    """Mean cosine similarity between the model's one-pass embeddings of ``pool`` and ``target`` (C, M, dim)."""
-    z = embed_pool_rotations(model, pool, device, autocast, rotations=[0], progress=False)[0]
-    model.eval()
-    return float(torch.nn.functional.cosine_similarity(z, target, dim=-1).mean())
-
-
-def _distillation_step(model, teacher, pool: VolumePool, cfg: TrainConfig, device, autocast, progress: bool = True):
-    """Distillation: ``step(rng)`` for a student that starts as a copy of ``teacher`` (frozen).
-
-    The teacher's targets, each pool item's embedding averaged over the four wedge-preserving
-    rotations (what ``--rotations 4`` computes at inference), are computed once. Each step shows the student ``distill_batch`` random items, each under a
-    random one of the four rotations, and minimises the squared error to the targets relative to
-    their squared norm. Only the encoder learns; its BatchNorm statistics stay the teacher's (eval
-    mode), so the student's inference is the function that was trained. The "accuracy" reported
-    is the mean cosine similarity between student and target.
-    """
-    target = rotation_mean_targets(teacher, pool, device, autocast, progress)
-    norm2 = target.pow(2).sum(-1).mean()
-    c, m = pool.volumes.shape[:2]
-
-    def distil(rng):
-        cls, its = rng.integers(c, size=cfg.distill_batch), rng.integers(m, size=cfg.distill_batch)
-        flips = rng.integers(len(FLIPS), size=cfg.distill_batch)
-        x = apply_flips(pool.volumes[torch.as_tensor(cls), torch.as_tensor(its)].float(), flips).to(device)
-        t = target[torch.as_tensor(cls), torch.as_tensor(its)]
-        with autocast():
-            z = model.embed(x).float()
-        loss = (z - t).pow(2).sum(-1).mean() / norm2
-        return loss, torch.nn.functional.cosine_similarity(z.detach(), t, dim=1).mean().item()
-
-    model.eval()
-    for name, p in model.named_parameters():
-        p.requires_grad_(name.startswith("encoder."))
-    return distil
 
 
 STATISTICS_BUFFERS = ("base_mean", "base_centred")
@@ -414,7 +356,7 @@ def _train(cfg: TrainConfig, out_path: Path, *, resume: bool, progress: bool) ->
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device)
-    if cfg.method == "protonet-ce" and not cfg.distill_from:
+    if cfg.method == "protonet-ce":
         if not cfg.init_from:
             raise CryoshotError("protonet-ce trains on a frozen ProtoNet encoder: pass --init-from PROTONET.pt")
         base = load_checkpoint(cfg.init_from, method=("protonet", "protonet-ce", "finetune", "fscc"))
@@ -429,20 +371,6 @@ def _train(cfg: TrainConfig, out_path: Path, *, resume: bool, progress: bool) ->
         for p in model.encoder.parameters():
             p.requires_grad_(False)
         model.encoder.eval()
-    elif cfg.distill_from:
-        teacher = load_checkpoint(cfg.distill_from, method=cfg.method)
-        try:
-            model.load_state_dict(teacher["state_dict"])
-        except RuntimeError:
-            raise CryoshotError(f"{cfg.distill_from} is a '{teacher['config'].get('encoder')}' {teacher['method']} "
-                                f"model built for other settings than this run's; distil it with the encoder "
-                                f"and training classes it was made with") from None  # fmt: skip
-        earlier_stages = list(teacher.get("stages") or [stage_record(teacher, None)])
-        earlier_stages[-1] = {**earlier_stages[-1], "file": stage_record(teacher, cfg.distill_from)["file"]}
-        for p in (model.adapter, model.classifier):
-            for q in p.parameters() if p is not None else ():
-                q.requires_grad_(False)
-        teacher_model = copy.deepcopy(model).eval()  # before --resume loads the student's weights
     else:
         earlier_stages = []
     params = [p for p in model.parameters() if p.requires_grad]
@@ -478,19 +406,7 @@ def _train(cfg: TrainConfig, out_path: Path, *, resume: bool, progress: bool) ->
         out["stages"] = [*earlier_stages, stage_record({**out, "version": __version__, "argv": list(sys.argv)}, None)]
         return out
 
-    family = DISTILLED if cfg.distill_from else FAMILIES[cfg.method]
-    teacher = teacher_model if cfg.distill_from else None
-    step = None if finished else make_step(family, model, train_pool, cfg, device, autocast, progress, teacher)
-    if cfg.distill_from:  # validation: agreement with the teacher's 4-rotation embedding of held-out classes
-        val_target = rotation_mean_targets(teacher, val_pool, device, autocast, progress=False)
-
-        def validate_now() -> float:
-            return distillation_agreement(model, val_pool, val_target, device, autocast)
-    else:
-
-        def validate_now() -> float:
-            return validate(model, val_pool, cfg, device, autocast)
-
+    step = None if finished else make_step(FAMILIES[cfg.method], model, train_pool, cfg, device, autocast, progress)
     t0 = time.perf_counter() - elapsed0
     bar = tqdm(total=cfg.episodes, initial=start_ep, desc=f"training {cfg.method}", unit="ep", disable=not progress)
     ep = start_ep
@@ -507,7 +423,7 @@ def _train(cfg: TrainConfig, out_path: Path, *, resume: bool, progress: bool) ->
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{np.mean(run_acc[-50:]):.3f}", best_val=f"{best_acc:.3f}")
         if ep % cfg.val_every == 0 or ep == cfg.episodes:
-            val = validate_now()
+            val = validate(model, val_pool, cfg, device, autocast)
             history.append({"episode": ep, "train_acc": float(np.mean(run_acc[-cfg.val_every :])), "val_acc": val,
                             "seconds": time.perf_counter() - t0})  # fmt: skip
             if val > best_acc:
@@ -519,7 +435,7 @@ def _train(cfg: TrainConfig, out_path: Path, *, resume: bool, progress: bool) ->
     bar.close()
     seconds = time.perf_counter() - t0
     if best_state is None or (history and history[-1]["episode"] != ep):
-        val = validate_now()
+        val = validate(model, val_pool, cfg, device, autocast)
         history.append({"episode": ep, "train_acc": float(np.mean(run_acc[-50:] or [0])), "val_acc": val,
                         "seconds": seconds})  # fmt: skip
         if val > best_acc:
