@@ -28,8 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from scipy import ndimage
 
 from cryoshot.io.star import read_star_table, write_star
 from cryoshot.models.mae2d import PickerMAE, load_mae
@@ -37,6 +35,7 @@ from cryoshot.picking.matching import MatchCounts, count_matches
 from cryoshot.picking.micrograph import bin_micrograph, read_micrograph
 from cryoshot.picking.scan import candidate_picks, peaks, windows_at
 from cryoshot.picking.stage1 import LossConfig, Stage1Config, fine_tune
+from cryoshot.picking.template import exemplar_template, fuse_scores, ncc_at, ncc_map
 from cryoshot.picking.threshold import THRESHOLD_RULES, auto_threshold
 from cryoshot.picking.workflow import DEFAULT_RULE, PickConfig, _features, estimate_pi
 from cryoshot.pretrained import resolve_picker_model
@@ -83,26 +82,10 @@ def oracle_f1(xy, s, truth, side) -> tuple[MatchCounts, float]:
     return best, float(best_t)
 
 
-def ncc_map(image: np.ndarray, template: np.ndarray) -> np.ndarray:
-    """Normalised cross-correlation of a zero-mean template with every window (same size as image)."""
-    t = (template - template.mean()) / (template.std() + 1e-6)
-    w = t.shape[0]
-    img = torch.from_numpy(image)[None, None]
-    num = F.conv2d(F.pad(img, (w // 2, w - 1 - w // 2, w // 2, w - 1 - w // 2), mode="reflect"),
-                   torch.from_numpy(t.astype(np.float32))[None, None])  # fmt: skip
-    ones = torch.ones(1, 1, w, w)
-    p = F.pad(img, (w // 2, w - 1 - w // 2, w // 2, w - 1 - w // 2), mode="reflect")
-    mu = F.conv2d(p, ones) / w**2
-    var = F.conv2d(p**2, ones) / w**2 - mu**2
-    return (num / (torch.sqrt(var.clamp_min(1e-6)) * w**2))[0, 0].numpy()
-
-
 def template_baseline(refs, ex_xy, queries, particle_px: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Exemplar average, rotationally averaged (in-plane angles unknown), matched by NCC."""
     w = 24
-    wins = np.concatenate([windows_at(refs[i].image, np.array([[x, y]]), w) for i, x, y in ex_xy])[:, 0]
-    mean = wins.mean(0)
-    rot = np.mean([ndimage.rotate(mean, a, reshape=False, mode="nearest") for a in range(0, 360, 15)], axis=0)
+    rot = exemplar_template(np.concatenate([windows_at(refs[i].image, np.array([[x, y]]), w) for i, x, y in ex_xy]))
     out = []
     for b in queries:
         m = ncc_map(b.image, rot)
@@ -112,13 +95,13 @@ def template_baseline(refs, ex_xy, queries, particle_px: int) -> list[tuple[np.n
     return out
 
 
-def evaluate_rows(cands, truths, side_px) -> dict[str, MatchCounts]:
-    """Counts over the queries for each threshold rule and for the oracle."""
+def evaluate_rows(cands, truths, side_px, fisher: bool = True) -> dict[str, MatchCounts]:
+    """Counts over the queries for each threshold rule and for the oracle (``fisher``: cosine scores)."""
     rows = {}
     for rule in THRESHOLD_RULES:
         c = MatchCounts(0, 0, 0)
         for (xy, s), t in zip(cands, truths, strict=True):
-            thr = auto_threshold(s, rule) if len(s) else np.inf
+            thr = auto_threshold(s, rule, fisher) if len(s) else np.inf
             c = c + count_matches(xy[s >= thr], t, side_px, s[s >= thr])
         rows[rule] = c
     c = MatchCounts(0, 0, 0)
@@ -129,7 +112,11 @@ def evaluate_rows(cands, truths, side_px) -> dict[str, MatchCounts]:
 
 
 def run_cryoshot(base: PickerMAE, ds: Path, target: str, cfg: PickConfig, n_ex: int, pretrained: bool = True):
-    """Stage 1 on the reference, stage 2 on the queries; returns candidates per query, times."""
+    """Stage 1 on the reference, stage 2 on the queries; returns candidates per query, times.
+
+    Candidates carry the figure of merit of ``cfg`` (fused with the template's NCC when
+    ``cfg.template_weight`` > 0); ``info["cosine_cands"]`` the same peaks ranked by cosine alone.
+    """
     net = copy.deepcopy(base) if pretrained else PickerMAE(base.config)
     mics = sorted(ds.glob("mic_*.mrc"))
     ex = read_star_table(ds / "exemplars25.star").iloc[:n_ex]
@@ -144,19 +131,26 @@ def run_cryoshot(base: PickerMAE, ds: Path, target: str, cfg: PickConfig, n_ex: 
         fine_tune(net, [ref.image], ex_xy, cfg.stage1, pi, cfg.seed, progress=False)
     t1 = time.perf_counter() - t0
     feats = _features(net, [ref], ex_xy, net.config.window_px)
-    cands, truths, secs, queries = [], [], [], []
+    template = exemplar_template(windows_at(ref.image, np.array([(x, y) for _, x, y in ex_xy]), net.config.window_px))
+    cands, cos_cands, truths, secs, queries = [], [], [], [], []
     truth_df = read_star_table(ds / "coordinates.star")
     for m in mics[1:]:
         t = time.perf_counter()
         img, ps = read_micrograph(m)
         b = bin_micrograph(img, ps, cfg.diameter_A, net.config.particle_px)
         xy, s, _ = candidate_picks(net, b.image, feats, cfg.stride_px, cfg.nms_distance, cfg.matching)
+        cos_cands.append((b.to_input(xy), s))
+        if cfg.template_weight > 0:  # as candidate_picks(..., template=...) re-ranks them
+            s = fuse_scores(s, ncc_at(ncc_map(b.image, template), xy), cfg.template_weight)
+            o = np.argsort(-s, kind="stable")
+            xy, s = xy[o], s[o]
         secs.append(time.perf_counter() - t)
         cands.append((b.to_input(xy), s))
         rows = truth_df[(truth_df["rlnMicrographName"] == m.name) & (truth_df["cryoshotStructureName"] == target)]
         truths.append(rows[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float))
         queries.append(b)
-    return cands, truths, {"stage1_s": t1, "s_per_mic": float(np.mean(secs)), "pi": pi}, (ref, ex_xy, queries)
+    info = {"stage1_s": t1, "s_per_mic": float(np.mean(secs)), "pi": pi, "cosine_cands": cos_cands}
+    return cands, truths, info, (ref, ex_xy, queries)
 
 
 def fmt(c: MatchCounts) -> str:
@@ -221,8 +215,13 @@ def main() -> None:
         cfg = PickConfig(diameter_A=DIAMETER_A[target], stage1=Stage1Config(steps=a.steps))
         side = DIAMETER_A[target] / 2.0
         cands, truths, info, (ref, ex_xy, queries) = run_cryoshot(base, ds, target, cfg, 15)
+        fused = cfg.template_weight > 0
         rows = {f"cryoshot {r}" + (" (default)" if r == DEFAULT_RULE else ""): c
-                for r, c in evaluate_rows(cands, truths, side).items()}  # fmt: skip
+                for r, c in evaluate_rows(cands, truths, side, fisher=not fused).items()}  # fmt: skip
+        if fused:
+            rows |= {f"cryoshot cosine only (paper) {r}": c
+                     for r, c in evaluate_rows(info.pop("cosine_cands"), truths, side).items()}  # fmt: skip
+        info.pop("cosine_cands", None)
         base_c = template_baseline([ref], ex_xy, queries, base.config.particle_px)
         b_rows = evaluate_rows(base_c, truths, side)
         rows["template NCC tail"] = b_rows["tail"]
@@ -239,12 +238,12 @@ def main() -> None:
             }
             for name, kw in variants.items():
                 c2, t2, inf2, _ = run_cryoshot(base, ds, target, PickConfig(diameter_A=DIAMETER_A[target], **kw), 15)
-                rows[f"{name} [{inf2['s_per_mic']:.2f} s/mic]"] = evaluate_rows(c2, t2, side)[DEFAULT_RULE]
+                rows[f"{name} [{inf2['s_per_mic']:.2f} s/mic]"] = evaluate_rows(c2, t2, side, not fused)[DEFAULT_RULE]
             c2, t2, _, _ = run_cryoshot(base, ds, target, cfg, 15, pretrained=False)
-            rows["no pre-training"] = evaluate_rows(c2, t2, side)[DEFAULT_RULE]
+            rows["no pre-training"] = evaluate_rows(c2, t2, side, not fused)[DEFAULT_RULE]
             for n_ex in (1, 5, 25):
                 c2, t2, _, _ = run_cryoshot(base, ds, target, cfg, n_ex)
-                rows[f"{n_ex} exemplars"] = evaluate_rows(c2, t2, side)[DEFAULT_RULE]
+                rows[f"{n_ex} exemplars"] = evaluate_rows(c2, t2, side, not fused)[DEFAULT_RULE]
         name = f"{target} (+{', '.join(DATASETS[target])}) SNR {snr:g}"
         print(f"\n{name}: stage 1 {info['stage1_s']:.1f} s, stage 2 {info['s_per_mic']:.2f} s per micrograph, "
               f"pi {info['pi']:.3f}")  # fmt: skip

@@ -17,7 +17,7 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-from bench_picking import make_dataset, ncc_map  # noqa: E402
+from bench_picking import make_dataset  # noqa: E402
 from choose_pick_threshold import DEV_SEED, DEV_SETS
 from scipy import ndimage
 
@@ -28,6 +28,7 @@ from cryoshot.picking.matching import MatchCounts, count_matches
 from cryoshot.picking.micrograph import bin_micrograph, read_micrograph
 from cryoshot.picking.scan import background_mean, candidate_picks, encode_windows, windows_at
 from cryoshot.picking.stage1 import Stage1Config, fine_tune
+from cryoshot.picking.template import ncc_map
 from cryoshot.picking.threshold import auto_threshold
 from cryoshot.picking.workflow import PickConfig, _features, estimate_pi
 from cryoshot.pretrained import resolve_picker_model

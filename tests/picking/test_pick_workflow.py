@@ -59,6 +59,18 @@ def test_pick_finds_most_particles_of_an_easy_micrograph(easy):
     _, ck = load_mae(out / "picker.pt")
     assert ck["method"] == "picker" and len(ck["stages"]) >= 2  # pre-training + this stage 1
     assert ck["exemplars"]["n"] == 10
+    assert tuple(ck["template"].shape) == (ck["config"]["model"]["window_px"],) * 2  # the exemplars' template
+
+
+def test_template_weight_zero_is_the_papers_cosine_ranking(easy):
+    out = easy / "out_cosine"
+    mics = sorted(str(p) for p in (easy / "data").glob("mic_*.mrc"))
+    cfg = PickConfig(diameter_A=DIAMETER, template_weight=0.0, stage1=Stage1Config(steps=15))
+    pick(mics, easy / "data" / "ex.star", out, cfg, progress=False, log=lambda s: None)
+    fom = read_star_table(out / "picks.star")["rlnAutopickFigureOfMerit"].to_numpy(float)
+    assert len(fom) and (np.abs(fom) <= 1).all()  # cosine similarities
+    r = evaluate_picks(easy / "data" / "coordinates.star", out / "picks.star", DIAMETER)
+    assert r["recall"] >= 0.7, r
 
 
 def test_picker_model_is_reused_without_retraining(easy):

@@ -73,12 +73,19 @@ def gmm_threshold(scores: np.ndarray, seed: int = 0) -> float:
     return float(grid[above[0], 0]) if len(above) else float(s.max())
 
 
-def auto_threshold(scores: np.ndarray, rule: str) -> float:
-    """Threshold on cosine ``scores`` by ``rule`` (one of :data:`THRESHOLD_RULES`).
+def auto_threshold(scores: np.ndarray, rule: str, fisher: bool = True) -> float:
+    """Threshold on ``scores`` by ``rule`` (one of :data:`THRESHOLD_RULES`).
 
-    The rules see Fisher's z = artanh(score), which spreads the scores that crowd near 1
-    and makes their distribution closer to normal; the cut is mapped back to a cosine.
+    Cosine scores (``fisher``) are seen as Fisher's z = artanh(score), which spreads the scores
+    that crowd near 1 and makes their distribution closer to normal; the cut is mapped back to a
+    cosine. Scores that are already standardised (the fused figure of merit) are taken as they are.
     """
+    if not fisher:
+        z = np.asarray(scores, dtype=np.float64)
+        t = {"density": density_threshold, "tail": tail_threshold, "gmm": gmm_threshold}.get(rule)
+        if t is None:
+            raise ValueError(f"unknown threshold rule {rule!r}; use one of {', '.join(THRESHOLD_RULES)}")
+        return float(t(z))
     z = np.arctanh(np.clip(np.asarray(scores, dtype=np.float64), -0.999999, 0.999999))
     if rule == "density":
         t = density_threshold(z)

@@ -35,8 +35,9 @@ from cryoshot.picking.micrograph import (
     micrograph_header,
     read_micrograph,
 )
-from cryoshot.picking.scan import candidate_picks, exemplar_features
+from cryoshot.picking.scan import candidate_picks, exemplar_features, windows_at
 from cryoshot.picking.stage1 import Stage1Config, fine_tune
+from cryoshot.picking.template import exemplar_template
 from cryoshot.picking.threshold import THRESHOLD_RULES, auto_threshold
 from cryoshot.pretrained import resolve_picker_model
 from cryoshot.utils.files import atomic_dir, check_output_free, output_lock
@@ -53,6 +54,9 @@ from cryoshot.utils.workunits import (
 )
 
 DEFAULT_RULE = "gmm"  # chosen on the picking benchmark (docs/benchmarks.md): best mean F1 of the three rules
+# weight of the exemplars' template NCC in the figure of merit; chosen on training structures
+# (benchmarks/choose_pick_rerank.py; docs/benchmarks.md, "Re-ranking the candidates"). 0: the paper's cosine.
+TEMPLATE_WEIGHT = 0.6
 PARTIAL_MARK = "cryoshot-pick-partial.json"
 
 
@@ -67,6 +71,7 @@ class PickConfig:
     stride_px: int = 4
     nms_distance: float = 0.7
     matching: str = "max"
+    template_weight: float = TEMPLATE_WEIGHT
     seed: int = 0
     stage1: Stage1Config = field(default_factory=Stage1Config)
 
@@ -82,6 +87,8 @@ class PickConfig:
             raise CryoshotError(f"--stride must be 1..12 binned pixels, got {self.stride_px}")
         if self.matching not in ("max", "mean"):
             raise CryoshotError(f"--matching must be max or mean, got {self.matching!r}")
+        if not 0.0 <= self.template_weight <= 1.0:
+            raise CryoshotError(f"--template-weight must be in 0..1, got {self.template_weight}")
         if not 0.1 <= self.nms_distance <= 3:
             raise CryoshotError(f"NMS distance must be 0.1..3 diameters, got {self.nms_distance}")
         (self.stage1.loss.validate() if self.stage1.loss else None)
@@ -101,10 +108,11 @@ def threshold_value(text: str) -> str | float:
         v = float(t)
     except ValueError:
         raise CryoshotError(
-            f"--threshold must be auto, {', '.join(THRESHOLD_RULES)} or a score (cosine similarity, -1..1), got '{text}'"
+            f"--threshold must be auto, {', '.join(THRESHOLD_RULES)} or a score on the scale of "
+            f"rlnAutopickFigureOfMerit, got '{text}'"
         ) from None
-    if not -1 <= v <= 1:
-        raise CryoshotError(f"--threshold as a score is a cosine similarity in -1..1, got {v}")
+    if not np.isfinite(v):
+        raise CryoshotError(f"--threshold as a score must be a finite number, got {v}")
     return v
 
 
@@ -180,7 +188,7 @@ def coordinate_file_name(mic: Path) -> str:
 
 # ---- the model ------------------------------------------------------------------------------
 def _picker_payload(model: PickerMAE, cfg: PickConfig, base: dict, base_path: Path, exemplar_feats: torch.Tensor,
-                    exemplar_file: Path, stage1: dict, pi: float) -> dict:  # fmt: skip
+                    exemplar_file: Path, stage1: dict, pi: float, template: np.ndarray) -> dict:  # fmt: skip
     this = {"method": "picker", "config": {"pick": cfg.to_dict(), "stage1": stage1, "pi": pi},
             "version": __version__, "seed": cfg.seed, "argv": list(sys.argv)}  # fmt: skip
     stages = [*(base.get("stages") or []), this]
@@ -188,6 +196,7 @@ def _picker_payload(model: PickerMAE, cfg: PickConfig, base: dict, base_path: Pa
         "state_dict": model.state_dict(), "method": "picker", "seed": cfg.seed,
         "config": {"model": model.config.to_dict(), "pick": cfg.to_dict(), "pi": pi},
         "exemplar_features": exemplar_feats.clone(),
+        "template": torch.from_numpy(template.copy()),
         "base_model": {"name": base_path.name, "sha256": file_sha256(base_path)},
         "exemplars": {"name": exemplar_file.name, "sha256": file_sha256(exemplar_file), "n": len(exemplar_feats)},
         "stages": stages,
@@ -315,7 +324,7 @@ def _run(net, ck, mics, micrographs, stems, headers, ex_df, exemplars, model_pat
     picker_path = partial / "picker.pt"
     if continue_ and picker_path.exists():
         net, ck = load_mae(picker_path)
-        ex_feats = ck["exemplar_features"]
+        ex_feats, template = ck["exemplar_features"], _stored_template(ck)
         log(f"continuing: reusing the stage-1 model in {outdir.name}/picker.pt")
     else:
         refs: dict[int, BinnedMicrograph] = {}
@@ -328,20 +337,21 @@ def _run(net, ck, mics, micrographs, stems, headers, ex_df, exemplars, model_pat
                 ex_xy += [(len(refs) - 1, float(x), float(y)) for x, y in refs[i].to_binned(xy)]
         ref_list = list(refs.values())
         if is_picker and ex_df is None:
-            ex_feats = ck["exemplar_features"]
+            ex_feats, template = ck["exemplar_features"], _stored_template(ck)
         elif is_picker:
-            ex_feats = _features(net, ref_list, ex_xy, w)
+            ex_feats, template = _features(net, ref_list, ex_xy, w), _template(ref_list, ex_xy, w)
         else:
             base_feats = _features(net, ref_list, ex_xy, w)
             loss = config.stage1.loss
             pi = loss.pi if loss is not None and loss.pi is not None else estimate_pi(net, ref_list, base_feats, config)
             stage1_info = fine_tune(net, [r.image for r in ref_list], ex_xy, config.stage1, pi, config.seed,
                                     progress, log)  # fmt: skip
-            ex_feats = _features(net, ref_list, ex_xy, w)
+            ex_feats, template = _features(net, ref_list, ex_xy, w), _template(ref_list, ex_xy, w)
             save_checkpoint(picker_path, _picker_payload(net, config, ck, model_path, ex_feats, Path(exemplars),
-                                                         stage1_info, pi))  # fmt: skip
-    if not picker_path.exists():  # an earlier picker.pt as the model: its weights with these exemplar features
-        save_checkpoint(picker_path, {**ck, "exemplar_features": ex_feats.clone()})
+                                                         stage1_info, pi, template))  # fmt: skip
+    if not picker_path.exists():  # an earlier picker.pt as the model: its weights with these exemplars
+        extra = {} if template is None else {"template": torch.from_numpy(template.copy())}
+        save_checkpoint(picker_path, {**ck, "exemplar_features": ex_feats.clone(), **extra})
     coord_dir = partial / "coordinates"
     coord_dir.mkdir(exist_ok=True)
     units = [WorkUnit(stem.removesuffix(".star"), f"micrograph {micrographs[k]}", pick_micrograph_unit,
@@ -354,7 +364,7 @@ def _run(net, ck, mics, micrographs, stems, headers, ex_df, exemplars, model_pat
     for k in range(min(n_preview, len(mics)) if preview is not None else 0):  # the maps, computed again here
         img, ps = read_micrograph(mics[k], config.angpix)
         b = bin_micrograph(img, ps, config.diameter_A, d_px)
-        r, maps = pick_one(net, b, ex_feats, config, str(micrographs[k]))
+        r, maps = pick_one(net, b, ex_feats, config, str(micrographs[k]), template)
         previews.append((mics[k], b, r, maps))
     cols = ["rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit",
             "rlnMicrographPixelSize"]  # fmt: skip
@@ -371,20 +381,24 @@ def _run(net, ck, mics, micrographs, stems, headers, ex_df, exemplars, model_pat
                        skipped, written)  # fmt: skip
 
 
-def _load_picker(path: str, *_key) -> tuple[PickerMAE, torch.Tensor]:
+def _load_picker(path: str, *_key) -> tuple[PickerMAE, torch.Tensor, np.ndarray | None]:
     from cryoshot.utils import workunits
 
     net, ck = load_mae(Path(path))
-    return (net.to(workunits.DEVICE) if workunits.DEVICE != "cpu" else net), ck["exemplar_features"]
+    return (
+        (net.to(workunits.DEVICE) if workunits.DEVICE != "cpu" else net),
+        ck["exemplar_features"],
+        _stored_template(ck),
+    )
 
 
 def pick_micrograph_unit(picker_path: str, mic: str, name: str, config: PickConfig, *, out: Path) -> None:
     """Work unit: stage 2 on one micrograph with a ``picker.pt``; writes its autopick STAR to ``out``."""
-    net, ex_feats = cached(_load_picker, *file_key(picker_path))  # once per process
+    net, ex_feats, template = cached(_load_picker, *file_key(picker_path))  # once per process
     img, ps = read_micrograph(Path(mic), config.angpix)
     b = bin_micrograph(img, ps, config.diameter_A, net.config.particle_px)
     del img
-    r, _ = pick_one(net, b, ex_feats, config, name)
+    r, _ = pick_one(net, b, ex_feats, config, name, template)
     write_star(out, {"": _autopick_table(r)}, force=True)
 
 
@@ -398,13 +412,33 @@ def _features(net: PickerMAE, refs: list[BinnedMicrograph], ex_xy: list, w: int)
     return torch.cat(out)
 
 
+def _template(refs: list[BinnedMicrograph], ex_xy: list, w: int) -> np.ndarray:
+    """The exemplars' rotationally averaged template, from their windows on the reference micrograph(s)."""
+    wins = [windows_at(ref.image, np.array([(x, y) for j, x, y in ex_xy if j == i]).reshape(-1, 2), w)
+            for i, ref in enumerate(refs)]  # fmt: skip
+    return exemplar_template(np.concatenate(wins))
+
+
+def _stored_template(ck: dict) -> np.ndarray | None:
+    """A picker.pt's template (None in a file written before templates were kept: cosine scores only)."""
+    t = ck.get("template")
+    return None if t is None else t.numpy()
+
+
 def pick_one(
-    net: PickerMAE, b: BinnedMicrograph, ex_feats: torch.Tensor, cfg: PickConfig, name: str = ""
+    net: PickerMAE,
+    b: BinnedMicrograph,
+    ex_feats: torch.Tensor,
+    cfg: PickConfig,
+    name: str = "",
+    template: np.ndarray | None = None,
 ) -> tuple[MicrographPicks, tuple]:
-    """Stage 2 on one binned micrograph: scan, suppress, threshold; coordinates in input pixels."""
-    xy, s, maps = candidate_picks(net, b.image, ex_feats, cfg.stride_px, cfg.nms_distance, cfg.matching)
+    """Stage 2 on one binned micrograph: scan, suppress, re-rank with the template, threshold; input pixels."""
+    fused = template is not None and cfg.template_weight > 0
+    xy, s, maps = candidate_picks(net, b.image, ex_feats, cfg.stride_px, cfg.nms_distance, cfg.matching,
+                                  template=template if fused else None, template_weight=cfg.template_weight)  # fmt: skip
     rule = threshold_value(cfg.threshold)
-    thr = float(rule) if isinstance(rule, float) else auto_threshold(s, rule) if len(s) else np.inf
+    thr = float(rule) if isinstance(rule, float) else auto_threshold(s, rule, fisher=not fused) if len(s) else np.inf
     keep = s >= thr
     xy, s_kept = xy[keep], s[keep]
     if cfg.max_picks is not None:
