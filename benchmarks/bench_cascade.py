@@ -69,6 +69,57 @@ def curve(names, snr: float, seed: int, episodes: int, shots, margins, per_class
                   flush=True)  # fmt: skip
 
 
+def calibrate(snrs=(0.02, 0.01), n_classes: int = 30, per_class: int = 40, episodes: int = 100) -> float:
+    """Temperature T of the learned probabilities, softmax(log p / T), fitted by NLL on held-out classes.
+
+    The classes are the training runs' validation procedural structures (never trained on, never
+    the novel ones), at SNRs low enough that the learned method makes mistakes to calibrate on;
+    5-way 1- and 5-shot episodes, 15 queries. Prints accuracy, NLL and expected calibration
+    error before and after, and returns T.
+    """
+    from scipy.optimize import minimize_scalar
+
+    net, _ = load_model(resolve_model("default"))
+    learned = make_method("protonet-ce", net)
+    names = [f"procedural:{100_000 + i}" for i in range(n_classes)]
+    structs = load_structures(names, 10.0, 40)
+    logps, targets = [], []
+    for level, snr in enumerate(snrs):
+        b = SubtomogramSimulator(structs, SubtomogramConfig(snr=snr, seed=TUNE_SEED + 10 + level)).simulate(
+            range(per_class * n_classes)
+        )
+        z = learned.embed(b.volumes, 10.0, progress=False)
+        for shot in (1, 5):
+            sampler = EpisodeSampler(b.labels, 5, shot, 15, seed=level)
+            for e in range(episodes):
+                ep = sampler.episode(e)
+                with torch.no_grad():
+                    lp = learned.scores(z[ep.support.ravel()], torch.as_tensor(ep.support_targets),
+                                        z[ep.query.ravel()], 5)  # fmt: skip
+                logps.append(lp)
+                targets.append(torch.as_tensor(ep.query_targets))
+    lp, y = torch.cat(logps).double(), torch.cat(targets)
+
+    def nll(log_t: float) -> float:
+        return float(torch.nn.functional.cross_entropy(torch.log_softmax(lp / np.exp(log_t), 1), y))
+
+    t = float(np.exp(minimize_scalar(nll, bounds=(-3, 8), method="bounded").x))
+
+    def ece(p: torch.Tensor) -> float:
+        conf, pred = p.max(1)
+        bins = torch.clamp((conf * 10).long(), max=9)
+        return float(sum((bins == k).float().mean() * ((pred[bins == k] == y[bins == k]).double().mean()
+                                                         - conf[bins == k].mean()).abs()
+                         for k in range(10) if (bins == k).any()))  # fmt: skip
+
+    p1, pt = lp.exp(), torch.softmax(lp / t, 1)
+    print(f"\n## calibration on {n_classes} validation procedural classes, SNR {', '.join(map(str, snrs))}, "
+          f"5-way 1- and 5-shot, {len(y)} queries\n")  # fmt: skip
+    print(f"accuracy {float((lp.argmax(1) == y).double().mean()):.3f}; temperature T = {t:.2f}; "
+          f"NLL {nll(0.0):.3f} -> {nll(np.log(t)):.3f}; ECE {ece(p1):.3f} -> {ece(pt):.3f}")  # fmt: skip
+    return t
+
+
 def speed(n_query: int) -> None:
     """Classify n_query queries against 5 classes x 5 supports, from memory: protonet-ce, cascade, template; one run."""
     structs = load_structures(list(NOVEL_STRUCTURES[:5]), 10.0, 40)
@@ -112,11 +163,15 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=30)
     ap.add_argument("--shots", type=int, nargs="+", default=[5, 1])
     ap.add_argument("--margins", type=float, nargs="+", default=list(MARGINS))
+    ap.add_argument("--calibrate", action="store_true", help="only: fit the temperature on validation classes")
     ap.add_argument("--speed", type=int, default=0, help="only: classify this many queries with the three methods")
     args = ap.parse_args()
     torch.set_num_threads(2)
     if args.speed:
         speed(args.speed)
+        return
+    if args.calibrate:
+        calibrate()
         return
     names, seed = (TRAIN_STRUCTURES, TUNE_SEED) if args.tune else (NOVEL_STRUCTURES, BENCH_SEED)
     if args.tune_validation:  # procedural:100000.. are the training runs' validation classes, never trained on

@@ -43,7 +43,7 @@ def test_cascade_interpolates_between_the_learned_method_and_template_matching(t
     torch.testing.assert_close(outs[1.01][0], tp, atol=1e-5, rtol=1e-4)  # everything verified: template's answers
     torch.testing.assert_close(outs[1.01][1], ld)  # distances (for unknown) stay the learned ones
     # a middle margin verifies only the queries whose top-two gap is small, and keeps the others as learned
-    gap = lp.detach().exp().topk(2, dim=1).values
+    gap = torch.softmax(lp.detach() / cas.temperature, dim=1).topk(2, dim=1).values  # the calibrated gap
     gap = gap[:, 0] - gap[:, 1]
     cas.verify_margin = float(gap.median())
     mid, _ = cas.scores_and_distances(z[sup], ts, z[qry], 3)
