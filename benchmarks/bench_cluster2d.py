@@ -79,9 +79,10 @@ def run_set(star: Path, net, quick: bool) -> list[dict]:
     k_plain = kneedle(cl.ks, cl.inertia, "kneedle")
     rows.append({"method": "siamese, auto k", "k": cl.k, "k_plain_kneedle": k_plain, "seconds": sec,
                  **agreement(p.labels, cl.labels)})  # fmt: skip
-    for k, name in ((k_true, "siamese + refine, true k"), (None, "siamese + refine, auto k")):
+    for k, merge, name in ((k_true, True, "siamese + refine, true k"), (None, True, "siamese + refine, auto k"),
+                           (None, False, "siamese + refine, auto k (elbow only)")):  # fmt: skip
         t1 = time.perf_counter()  # the whole library call of `cryoshot cluster` (images already in memory)
-        res, _ = cluster_images(p, ClusterConfig(k=k), net=net, progress=False)
+        res, _ = cluster_images(p, ClusterConfig(k=k, merge_k=merge), net=net, progress=False)
         rows.append({"method": name, "k": res.k, "seconds": time.perf_counter() - t1,
                      **agreement(p.labels, res.labels)})  # fmt: skip
     raw = prepare_images(p.images, p.pixel_size_A, p.box, p.pixel_size_A, ctf)

@@ -897,6 +897,8 @@ def cluster_cmd(
     sizes = np.bincount(res.labels, minlength=res.k)
     how = "automatic" if k == "auto" else "given"
     elbow = f"; elbow at {res.k_auto}" if res.k_auto is not None else ""
+    if res.merge and res.merge["applied"]:
+        elbow += f", {res.merge['k_over']} refined classes merged into {res.merge['k']}"
     typer.echo(f"clustered {len(res.labels)} particles into k = {res.k} classes with {method} ({how}{elbow}) "
                f"in {res.seconds:.1f} s -> {outdir}")  # fmt: skip
     typer.echo("  class sizes: " + ", ".join(f"{i + 1}: {n}" for i, n in enumerate(sizes)))

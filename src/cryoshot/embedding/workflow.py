@@ -22,14 +22,16 @@ import pandas as pd
 import torch
 
 from cryoshot.data.particles2d import CTFParams, prepare_images
-from cryoshot.embedding.align2d import aligned_average, rotational_invariants
+from cryoshot.embedding.align2d import aligned_average, apply_alignment, rotational_invariants
 from cryoshot.embedding.cluster import (
     agreement,
     check_k,
     cluster_features,
+    kmeans,
     reduce_dimensions,
     similarity_matrix,
 )
+from cryoshot.embedding.merge import merge_classes
 from cryoshot.embedding.mra import MRAConfig, mra_classify
 from cryoshot.errors import CryoshotError
 from cryoshot.io.images2d import ParticleImages, load_particle_images, read_particle_table
@@ -69,6 +71,7 @@ class ClusterConfig:
     refine_iterations: int = 3  # chosen on training structures (benchmarks/choose_refinement.py)
     refine_box_px: int = 32
     refine_fine: bool = True  # coarse search at refine_box_px, fine search on the full images
+    merge_k: bool = True  # --k auto with refinement: over-cluster, then merge classes whose averages agree
     mra: MRAConfig = field(default_factory=MRAConfig)
     seed: int = 0
 
@@ -167,10 +170,11 @@ class ClusterResult:
     outdir: Path | None = None
     files: list[str] = field(default_factory=list)
     alignment_iterations: int = 0
+    merge: dict | None = None  # automatic k by merging over-clustered classes: k_over, k, applied, reliability
 
     def summary(self) -> dict:
         d = {"k": self.k, "k_auto": self.k_auto, "method": self.method, "seconds": self.seconds,
-             "alignment_iterations": self.alignment_iterations,
+             "alignment_iterations": self.alignment_iterations, "merge": self.merge,
              "seconds_cluster": self.seconds_cluster, "n_particles": int(len(self.labels)),
              "cluster_sizes": np.bincount(self.labels, minlength=self.k).tolist(),
              "outdir": str(self.outdir) if self.outdir else None}  # fmt: skip
@@ -222,9 +226,27 @@ def cluster_images(
             mcfg = MRAConfig(**{**asdict(cfg.mra), "iterations": cfg.refine_iterations,
                                 "work_box_px": cfg.refine_box_px, "fine_search": cfg.refine_fine,
                                 "seed": cfg.seed})  # fmt: skip
-            res = mra_classify(raw, k_used, mcfg, progress=progress, init_labels=labels)
+            res = None
+            if cfg.k is None and cfg.merge_k:  # over-cluster, refine, merge the classes that show the same thing
+                k_over = int(min(len(raw) // 5, max(2 * k_used, k_used + 4)))
+                if k_over > k_used:
+                    over = mra_classify(
+                        raw, k_over, mcfg, progress=progress, init_labels=kmeans(feats, k_over, cfg.seed)[0]
+                    )
+                    x = torch.from_numpy(np.asarray(raw, np.float32))
+                    aligned = apply_alignment(x, torch.from_numpy(over.alignment.angle_deg),
+                                              torch.from_numpy(over.alignment.shift_px)).numpy()  # fmt: skip
+                    mg = merge_classes(aligned, over.labels, k_over)
+                    extra["merge"] = {"k_over": k_over, "k": mg.k, "applied": mg.reliable,
+                                      "median_reliability": float(np.median(mg.reliability))}  # fmt: skip
+                    if mg.reliable:
+                        res, k_used = over, mg.k
+                        res.labels = mg.groups[over.labels]
+            if res is None:
+                res = mra_classify(raw, k_used, mcfg, progress=progress, init_labels=labels)
             labels, iterations = res.labels, res.iterations
-            extra["mra_averages"] = res.averages
+            # merged classes get their averages made again (their members were aligned to several references)
+            extra["mra_averages"] = res.averages if len(res.averages) == k_used else None
     else:
         prepared = prepare_images(p.images, p.pixel_size_A, p.box, p.pixel_size_A, ctf)
         k_auto = ks = inertia = None
@@ -241,7 +263,8 @@ def cluster_images(
         extra["embeddings"] = z
     seconds_cluster = time.perf_counter() - t0
     out = ClusterResult(k=int(k_used), k_auto=k_auto, method=cfg.method, labels=labels, seconds=0.0,
-                        seconds_cluster=seconds_cluster, alignment_iterations=int(iterations))  # fmt: skip
+                        seconds_cluster=seconds_cluster, alignment_iterations=int(iterations),
+                        merge=extra.get("merge"))  # fmt: skip
     if p.labels is not None:
         a = agreement(p.labels, labels)
         out.ari, out.nmi = a["ari"], a["nmi"]
@@ -343,7 +366,7 @@ def cluster_particles(
                                 progress=progress)  # fmt: skip
     res, extra = cluster_images(p, cfg, net=net, embeddings=z, progress=progress)
     k, labels, z = res.k, res.labels, extra["embeddings"]
-    if "mra_averages" in extra:  # aligned averages of the final classes, from MRA or its refinement
+    if extra.get("mra_averages") is not None:  # aligned averages of the final classes, from MRA or its refinement
         averages = extra["mra_averages"]
     else:
         averages = _class_averages(p, labels, k, z, cfg, extra["prepared_ctf"], progress)

@@ -1,0 +1,100 @@
+"""Automatic k by over-clustering and merging (``embedding/merge.py``): its settings, chosen on training structures.
+
+The 12 sets of ``choose_k_rule.py`` (the 8 training maps, never the novel ones; view sets of
+6 views and mixtures of 3 structures x 3 views, SNR 0.1 and 0.02). For each set: the elbow's
+k, the refinement at that k (the shipped path before merging), and the refinement at
+k_over = max(2 k, k + 4) followed by merging at several ``rho``; k and ARI for each, and the
+median class reliability that gates the rule.
+
+    cd benchmarks && ../.venv/bin/python choose_merge_k.py
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from bench_cluster2d import make_set  # noqa: E402  (benchmarks/ on sys.path when run as a script)
+
+from cryoshot.data.particles2d import prepare_images
+from cryoshot.embedding.align2d import apply_alignment
+from cryoshot.embedding.cluster import agreement, elbow_curve, kmeans, kneedle, reduce_dimensions
+from cryoshot.embedding.merge import merge_classes
+from cryoshot.embedding.mra import MRAConfig, mra_classify
+from cryoshot.embedding.workflow import ClusterConfig, _ctf_params, embed_images
+from cryoshot.io.images2d import load_particle_images
+from cryoshot.models.siamese2d import load_siamese
+from cryoshot.pretrained import resolve_siamese_model
+from cryoshot.simulate.splits import TRAIN_STRUCTURES
+from cryoshot.utils.threads import configure_threads
+
+RHOS = (0.8, 0.85, 0.9, 0.95)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--root", type=Path, default=Path("../runs/choose_k"))
+    args = ap.parse_args()
+    configure_threads()
+    net, _ = load_siamese(resolve_siamese_model(args.model))
+    sets = [((s,), 6, 100) for s in TRAIN_STRUCTURES[:4]]
+    sets += [
+        (tuple(TRAIN_STRUCTURES[4:7]), 3, 70),
+        ((TRAIN_STRUCTURES[0], TRAIN_STRUCTURES[5], TRAIN_STRUCTURES[7]), 3, 70),
+    ]
+    cc = ClusterConfig()
+    mcfg = MRAConfig(**{**asdict(cc.mra), "iterations": cc.refine_iterations, "work_box_px": cc.refine_box_px,
+                        "fine_search": cc.refine_fine, "seed": 0})  # fmt: skip
+    rows = []
+    for snr in (0.1, 0.02):
+        for structs, views, per in sets:
+            star = make_set(args.root, structs, views, per, snr)
+            p = load_particle_images(star, label_column="rlnClassNumber", progress=False)
+            k_true = len(np.unique(p.labels))
+            raw = prepare_images(p.images, p.pixel_size_A, p.box, p.pixel_size_A, _ctf_params(p, "auto"))
+            f = reduce_dimensions(embed_images(net, raw, progress=False), 50)
+            ks, inertia = elbow_curve(f, 20)
+            k_elbow = kneedle(ks, inertia)
+            base = mra_classify(raw, k_elbow, mcfg, progress=False, init_labels=kmeans(f, k_elbow)[0])
+            k_over = int(min(len(raw) // 5, max(2 * k_elbow, k_elbow + 4)))
+            over = mra_classify(raw, k_over, mcfg, progress=False, init_labels=kmeans(f, k_over)[0])
+            x = torch.from_numpy(np.asarray(raw, np.float32))
+            aligned = apply_alignment(x, torch.from_numpy(over.alignment.angle_deg),
+                                      torch.from_numpy(over.alignment.shift_px)).numpy()  # fmt: skip
+            row = {
+                "set": star.parent.name,
+                "k_true": k_true,
+                "elbow": (k_elbow, agreement(p.labels, base.labels)["ari"]),
+            }
+            for rho in RHOS:
+                mg = merge_classes(aligned, over.labels, k_over, rho=rho, min_reliability=0.0)
+                row[rho] = (mg.k, agreement(p.labels, mg.groups[over.labels])["ari"])
+                row["reliability"] = float(np.median(mg.reliability))
+            rows.append(row)
+            print(
+                f"{row['set']:<28} true {k_true}, median reliability {row['reliability']:.3f}: "
+                + "; ".join(f"{n} k {row[n][0]} ARI {row[n][1]:.3f}" for n in ("elbow", *RHOS)),
+                flush=True,
+            )
+    print("\nmerge everywhere, or only where the median reliability is at least 0.96 (the elbow elsewhere):")
+    for rho in RHOS:
+        for gate in (0.0, 0.96):
+            pick = [r[rho] if r["reliability"] >= gate else r["elbow"] for r in rows]
+            dk = np.abs([k - r["k_true"] for (k, _), r in zip(pick, rows, strict=True)])
+            print(
+                f"  rho {rho}, gate {gate}: k within ±1 on {np.mean(dk <= 1):.0%}, mean |k - k_true| {dk.mean():.2f}, "
+                f"mean ARI {np.mean([a for _, a in pick]):.3f}"
+            )
+    dk = np.abs([r["elbow"][0] - r["k_true"] for r in rows])
+    print(
+        f"  elbow only: k within ±1 on {np.mean(dk <= 1):.0%}, mean |k - k_true| {dk.mean():.2f}, "
+        f"mean ARI {np.mean([r['elbow'][1] for r in rows]):.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
