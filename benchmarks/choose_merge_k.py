@@ -6,7 +6,10 @@ k, the refinement at that k (the shipped path before merging), and the refinemen
 k_over = max(2 k, k + 4) followed by merging at several ``rho``; k and ARI for each, and the
 median class reliability that gates the rule.
 
-    cd benchmarks && ../.venv/bin/python choose_merge_k.py
+    cd benchmarks && ../.venv/bin/python choose_merge_k.py [--over 2]
+    cd benchmarks && ../.venv/bin/python choose_merge_k.py --large   # choose_refinement.py's 6,000-image sets
+
+``--over F`` over-clusters at max(F k, k + 2 F) (capped at 5 images per class), F = 3 by default (the shipped one).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="default")
     ap.add_argument("--root", type=Path, default=Path("../runs/choose_k"))
+    ap.add_argument("--over", type=float, default=3.0, help="over-clustering factor F")
+    ap.add_argument("--large", action="store_true", help="the 6,000-image training sets of choose_refinement.py")
     args = ap.parse_args()
     configure_threads()
     net, _ = load_siamese(resolve_siamese_model(args.model))
@@ -50,36 +55,38 @@ def main() -> None:
     mcfg = MRAConfig(**{**asdict(cc.mra), "iterations": cc.refine_iterations, "work_box_px": cc.refine_box_px,
                         "fine_search": cc.refine_fine, "seed": 0})  # fmt: skip
     rows = []
-    for snr in (0.1, 0.02):
-        for structs, views, per in sets:
-            star = make_set(args.root, structs, views, per, snr)
-            p = load_particle_images(star, label_column="rlnClassNumber", progress=False)
-            k_true = len(np.unique(p.labels))
-            raw = prepare_images(p.images, p.pixel_size_A, p.box, p.pixel_size_A, _ctf_params(p, "auto"))
-            f = reduce_dimensions(embed_images(net, raw, progress=False), 50)
-            ks, inertia = elbow_curve(f, 20)
-            k_elbow = kneedle(ks, inertia)
-            base = mra_classify(raw, k_elbow, mcfg, progress=False, init_labels=kmeans(f, k_elbow)[0])
-            k_over = int(min(len(raw) // 5, max(2 * k_elbow, k_elbow + 4)))
-            over = mra_classify(raw, k_over, mcfg, progress=False, init_labels=kmeans(f, k_over)[0])
-            x = torch.from_numpy(np.asarray(raw, np.float32))
-            aligned = apply_alignment(x, torch.from_numpy(over.alignment.angle_deg),
-                                      torch.from_numpy(over.alignment.shift_px)).numpy()  # fmt: skip
-            row = {
-                "set": star.parent.name,
-                "k_true": k_true,
-                "elbow": (k_elbow, agreement(p.labels, base.labels)["ari"]),
-            }
-            for rho in RHOS:
-                mg = merge_classes(aligned, over.labels, k_over, rho=rho, min_reliability=0.0)
-                row[rho] = (mg.k, agreement(p.labels, mg.groups[over.labels])["ari"])
-                row["reliability"] = float(np.median(mg.reliability))
-            rows.append(row)
-            print(
-                f"{row['set']:<28} true {k_true}, median reliability {row['reliability']:.3f}: "
-                + "; ".join(f"{n} k {row[n][0]} ARI {row[n][1]:.3f}" for n in ("elbow", *RHOS)),
-                flush=True,
-            )
+    if args.large:  # made by choose_refinement.py (training maps, SNR 0.1)
+        stars = sorted(Path("../runs/choose_refinement").glob("*/particles.star"))
+    else:
+        stars = [make_set(args.root, structs, views, per, snr) for snr in (0.1, 0.02) for structs, views, per in sets]
+    for star in stars:
+        p = load_particle_images(star, label_column="rlnClassNumber", progress=False)
+        k_true = len(np.unique(p.labels))
+        raw = prepare_images(p.images, p.pixel_size_A, p.box, p.pixel_size_A, _ctf_params(p, "auto"))
+        f = reduce_dimensions(embed_images(net, raw, progress=False), 50)
+        ks, inertia = elbow_curve(f, 20)
+        k_elbow = kneedle(ks, inertia)
+        base = mra_classify(raw, k_elbow, mcfg, progress=False, init_labels=kmeans(f, k_elbow)[0])
+        k_over = int(min(len(raw) // 5, max(args.over * k_elbow, k_elbow + 2 * args.over)))
+        over = mra_classify(raw, k_over, mcfg, progress=False, init_labels=kmeans(f, k_over)[0])
+        x = torch.from_numpy(np.asarray(raw, np.float32))
+        aligned = apply_alignment(x, torch.from_numpy(over.alignment.angle_deg),
+                                  torch.from_numpy(over.alignment.shift_px)).numpy()  # fmt: skip
+        row = {
+            "set": star.parent.name,
+            "k_true": k_true,
+            "elbow": (k_elbow, agreement(p.labels, base.labels)["ari"]),
+        }
+        for rho in RHOS:
+            mg = merge_classes(aligned, over.labels, k_over, rho=rho, min_reliability=0.0)
+            row[rho] = (mg.k, agreement(p.labels, mg.groups[over.labels])["ari"])
+            row["reliability"] = float(np.median(mg.reliability))
+        rows.append(row)
+        print(
+            f"{row['set']:<28} true {k_true}, median reliability {row['reliability']:.3f}: "
+            + "; ".join(f"{n} k {row[n][0]} ARI {row[n][1]:.3f}" for n in ("elbow", *RHOS)),
+            flush=True,
+        )
     print("\nmerge everywhere, or only where the median reliability is at least 0.96 (the elbow elsewhere):")
     for rho in RHOS:
         for gate in (0.0, 0.96):

@@ -55,6 +55,11 @@ CTF_MODES = ("auto", "flip", "none")
 INPUT_CLASS_COLUMN = "cryoshotInputClassNumber"
 
 
+# --k auto: over-cluster at max(3 k, k + 6) from the elbow's k, then merge (embedding/merge.py); 3 chosen
+# over 2 on training structures (benchmarks/choose_merge_k.py: same on 600-image sets, better on 6,000).
+MERGE_OVER = 3
+
+
 @dataclass
 class ClusterConfig:
     """Settings of ``cryoshot cluster`` (units in the names)."""
@@ -228,7 +233,7 @@ def cluster_images(
                                 "seed": cfg.seed})  # fmt: skip
             res = None
             if cfg.k is None and cfg.merge_k:  # over-cluster, refine, merge the classes that show the same thing
-                k_over = int(min(len(raw) // 5, max(2 * k_used, k_used + 4)))
+                k_over = int(min(len(raw) // 5, max(MERGE_OVER * k_used, k_used + 2 * MERGE_OVER)))
                 if k_over > k_used:
                     over = mra_classify(
                         raw, k_over, mcfg, progress=progress, init_labels=kmeans(feats, k_over, cfg.seed)[0]
