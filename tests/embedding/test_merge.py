@@ -40,3 +40,26 @@ def test_unreliable_classes_leave_k_alone():
     noise = rng.normal(0, 1.0, (120, 32, 32)).astype(np.float32)  # nothing but noise: averages do not repeat
     m = merge_classes(noise, np.repeat(np.arange(4), 30), 4)
     assert not m.reliable and m.k == 4 and list(m.groups) == [0, 1, 2, 3]
+
+
+def test_refine_and_merge_finds_the_views_from_an_over_clustered_start():
+    from cryoshot.embedding.mra import MRAConfig
+    from cryoshot.embedding.workflow import _refine_and_merge
+
+    rng = np.random.default_rng(2)
+    views = _views()
+    imgs, truth = [], []
+    for v, img in enumerate(views):  # 3 views x 60 images, random in-plane angles, some noise
+        for _ in range(60):
+            imgs.append(
+                ndimage.rotate(img, rng.uniform(0, 360), reshape=False, order=1) + rng.normal(0, 0.3, img.shape)
+            )
+            truth.append(v)
+    raw = np.stack(imgs).astype(np.float32)
+    feats = np.eye(3)[truth] + rng.normal(0, 0.05, (len(truth), 3))  # an embedding that knows the views
+    res, k, info = _refine_and_merge(raw, feats, 3, MRAConfig(iterations=3, n_angles=36, max_shift_px=2), 0, False)
+    assert info["k_over"] == 9 and info["applied"]
+    assert res is not None and k == 3
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(truth, res.labels) > 0.95

@@ -233,20 +233,8 @@ def cluster_images(
                                 "seed": cfg.seed})  # fmt: skip
             res = None
             if cfg.k is None and cfg.merge_k:  # over-cluster, refine, merge the classes that show the same thing
-                k_over = int(min(len(raw) // 5, max(MERGE_OVER * k_used, k_used + 2 * MERGE_OVER)))
-                if k_over > k_used:
-                    over = mra_classify(
-                        raw, k_over, mcfg, progress=progress, init_labels=kmeans(feats, k_over, cfg.seed)[0]
-                    )
-                    x = torch.from_numpy(np.asarray(raw, np.float32))
-                    aligned = apply_alignment(x, torch.from_numpy(over.alignment.angle_deg),
-                                              torch.from_numpy(over.alignment.shift_px)).numpy()  # fmt: skip
-                    mg = merge_classes(aligned, over.labels, k_over)
-                    extra["merge"] = {"k_over": k_over, "k": mg.k, "applied": mg.reliable,
-                                      "median_reliability": float(np.median(mg.reliability))}  # fmt: skip
-                    if mg.reliable:
-                        res, k_used = over, mg.k
-                        res.labels = mg.groups[over.labels]
+                res, k_merged, extra["merge"] = _refine_and_merge(raw, feats, k_used, mcfg, cfg.seed, progress)
+                k_used = k_merged if res is not None else k_used
             if res is None:
                 res = mra_classify(raw, k_used, mcfg, progress=progress, init_labels=labels)
             labels, iterations = res.labels, res.iterations
@@ -275,6 +263,28 @@ def cluster_images(
         out.ari, out.nmi = a["ari"], a["nmi"]
     extra.update(ks=ks, inertia=inertia, prepared_ctf=ctf)
     return out, extra
+
+
+def _refine_and_merge(raw: np.ndarray, feats: np.ndarray, k_elbow: int, mcfg: MRAConfig, seed: int,
+                      progress: bool) -> tuple[object | None, int, dict | None]:  # fmt: skip
+    """Refine max(3k, k + 6) classes and merge those that show the same thing (``embedding/merge.py``).
+
+    Returns the refinement with the merged labels and k, or ``(None, k_elbow, info)`` when the
+    classes were too noisy to judge (or all merged into one): then the caller refines at the elbow's k.
+    """
+    k_over = int(min(len(raw) // 5, max(MERGE_OVER * k_elbow, k_elbow + 2 * MERGE_OVER)))
+    if k_over <= k_elbow:
+        return None, k_elbow, None
+    over = mra_classify(raw, k_over, mcfg, progress=progress, init_labels=kmeans(feats, k_over, seed)[0])
+    x = torch.from_numpy(np.asarray(raw, np.float32))
+    aligned = apply_alignment(x, torch.from_numpy(over.alignment.angle_deg), torch.from_numpy(over.alignment.shift_px))
+    mg = merge_classes(aligned.numpy(), over.labels, k_over)
+    applied = mg.reliable and mg.k >= 2
+    info = {"k_over": k_over, "k": mg.k, "applied": applied, "median_reliability": float(np.median(mg.reliability))}
+    if not applied:
+        return None, k_elbow, info
+    over.labels = mg.groups[over.labels]
+    return over, mg.k, info
 
 
 MAX_AVERAGED = 500  # images aligned per class average: plenty for a sharp average, bounded time
