@@ -6,7 +6,10 @@ after NMS) of the reference (exemplars scored leave-one-out) and of the 4 querie
 candidate's encoder feature and its template NCC. Scorers are then compared on the same
 candidates: oracle F1 (the ranking) and F1 with automatic thresholds.
 
-    cd benchmarks && ../.venv/bin/python choose_pick_rerank.py [--root DIR]
+    cd benchmarks && ../.venv/bin/python choose_pick_rerank.py [--root DIR] [--more]
+
+``--more`` adds two more targets of training maps (1qvr, 5mrc; other training maps as
+distractors), to check the choice on more data.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from cryoshot.picking.threshold import auto_threshold
 from cryoshot.picking.workflow import PickConfig, _features, estimate_pi
 from cryoshot.pretrained import resolve_picker_model
 from cryoshot.utils.threads import configure_threads
+
+MORE_SETS = {"1qvr": ("4cr2", "1s3x"), "5mrc": ("3d2f", "3h84")}  # training maps only
 
 
 def _feats(net, image, xy):
@@ -104,15 +109,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="default")
     ap.add_argument("--root", type=Path, default=Path("../runs/choose_pick_threshold"))
+    ap.add_argument("--more", action="store_true", help="two more targets (MORE_SETS)")
     a = ap.parse_args()
+    sets = {**DEV_SETS, **(MORE_SETS if a.more else {})}
     configure_threads()
     base, _ = load_mae(resolve_picker_model(a.model))
     data = {}
-    for k, (target, snr) in enumerate((t, s) for t in DEV_SETS for s in (0.02, 0.01)):
+    for k, (target, snr) in enumerate((t, s) for t in sets for s in (0.02, 0.01)):
         diameter = round(structure_diameter_A(target) / 10) * 10
         cache = a.root / f"{target}_snr{snr:g}_rerank.pkl"
         if not cache.exists():
-            ds = make_dataset(a.root, target, snr, 5, 2048, k, DEV_SETS[target], diameter, DEV_SEED)
+            ds = make_dataset(a.root, target, snr, 5, 2048, k, sets[target], diameter, DEV_SEED)
             cache.write_bytes(pickle.dumps(collect(base, ds, target, diameter)))
         data[f"{target} {snr:g}"] = pickle.loads(cache.read_bytes())
         print(f"{target} SNR {snr:g} ready", flush=True)
@@ -172,7 +179,7 @@ def scorer_table() -> dict:
         t[f"logreg C={c}"] = logreg(c, False)
         t[f"logreg C={c}, augmented positives"] = logreg(c, True)
     t["logreg C=0.1, aug, + NCC"] = logreg(0.1, True, True)
-    for wt in (0.3, 0.43, 0.6, 1.0):
+    for wt in (0.3, 0.43, 0.5, 0.6, 0.7, 0.8, 1.0):
         t[f"cosine + NCC ({wt})"] = cos_plus_ncc(wt)
     return t
 
