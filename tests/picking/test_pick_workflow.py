@@ -199,3 +199,18 @@ def test_leave_one_out_scan_scores_each_exemplar_by_the_others_only(easy):
         assert np.allclose(loo[only_j], others[only_j], atol=1e-5)  # near it: the other exemplars' scores
     far = (d2 > r**2).all(axis=0)
     assert np.allclose(loo[far], full[far], atol=1e-6)  # elsewhere: unchanged
+
+
+def test_a_picker_file_without_a_template_still_picks_by_cosine(easy, tmp_path):
+    from cryoshot.models.checkpoint import load_checkpoint, save_checkpoint
+
+    first = easy / "out1"
+    if not first.exists():
+        _run(easy, first)
+    ck = load_checkpoint(first / "picker.pt")
+    ck.pop("template")  # as written before templates were kept
+    old = tmp_path / "old_picker.pt"
+    save_checkpoint(old, {k: v for k, v in ck.items() if k not in ("format", "version")})
+    res = _run(easy, tmp_path / "out", model=str(old), exemplars=None)
+    fom = read_star_table(res.picks_star)["rlnAutopickFigureOfMerit"].to_numpy(float)
+    assert len(fom) and (np.abs(fom) <= 1).all()  # cosine similarities: no template to mix in
