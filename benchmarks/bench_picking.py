@@ -35,7 +35,7 @@ from cryoshot.picking.matching import MatchCounts, count_matches
 from cryoshot.picking.micrograph import bin_micrograph, read_micrograph
 from cryoshot.picking.scan import candidate_picks, peaks, windows_at
 from cryoshot.picking.stage1 import LossConfig, Stage1Config, fine_tune
-from cryoshot.picking.template import exemplar_template, fuse_scores, ncc_at, ncc_map
+from cryoshot.picking.template import exemplar_template, ncc_map, rerank
 from cryoshot.picking.threshold import THRESHOLD_RULES, auto_threshold
 from cryoshot.picking.workflow import DEFAULT_RULE, PickConfig, _features, estimate_pi
 from cryoshot.pretrained import resolve_picker_model
@@ -141,9 +141,7 @@ def run_cryoshot(base: PickerMAE, ds: Path, target: str, cfg: PickConfig, n_ex: 
         xy, s, _ = candidate_picks(net, b.image, feats, cfg.stride_px, cfg.nms_distance, cfg.matching)
         cos_cands.append((b.to_input(xy), s))
         if cfg.template_weight > 0:  # as candidate_picks(..., template=...) re-ranks them
-            s = fuse_scores(s, ncc_at(ncc_map(b.image, template), xy), cfg.template_weight)
-            o = np.argsort(-s, kind="stable")
-            xy, s = xy[o], s[o]
+            xy, s = rerank(b.image, xy, s, template, cfg.template_weight)
         secs.append(time.perf_counter() - t)
         cands.append((b.to_input(xy), s))
         rows = truth_df[(truth_df["rlnMicrographName"] == m.name) & (truth_df["cryoshotStructureName"] == target)]

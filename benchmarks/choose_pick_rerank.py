@@ -15,14 +15,12 @@ distractors), to check the choice on more data.
 from __future__ import annotations
 
 import argparse
-import copy
 import pickle
 from pathlib import Path
 
 import numpy as np
 from bench_picking import make_dataset  # noqa: E402
-from choose_pick_threshold import DEV_SEED, DEV_SETS
-from scipy import ndimage
+from choose_pick_threshold import DEV_SEED, DEV_SETS, reference_stage1
 
 from cryoshot.data.micrograph_episodes import structure_diameter_A
 from cryoshot.io.star import read_star_table
@@ -30,10 +28,8 @@ from cryoshot.models.mae2d import load_mae
 from cryoshot.picking.matching import MatchCounts, count_matches
 from cryoshot.picking.micrograph import bin_micrograph, read_micrograph
 from cryoshot.picking.scan import background_mean, candidate_picks, encode_windows, windows_at
-from cryoshot.picking.stage1 import Stage1Config, fine_tune
-from cryoshot.picking.template import ncc_map
+from cryoshot.picking.template import exemplar_template, ncc_at, ncc_map
 from cryoshot.picking.threshold import auto_threshold
-from cryoshot.picking.workflow import PickConfig, _features, estimate_pi
 from cryoshot.pretrained import resolve_picker_model
 from cryoshot.utils.threads import configure_threads
 
@@ -44,25 +40,8 @@ def _feats(net, image, xy):
     return encode_windows(net, windows_at(image, xy, net.config.window_px), center=background_mean(net, image)).numpy()
 
 
-def _ncc_at(m: np.ndarray, xy: np.ndarray, r: int = 2) -> np.ndarray:
-    mx = ndimage.maximum_filter(m, size=2 * r + 1, mode="nearest")
-    ix = np.clip(np.rint(xy[:, 0]).astype(int), 0, m.shape[1] - 1)
-    iy = np.clip(np.rint(xy[:, 1]).astype(int), 0, m.shape[0] - 1)
-    return mx[iy, ix]
-
-
 def collect(base, ds: Path, target: str, diameter: float, n_ex: int = 15) -> dict:
-    net = copy.deepcopy(base)
-    cfg = PickConfig(diameter_A=diameter, stage1=Stage1Config(steps=150))
-    mics = sorted(ds.glob("mic_*.mrc"))
-    ex = read_star_table(ds / "exemplars25.star").iloc[:n_ex]
-    img, ps = read_micrograph(mics[0])
-    ref = bin_micrograph(img, ps, diameter, net.config.particle_px)
-    exb = ref.to_binned(ex[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy())
-    ex_xy = [(0, float(x), float(y)) for x, y in exb]
-    pi = estimate_pi(net, [ref], _features(net, [ref], ex_xy, net.config.window_px), cfg)
-    fine_tune(net, [ref.image], ex_xy, cfg.stage1, pi, cfg.seed, progress=False)
-    ex_f = _features(net, [ref], ex_xy, net.config.window_px)
+    net, cfg, mics, ref, exb, ex_f = reference_stage1(base, ds, diameter, n_ex)
     d = net.config.particle_px
     # augmented exemplar windows: 4 right-angle rotations x 9 one-pixel shifts
     w = windows_at(ref.image, exb, net.config.window_px)
@@ -70,13 +49,12 @@ def collect(base, ds: Path, target: str, diameter: float, n_ex: int = 15) -> dic
               for dx in (-1, 0, 1) for dy in (-1, 0, 1)]  # fmt: skip
     aug = np.concatenate([np.rot90(s, k, axes=(2, 3)) for s in shifts for k in range(4)])
     aug_f = encode_windows(net, np.ascontiguousarray(aug), center=background_mean(net, ref.image)).numpy()
-    mean = w[:, 0].mean(0)
-    tmpl = np.mean([ndimage.rotate(mean, a, reshape=False, mode="nearest") for a in range(0, 360, 15)], axis=0)
+    tmpl = exemplar_template(w)
     rxy, rs, _ = candidate_picks(net, ref.image, ex_f, cfg.stride_px, cfg.nms_distance, exclude=(exb, 0.5 * d))
     is_ex = np.linalg.norm(rxy[:, None] - exb[None], axis=2).min(axis=1) <= 0.25 * d
-    out = {"ex_f": ex_f.numpy(), "aug_f": aug_f, "pi": pi, "side": diameter / 2.0,
+    out = {"ex_f": ex_f.numpy(), "aug_f": aug_f, "side": diameter / 2.0,
            "ref": {"s": rs, "is_ex": is_ex, "f": _feats(net, ref.image, rxy),
-                   "ncc": _ncc_at(ncc_map(ref.image, tmpl), rxy)}, "queries": []}  # fmt: skip
+                   "ncc": ncc_at(ncc_map(ref.image, tmpl), rxy)}, "queries": []}  # fmt: skip
     truth_df = read_star_table(ds / "coordinates.star")
     for m in mics[1:]:
         img, ps = read_micrograph(m)
@@ -84,7 +62,7 @@ def collect(base, ds: Path, target: str, diameter: float, n_ex: int = 15) -> dic
         xy, s, _ = candidate_picks(net, b.image, ex_f, cfg.stride_px, cfg.nms_distance)
         rows = truth_df[(truth_df["rlnMicrographName"] == m.name) & (truth_df["cryoshotStructureName"] == target)]
         out["queries"].append({"xy": b.to_input(xy), "s": s, "f": _feats(net, b.image, xy),
-                               "ncc": _ncc_at(ncc_map(b.image, tmpl), xy),
+                               "ncc": ncc_at(ncc_map(b.image, tmpl), xy),
                                "truth": rows[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float)})  # fmt: skip
     return out
 

@@ -37,8 +37,12 @@ DEV_SEED = 9191  # neither the benchmark's nor training's
 DEV_SETS = {"2cg9": ("3h84", "1qvr"), "3d2f": ("1s3x", "4cr2"), "4v7r": ("5mrc", "2cg9")}
 
 
-def candidates(base, ds: Path, target: str, diameter: float, n_ex: int = 15, stride: int = 4) -> dict:
-    """Stage 1 on the reference; leave-one-out candidates there; candidates and truth on the queries."""
+def reference_stage1(base, ds: Path, diameter: float, n_ex: int = 15, stride: int = 4):
+    """Stage 1, as ``pick`` runs it, on a dataset's first micrograph with its first ``n_ex`` exemplars.
+
+    Returns the tuned network, the settings, the dataset's micrographs, the binned reference,
+    the exemplars' binned coordinates (n_ex, 2) and their features.
+    """
     net = copy.deepcopy(base)
     cfg = PickConfig(diameter_A=diameter, stride_px=stride, stage1=Stage1Config(steps=150))
     mics = sorted(ds.glob("mic_*.mrc"))
@@ -49,7 +53,12 @@ def candidates(base, ds: Path, target: str, diameter: float, n_ex: int = 15, str
     ex_xy = [(0, float(x), float(y)) for x, y in exb]
     pi = estimate_pi(net, [ref], _features(net, [ref], ex_xy, net.config.window_px), cfg)
     fine_tune(net, [ref.image], ex_xy, cfg.stage1, pi, cfg.seed, progress=False)
-    feats = _features(net, [ref], ex_xy, net.config.window_px)
+    return net, cfg, mics, ref, exb, _features(net, [ref], ex_xy, net.config.window_px)
+
+
+def candidates(base, ds: Path, target: str, diameter: float, n_ex: int = 15, stride: int = 4) -> dict:
+    """Stage 1 on the reference; leave-one-out candidates there; candidates and truth on the queries."""
+    net, cfg, mics, ref, exb, feats = reference_stage1(base, ds, diameter, n_ex, stride)
     d = net.config.particle_px
     rxy, rs, _ = candidate_picks(net, ref.image, feats, cfg.stride_px, cfg.nms_distance, exclude=(exb, 0.5 * d))
     dist = np.linalg.norm(rxy[:, None] - exb[None], axis=2)

@@ -9,7 +9,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from cryoshot.models.mae2d import PickerMAE
-from cryoshot.picking.template import fuse_scores, ncc_at, ncc_map
+from cryoshot.picking.template import rerank
 
 
 def pad_for_scan(image: np.ndarray, window: int, particle: int) -> tuple[np.ndarray, int]:
@@ -200,7 +200,7 @@ def candidate_picks(
     nms_distance : suppression distance in particle diameters
     exclude : leave-one-out scoring of the exemplars' own micrograph (see :func:`score_map`)
     template : (W, W) the exemplars' template (``picking.template.exemplar_template``); with
-        ``template_weight`` > 0 the peaks are re-ranked by :func:`~cryoshot.picking.template.fuse_scores`
+        ``template_weight`` > 0 the peaks are re-ranked by :func:`~cryoshot.picking.template.rerank`
 
     Returns
     -------
@@ -216,7 +216,5 @@ def candidate_picks(
     xy, s = peaks(smooth, xs, ys, nms_distance * model.config.particle_px)
     s = np.tanh(s)
     if template is not None and template_weight > 0 and len(s):
-        s = fuse_scores(s, ncc_at(ncc_map(image, template), xy), template_weight)
-        order = np.argsort(-s, kind="stable")
-        xy, s = xy[order], s[order]
+        xy, s = rerank(image, xy, s, template, template_weight)
     return xy, s, (scores, xs, ys)

@@ -60,3 +60,12 @@ def fuse_scores(cosine: np.ndarray, ncc: np.ndarray, weight: float) -> np.ndarra
     """
     zc = _standardise(np.arctanh(np.clip(np.asarray(cosine, np.float64), -0.999999, 0.999999)))
     return (1.0 - weight) * zc + weight * _standardise(np.asarray(ncc, np.float64))
+
+
+def rerank(image: np.ndarray, xy: np.ndarray, cosine: np.ndarray, template: np.ndarray, weight: float
+           ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """One micrograph's peaks (N, 2) at binned ``xy`` re-scored by :func:`fuse_scores` with the template's
+    NCC on ``image``, and re-sorted best first; returns (xy, figure of merit)."""
+    s = fuse_scores(cosine, ncc_at(ncc_map(image, template), xy), weight)
+    order = np.argsort(-s, kind="stable")
+    return xy[order], s[order]

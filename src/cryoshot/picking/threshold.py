@@ -80,19 +80,11 @@ def auto_threshold(scores: np.ndarray, rule: str, fisher: bool = True) -> float:
     that crowd near 1 and makes their distribution closer to normal; the cut is mapped back to a
     cosine. Scores that are already standardised (the fused figure of merit) are taken as they are.
     """
-    if not fisher:
-        z = np.asarray(scores, dtype=np.float64)
-        t = {"density": density_threshold, "tail": tail_threshold, "gmm": gmm_threshold}.get(rule)
-        if t is None:
-            raise ValueError(f"unknown threshold rule {rule!r}; use one of {', '.join(THRESHOLD_RULES)}")
-        return float(t(z))
-    z = np.arctanh(np.clip(np.asarray(scores, dtype=np.float64), -0.999999, 0.999999))
-    if rule == "density":
-        t = density_threshold(z)
-    elif rule == "tail":
-        t = tail_threshold(z)
-    elif rule == "gmm":
-        t = gmm_threshold(z)
-    else:
+    cut = {"density": density_threshold, "tail": tail_threshold, "gmm": gmm_threshold}.get(rule)
+    if cut is None:
         raise ValueError(f"unknown threshold rule {rule!r}; use one of {', '.join(THRESHOLD_RULES)}")
+    s = np.asarray(scores, dtype=np.float64)
+    if not fisher:
+        return float(cut(s))
+    t = cut(np.arctanh(np.clip(s, -0.999999, 0.999999)))
     return float(np.tanh(t)) if np.isfinite(t) else t

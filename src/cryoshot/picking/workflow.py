@@ -402,11 +402,16 @@ def pick_micrograph_unit(picker_path: str, mic: str, name: str, config: PickConf
     write_star(out, {"": _autopick_table(r)}, force=True)
 
 
+def _exemplars_on(ex_xy: list, i: int) -> np.ndarray:
+    """(n, 2) binned coordinates of the exemplars on reference micrograph ``i`` (``ex_xy``: (i, x, y) tuples)."""
+    return np.array([(x, y) for j, x, y in ex_xy if j == i]).reshape(-1, 2)
+
+
 def _features(net: PickerMAE, refs: list[BinnedMicrograph], ex_xy: list, w: int) -> torch.Tensor:
     """Unit-norm exemplar features, each centred on its own reference micrograph's background."""
     out = []
     for i, ref in enumerate(refs):
-        xy = np.array([(x, y) for j, x, y in ex_xy if j == i]).reshape(-1, 2)
+        xy = _exemplars_on(ex_xy, i)
         if len(xy):
             out.append(exemplar_features(net, ref.image, xy))
     return torch.cat(out)
@@ -414,9 +419,8 @@ def _features(net: PickerMAE, refs: list[BinnedMicrograph], ex_xy: list, w: int)
 
 def _template(refs: list[BinnedMicrograph], ex_xy: list, w: int) -> np.ndarray:
     """The exemplars' rotationally averaged template, from their windows on the reference micrograph(s)."""
-    wins = [windows_at(ref.image, np.array([(x, y) for j, x, y in ex_xy if j == i]).reshape(-1, 2), w)
-            for i, ref in enumerate(refs)]  # fmt: skip
-    return exemplar_template(np.concatenate(wins))
+    return exemplar_template(np.concatenate([windows_at(ref.image, _exemplars_on(ex_xy, i), w)
+                                             for i, ref in enumerate(refs)]))  # fmt: skip
 
 
 def _stored_template(ck: dict) -> np.ndarray | None:
