@@ -19,15 +19,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
 from bench_cluster2d import make_set  # noqa: E402  (benchmarks/ on sys.path when run as a script)
 
 from cryoshot.data.particles2d import prepare_images
-from cryoshot.embedding.align2d import apply_alignment
 from cryoshot.embedding.cluster import agreement, elbow_curve, kmeans, kneedle, reduce_dimensions
 from cryoshot.embedding.merge import merge_classes
 from cryoshot.embedding.mra import MRAConfig, mra_classify
-from cryoshot.embedding.workflow import ClusterConfig, _ctf_params, embed_images
+from cryoshot.embedding.workflow import ClusterConfig, _ctf_params, embed_images, over_cluster
 from cryoshot.io.images2d import load_particle_images
 from cryoshot.models.siamese2d import load_siamese
 from cryoshot.pretrained import resolve_siamese_model
@@ -67,11 +65,8 @@ def main() -> None:
         ks, inertia = elbow_curve(f, 20)
         k_elbow = kneedle(ks, inertia)
         base = mra_classify(raw, k_elbow, mcfg, progress=False, init_labels=kmeans(f, k_elbow)[0])
-        k_over = int(min(len(raw) // 5, max(args.over * k_elbow, k_elbow + 2 * args.over)))
-        over = mra_classify(raw, k_over, mcfg, progress=False, init_labels=kmeans(f, k_over)[0])
-        x = torch.from_numpy(np.asarray(raw, np.float32))
-        aligned = apply_alignment(x, torch.from_numpy(over.alignment.angle_deg),
-                                  torch.from_numpy(over.alignment.shift_px)).numpy()  # fmt: skip
+        over, aligned = over_cluster(raw, f, k_elbow, mcfg, 0, False, factor=args.over)
+        k_over = len(over.averages)
         row = {
             "set": star.parent.name,
             "k_true": k_true,

@@ -265,6 +265,22 @@ def cluster_images(
     return out, extra
 
 
+def over_cluster(raw: np.ndarray, feats: np.ndarray, k_elbow: int, mcfg: MRAConfig, seed: int, progress: bool,
+                 factor: float = MERGE_OVER):  # fmt: skip
+    """Refine max(factor k, k + 2 factor) classes (at most one per 5 images) started from k-means on ``feats``.
+
+    Returns the refinement and the images (N, D, D) aligned to their classes, or None when that is not
+    more classes than the elbow's ``k_elbow``.
+    """
+    k_over = int(min(len(raw) // 5, max(factor * k_elbow, k_elbow + 2 * factor)))
+    if k_over <= k_elbow:
+        return None
+    over = mra_classify(raw, k_over, mcfg, progress=progress, init_labels=kmeans(feats, k_over, seed)[0])
+    x = torch.from_numpy(np.asarray(raw, np.float32))
+    aligned = apply_alignment(x, torch.from_numpy(over.alignment.angle_deg), torch.from_numpy(over.alignment.shift_px))
+    return over, aligned.numpy()
+
+
 def _refine_and_merge(raw: np.ndarray, feats: np.ndarray, k_elbow: int, mcfg: MRAConfig, seed: int,
                       progress: bool) -> tuple[object | None, int, dict | None]:  # fmt: skip
     """Refine max(3k, k + 6) classes and merge those that show the same thing (``embedding/merge.py``).
@@ -272,13 +288,12 @@ def _refine_and_merge(raw: np.ndarray, feats: np.ndarray, k_elbow: int, mcfg: MR
     Returns the refinement with the merged labels and k, or ``(None, k_elbow, info)`` when the
     classes were too noisy to judge (or all merged into one): then the caller refines at the elbow's k.
     """
-    k_over = int(min(len(raw) // 5, max(MERGE_OVER * k_elbow, k_elbow + 2 * MERGE_OVER)))
-    if k_over <= k_elbow:
+    done = over_cluster(raw, feats, k_elbow, mcfg, seed, progress)
+    if done is None:
         return None, k_elbow, None
-    over = mra_classify(raw, k_over, mcfg, progress=progress, init_labels=kmeans(feats, k_over, seed)[0])
-    x = torch.from_numpy(np.asarray(raw, np.float32))
-    aligned = apply_alignment(x, torch.from_numpy(over.alignment.angle_deg), torch.from_numpy(over.alignment.shift_px))
-    mg = merge_classes(aligned.numpy(), over.labels, k_over)
+    over, aligned = done
+    k_over = len(over.averages)
+    mg = merge_classes(aligned, over.labels, k_over)
     applied = mg.reliable and mg.k >= 2
     info = {"k_over": k_over, "k": mg.k, "applied": applied, "median_reliability": float(np.median(mg.reliability))}
     if not applied:
