@@ -72,7 +72,7 @@ Rotations = Annotated[
         "--rotations",
         parser=lambda text: int(choice(("1", "2", "4"))(text)),
         help="Average each subtomogram's embedding over 1, 2 or 4 of the wedge-preserving 180° rotations "
-        "(default 4: the most accurate; 1 is about 3x faster end to end).",
+        "(default 4: the most accurate; 1 is about 1.7x faster end to end).",
         show_default=False,
     ),
 ]

@@ -43,6 +43,38 @@ def fourier_resample(x: torch.Tensor, out_box: int) -> torch.Tensor:
     return out * (out_box / d) ** 3
 
 
+def resample_flips(x: torch.Tensor, out_box: int, flips: list[tuple[int, ...]]) -> torch.Tensor:
+    """``fourier_resample(torch.flip(x, dims), out_box)`` for each ``dims`` of ``flips``, from one forward FFT.
+
+    x (B, D, D, D) real; returns (len(flips), B, n, n, n) with n = ``out_box`` <= D. A flip about the
+    box (i -> D - 1 - i) reads the spectrum at the negated frequency and multiplies it by
+    exp(2 pi i k / D); on the half axis of ``rfftn`` the negation comes from the Hermitian symmetry.
+    Only the kept frequencies are gathered. Equal to the per-flip path to float rounding.
+    """
+    d = x.shape[-1]
+    if out_box >= d:
+        return torch.stack([fourier_resample(torch.flip(x, dims) if dims else x, out_box) for dims in flips])
+    f = torch.fft.rfftn(x, dim=_DIMS3)  # (B, d, d, d//2+1)
+    lo, hi, nh = (out_box + 1) // 2, out_box // 2, out_box // 2 + 1
+    keep = torch.cat([torch.arange(lo), torch.arange(d - hi, d)]).to(x.device)  # as crop_rfft
+    k_signed = {-3: torch.where(keep > d // 2, keep - d, keep), -1: torch.arange(nh, device=x.device)}
+    k_signed[-2] = k_signed[-3]
+    out = []
+    for dims in flips:
+        dims = {a % 3 - 3 for a in dims}  # as (-3, -2, -1)
+        conj = -1 in dims
+        negate = ({-3, -2} - dims) if conj else dims  # axes read at -k; the half axis through conj
+        g = f[..., :nh]
+        for a in (-3, -2):
+            g = g.index_select(a, (-keep) % d if a in negate else keep)
+        g = g.conj() if conj else g
+        if dims:
+            phase = sum(k_signed[a].view([-1 if ax == a else 1 for ax in _DIMS3]).float() for a in dims)
+            g = g * torch.polar(torch.ones_like(phase), (2 * np.pi / d) * phase)
+        out.append(g)
+    return torch.fft.irfftn(torch.stack(out), s=(out_box,) * 3, dim=_DIMS3) * (out_box / d) ** 3
+
+
 def to_model_grid(x: torch.Tensor, voxel_size_A: float, model_voxel_A: float, model_box: int) -> torch.Tensor:
     """Bring (B, D, D, D) volumes at ``voxel_size_A`` onto the model's box and voxel size."""
     d = x.shape[-1]

@@ -98,13 +98,29 @@ class Encoder3d(nn.Module):
         self.dim = c * size**3 if config.pooling == "flatten" else 2 * c
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(self.prepare(x))
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, D, D, D) or (B, D, D, D) at ``input_box`` -> standardised (B, 1, n, n, n) at ``work_box``."""
         if x.ndim == 4:
             x = x[:, None]
         x = standardise(x)
         if self.config.work_box != x.shape[-1]:
             x = fourier_resample(x, self.config.work_box)
-        x = x.contiguous(memory_format=torch.channels_last_3d)
-        h = self.blocks(x)
-        if self.config.pooling == "flatten":
-            return h.flatten(1)
-        return torch.cat([h.mean(dim=(2, 3, 4)), h.amax(dim=(2, 3, 4))], dim=1)
+        return x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Prepared (B, 1, n, n, n) volumes -> (B, dim) embeddings."""
+        h = self.blocks(x.contiguous(memory_format=torch.channels_last_3d))
+        return self.pool(h)
+
+    def pool(self, h: torch.Tensor) -> torch.Tensor:
+        """Last block's (B, C, s, s, s) maps -> (B, dim)."""
+        return pool_maps(h, self.config.pooling)
+
+
+def pool_maps(h: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(B, C, s, s, s) maps -> (B, dim): "flatten" (C s³) or "avgmax" (global average and max, 2C)."""
+    if pooling == "flatten":
+        return h.flatten(1)
+    return torch.cat([h.mean(dim=(2, 3, 4)), h.amax(dim=(2, 3, 4))], dim=1)
