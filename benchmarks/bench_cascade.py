@@ -33,7 +33,9 @@ TUNE_SEED = 4242  # training structures (bench_template.py --tune)
 MARGINS = (0.0, 0.2, 0.5, 0.8, 1.01)
 
 
-def curve(names, snr: float, seed: int, episodes: int, shots, margins, per_class: int = 40) -> None:
+def curve(names, snr: float, seed: int, episodes: int, shots, margins, per_class: int = 40, tops=(0,),
+          fuses=(False,)) -> None:  # fmt: skip
+    """Accuracy, share verified and seconds per episode for each (verify_top, margin); top 0 = every class."""
     structs = load_structures(list(names), 10.0, 40)
     b = SubtomogramSimulator(structs, SubtomogramConfig(snr=snr, seed=seed)).simulate(range(per_class * len(structs)))
     net, _ = load_model(resolve_model("default"))
@@ -43,13 +45,14 @@ def curve(names, snr: float, seed: int, episodes: int, shots, margins, per_class
     embed_s = time.perf_counter() - t0
     print(f"\n## {len(names)} structures, SNR {snr}, 5-way, 15 queries, {episodes} episodes "
           f"(pool of {len(z)} embedded in {embed_s:.0f} s)\n")  # fmt: skip
-    print("| shot | margin | accuracy | share verified | s / episode | speed-up vs template |")
-    print("|---|---|---|---|---|---|")
+    print("| shot | verify top | fuse | margin | accuracy | share verified | s / episode | speed-up vs template |")
+    print("|---|---|---|---|---|---|---|---|")
     for shot in shots:
         sampler = EpisodeSampler(b.labels, 5, shot, 15, seed=1)
         rows = []
-        for margin in margins:
-            cas.verify_margin = margin
+        settings = [(top, f, m) for top in tops for f in fuses for m in margins if m <= 1.0] + [(0, False, 1.01)]
+        for top, fuse, margin in settings:  # template matching (everything verified, not fused) last
+            cas.verify_margin, cas.verify_top, cas.fuse = margin, top or None, fuse
             accs, shares, secs = [], [], 0.0
             for e in range(episodes):
                 ep = sampler.episode(e)
@@ -62,11 +65,13 @@ def curve(names, snr: float, seed: int, episodes: int, shots, margins, per_class
                 accs.append(float((pred == ep.query_targets).mean()))
                 shares.append(cas.last_verified)
             acc, ci = mean_ci95(np.array(accs))
-            rows.append((margin, acc, ci, float(np.mean(shares)), secs / episodes))
-        t_full = rows[-1][4]
-        for margin, acc, ci, share, sec in rows:
-            print(f"| {shot} | {margin:g} | {acc:.3f} ± {ci:.3f} | {share:.2f} | {sec:.2f} | {t_full / sec:.1f}x |",
-                  flush=True)  # fmt: skip
+            rows.append((top or "all", "yes" if fuse else "no", margin, acc, ci, float(np.mean(shares)),
+                         secs / episodes))  # fmt: skip
+        t_full = rows[-1][-1]
+        for top, fuse, margin, acc, ci, share, sec in rows:
+            speedup = f"{t_full / sec:.1f}x" if sec > 0 else ""
+            print(f"| {shot} | {top} | {fuse} | {margin:g} | {acc:.3f} ± {ci:.3f} | {share:.2f} | {sec:.2f} | "
+                  f"{speedup} |", flush=True)  # fmt: skip
 
 
 def calibrate(snrs=(0.02, 0.01), n_classes: int = 30, per_class: int = 40, episodes: int = 100) -> float:
@@ -163,6 +168,16 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=30)
     ap.add_argument("--shots", type=int, nargs="+", default=[5, 1])
     ap.add_argument("--margins", type=float, nargs="+", default=list(MARGINS))
+    ap.add_argument(
+        "--fuse",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="1: verified queries multiply the template's "
+        "probabilities with the learned ones; 0: they take the template's (both: 0 1)",
+    )
+    ap.add_argument("--tops", type=int, nargs="+", default=[0],
+                    help="verify_top values: match a verified query against its k best learned classes (0: all)")  # fmt: skip
     ap.add_argument("--calibrate", action="store_true", help="only: fit the temperature on validation classes")
     ap.add_argument("--speed", type=int, default=0, help="only: classify this many queries with the three methods")
     args = ap.parse_args()
@@ -177,7 +192,8 @@ def main() -> None:
     if args.tune_validation:  # procedural:100000.. are the training runs' validation classes, never trained on
         names, seed = [f"procedural:{100_000 + i}" for i in range(8)], TUNE_SEED
     for snr in args.snr:
-        curve(names, snr, seed, args.episodes, args.shots, args.margins)
+        curve(names, snr, seed, args.episodes, args.shots, args.margins, tops=args.tops,
+              fuses=[bool(f) for f in args.fuse])  # fmt: skip
 
 
 if __name__ == "__main__":

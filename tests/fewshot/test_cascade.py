@@ -26,6 +26,7 @@ def test_cascade_interpolates_between_the_learned_method_and_template_matching(t
     qry = np.setdiff1d(np.arange(len(labels)), sup)
     ts = torch.as_tensor(labels[sup])
     cas = make_method("cascade", net, tilt_range=None)
+    cas.verify_top, cas.fuse = None, False  # a verified query: every class, template matching's answer alone
     z = cas.embed(vols, 10.0, progress=False)
     assert z.shape[1] > net.encoder.dim  # the learned embedding and the working-grid particle side by side
     outs = {}
@@ -51,6 +52,33 @@ def test_cascade_interpolates_between_the_learned_method_and_template_matching(t
     assert 0 < keep.sum() < len(keep)
     torch.testing.assert_close(mid[keep], lp[keep])
     torch.testing.assert_close(mid[~keep], tp[~keep], atol=1e-5, rtol=1e-4)
+
+
+def test_verify_top_matches_a_query_only_against_its_learned_top_classes(tmp_path):
+    net, _ = load_model(tiny_checkpoint(tmp_path / "m.pt"))
+    vols, labels = _episode(np.random.default_rng(5), kinds=(0, 1, 2, 3))
+    sup = np.concatenate([np.flatnonzero(labels == c)[:2] for c in range(4)])
+    qry = np.setdiff1d(np.arange(len(labels)), sup)
+    ts = torch.as_tensor(labels[sup])
+    cas = make_method("cascade", net, tilt_range=None)
+    cas.verify_margin, cas.verify_top, cas.fuse = 1.01, None, False
+    z = cas.embed(vols, 10.0, progress=False)
+    full, _ = cas.scores_and_distances(z[sup], ts, z[qry], 4)
+    cas.verify_top = 2
+    top2, _ = cas.scores_and_distances(z[sup], ts, z[qry], 4)
+    lp, _ = make_method("protonet-ce", net).scores_and_distances(cas._split(z[sup])[0], ts, cas._split(z[qry])[0], 4)
+    allowed = torch.zeros_like(lp, dtype=torch.bool).scatter_(1, lp.topk(2, dim=1).indices, True)
+    assert torch.isinf(top2[~allowed]).all() and torch.isfinite(top2[allowed]).all()  # probability 0 outside
+    torch.testing.assert_close(top2.exp().sum(1), torch.ones(len(qry)))
+    # within the two classes, template matching's NCC decides exactly as when every class is matched
+    restricted = full.masked_fill(~allowed, float("-inf")).argmax(1)
+    torch.testing.assert_close(top2.argmax(1), restricted)
+    # fused: the normalised product of those probabilities and the calibrated learned ones
+    cas.fuse = True
+    fused, _ = cas.scores_and_distances(z[sup], ts, z[qry], 4)
+    want = torch.log_softmax(top2 + torch.log_softmax(lp / cas.temperature, dim=1), dim=1)
+    torch.testing.assert_close(fused, want)
+    assert torch.isinf(fused[~allowed]).all()
 
 
 def test_cascade_through_classify(tmp_path):

@@ -92,7 +92,7 @@ REGISTRY: dict[str, MethodSpec] = {
                    "cryoshot.fewshot.fscc:build_fscc", trained_by="cryoshot train fscc"),
         MethodSpec("template", "wedge-constrained template matching (no model)",
                    "cryoshot.fewshot.template:build_template", needs_model=False),
-        MethodSpec("cascade", "ProtoNet-CE, with template matching for the ambiguous queries (top-two gap < 0.5)",
+        MethodSpec("cascade", "ProtoNet-CE, with template matching for the ambiguous queries (top-two gap < 0.95)",
                    "cryoshot.fewshot.cascade:build_cascade", trained_by="cryoshot train protonet-ce"),
     )
 }  # fmt: skip

@@ -44,21 +44,21 @@ class TemplateMethod:
 
     def references(self, support: torch.Tensor, support_labels: torch.Tensor, n_classes: int):
         """One Fourier reference per class from its supports (aligned to the first, wedge-averaged)."""
+        return [self.reference(support, support_labels, c) for c in range(n_classes)]
+
+    def reference(self, support: torch.Tensor, support_labels: torch.Tensor, c: int):
+        """Class ``c``'s Fourier reference: its supports aligned to the first and wedge-averaged (K = 1: itself)."""
         al = self._aligner
         assert al is not None, "call embed() first"
-        refs = []
-        for c in range(n_classes):
-            sup = support[support_labels == c]
-            if len(sup) == 1:
-                refs.append(al.reference(sup[0], al.wedge_half))
-                continue
-            first = al.reference(sup[0], al.wedge_half)
-            r = al.align(sup[1:], first)
-            mats = torch.cat([torch.eye(3)[None], torch.from_numpy(r.matrices).float()])
-            shifts = torch.cat([torch.zeros(1, 3), torch.from_numpy(r.shifts_A / al.work_pixel_A).float()])
-            avg, weight = wedge_average(sup, mats, shifts, al.wedge_half, self.wiener)
-            refs.append(al.reference(avg, weight.clamp(max=1.0)))
-        return refs
+        sup = support[support_labels == c]
+        first = al.reference(sup[0], al.wedge_half)
+        if len(sup) == 1:
+            return first
+        r = al.align(sup[1:], first)
+        mats = torch.cat([torch.eye(3)[None], torch.from_numpy(r.matrices).float()])
+        shifts = torch.cat([torch.zeros(1, 3), torch.from_numpy(r.shifts_A / al.work_pixel_A).float()])
+        avg, weight = wedge_average(sup, mats, shifts, al.wedge_half, self.wiener)
+        return al.reference(avg, weight.clamp(max=1.0))
 
     def ncc(
         self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n_classes: int
