@@ -25,7 +25,7 @@ EMBED_ROTATIONS = 4
 
 
 def use_bf16(device: torch.device, precision: str | None = None) -> bool:
-    """Whether inference runs under bfloat16 autocast.
+    """Whether inference computes in bfloat16 (the oneDNN copy of ``models.fast_cpu``, else autocast).
 
     ``precision`` is "fp32", "bf16" or "auto" (default: the ``CRYOSHOT_PRECISION``
     environment variable, else "auto"). "auto" takes bf16 on a CPU with native bf16
