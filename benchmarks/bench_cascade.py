@@ -34,7 +34,7 @@ MARGINS = (0.0, 0.2, 0.5, 0.8, 1.01)
 
 
 def curve(names, snr: float, seed: int, episodes: int, shots, margins, per_class: int = 40, tops=(0,),
-          fuses=(False,)) -> None:  # fmt: skip
+          fuses=(False,), shot_temperatures: dict | None = None) -> None:  # fmt: skip
     """Accuracy, share verified and seconds per episode for each (verify_top, margin); top 0 = every class."""
     structs = load_structures(list(names), 10.0, 40)
     b = SubtomogramSimulator(structs, SubtomogramConfig(snr=snr, seed=seed)).simulate(range(per_class * len(structs)))
@@ -49,6 +49,9 @@ def curve(names, snr: float, seed: int, episodes: int, shots, margins, per_class
     print("|---|---|---|---|---|---|---|---|")
     for shot in shots:
         sampler = EpisodeSampler(b.labels, 5, shot, 15, seed=1)
+        if shot_temperatures:
+            cas.temperature = shot_temperatures[shot]
+            print(f"(shot {shot}: calibration temperature {cas.temperature:g})")
         rows = []
         settings = [(top, f, m) for top in tops for f in fuses for m in margins if m <= 1.0] + [(0, False, 1.01)]
         for top, fuse, margin in settings:  # template matching (everything verified, not fused) last
@@ -80,7 +83,7 @@ def calibrate(snrs=(0.02, 0.01), n_classes: int = 30, per_class: int = 40, episo
     The classes are the training runs' validation procedural structures (never trained on, never
     the novel ones), at SNRs low enough that the learned method makes mistakes to calibrate on;
     5-way 1- and 5-shot episodes, 15 queries. Prints accuracy, NLL and expected calibration
-    error before and after, and returns T.
+    error before and after, and T fitted on each shot alone; returns the pooled T.
     """
     from scipy.optimize import minimize_scalar
 
@@ -88,7 +91,7 @@ def calibrate(snrs=(0.02, 0.01), n_classes: int = 30, per_class: int = 40, episo
     learned = make_method("protonet-ce", net)
     names = [f"procedural:{100_000 + i}" for i in range(n_classes)]
     structs = load_structures(names, 10.0, 40)
-    logps, targets = [], []
+    logps, targets, shots = [], [], []
     for level, snr in enumerate(snrs):
         b = SubtomogramSimulator(structs, SubtomogramConfig(snr=snr, seed=TUNE_SEED + 10 + level)).simulate(
             range(per_class * n_classes)
@@ -103,12 +106,16 @@ def calibrate(snrs=(0.02, 0.01), n_classes: int = 30, per_class: int = 40, episo
                                         z[ep.query.ravel()], 5)  # fmt: skip
                 logps.append(lp)
                 targets.append(torch.as_tensor(ep.query_targets))
-    lp, y = torch.cat(logps).double(), torch.cat(targets)
+                shots.append(torch.full((len(lp),), shot))
+    lp, y, shot_of = torch.cat(logps).double(), torch.cat(targets), torch.cat(shots)
 
-    def nll(log_t: float) -> float:
-        return float(torch.nn.functional.cross_entropy(torch.log_softmax(lp / np.exp(log_t), 1), y))
+    def nll(log_t: float, sel: torch.Tensor | slice = slice(None)) -> float:
+        return float(torch.nn.functional.cross_entropy(torch.log_softmax(lp[sel] / np.exp(log_t), 1), y[sel]))
 
-    t = float(np.exp(minimize_scalar(nll, bounds=(-3, 8), method="bounded").x))
+    def fit(sel: torch.Tensor | slice = slice(None)) -> float:
+        return float(np.exp(minimize_scalar(lambda v: nll(v, sel), bounds=(-3, 8), method="bounded").x))
+
+    t = fit()
 
     def ece(p: torch.Tensor) -> float:
         conf, pred = p.max(1)
@@ -122,6 +129,10 @@ def calibrate(snrs=(0.02, 0.01), n_classes: int = 30, per_class: int = 40, episo
           f"5-way 1- and 5-shot, {len(y)} queries\n")  # fmt: skip
     print(f"accuracy {float((lp.argmax(1) == y).double().mean()):.3f}; temperature T = {t:.2f}; "
           f"NLL {nll(0.0):.3f} -> {nll(np.log(t)):.3f}; ECE {ece(p1):.3f} -> {ece(pt):.3f}")  # fmt: skip
+    for shot in (1, 5):
+        sel = shot_of == shot
+        print(f"{shot}-shot alone: accuracy {float((lp[sel].argmax(1) == y[sel]).double().mean()):.3f}; "
+              f"T = {fit(sel):.2f}")  # fmt: skip
     return t
 
 
@@ -176,6 +187,14 @@ def main() -> None:
         help="1: verified queries multiply the template's "
         "probabilities with the learned ones; 0: they take the template's (both: 0 1)",
     )
+    ap.add_argument(
+        "--shot-temperatures",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("T1", "T5"),
+        help="calibration temperatures for 1-shot and 5-shot episodes (default: the method's one)",
+    )
     ap.add_argument("--tops", type=int, nargs="+", default=[0],
                     help="verify_top values: match a verified query against its k best learned classes (0: all)")  # fmt: skip
     ap.add_argument("--calibrate", action="store_true", help="only: fit the temperature on validation classes")
@@ -192,8 +211,19 @@ def main() -> None:
     if args.tune_validation:  # procedural:100000.. are the training runs' validation classes, never trained on
         names, seed = [f"procedural:{100_000 + i}" for i in range(8)], TUNE_SEED
     for snr in args.snr:
-        curve(names, snr, seed, args.episodes, args.shots, args.margins, tops=args.tops,
-              fuses=[bool(f) for f in args.fuse])  # fmt: skip
+        curve(
+            names,
+            snr,
+            seed,
+            args.episodes,
+            args.shots,
+            args.margins,
+            tops=args.tops,
+            fuses=[bool(f) for f in args.fuse],
+            shot_temperatures=dict(zip((1, 5), args.shot_temperatures, strict=True))
+            if args.shot_temperatures
+            else None,
+        )
 
 
 if __name__ == "__main__":

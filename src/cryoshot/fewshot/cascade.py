@@ -33,9 +33,19 @@ from cryoshot.fewshot.template import TemplateMethod, build_template
 # 6.1x / 6.7x template matching's speed (with DEFAULT_VERIFY_TOP); docs/benchmarks.md has the curves.
 DEFAULT_VERIFY_MARGIN = 0.95
 # The shipped model's probabilities, softmax(-d), are far too confident; the gap is read from
-# softmax(-d / T) with T fitted by NLL on the held-out validation classes at SNR 0.02 and 0.01
-# (benchmarks/bench_cascade.py --calibrate: NLL 1.23 -> 0.03, calibration error 0.010 -> 0.001).
-DEFAULT_TEMPERATURE = 80.0
+# softmax(-d / T), T fitted by NLL on the held-out validation classes at SNR 0.02 and 0.01 for each number
+# of supports per class K (benchmarks/bench_cascade.py --calibrate: 1-shot 99, 5-shot 51; both shots
+# pooled 80.7, NLL 1.23 -> 0.03). Fewer supports, noisier prototypes, softer probabilities.
+SHOT_TEMPERATURES = ((1, 99.0), (5, 51.0))
+
+
+def calibration_temperature(shots: float) -> float:
+    """T for ``shots`` supports per class: :data:`SHOT_TEMPERATURES` interpolated in log K, constant beyond."""
+    (k0, t0), (k1, t1) = SHOT_TEMPERATURES
+    f = float(np.clip(np.log(max(shots, 1.0) / k0) / np.log(k1 / k0), 0.0, 1.0))
+    return float(np.exp((1 - f) * np.log(t0) + f * np.log(t1)))
+
+
 # A verified query is matched only against its 2 most probable learned classes (None: every class): on the
 # training maps at SNR 0.01 as accurate as matching every class, or more, at half the cost (--tops 0 2).
 DEFAULT_VERIFY_TOP: int | None = 2
@@ -50,7 +60,8 @@ DEFAULT_FUSE = False
 class CascadeMethod:
     """ProtoNet-CE, with template matching for queries whose top-two probability gap is below ``verify_margin``.
 
-    The gap is that of the calibrated probabilities softmax(log p / ``temperature``); the learned
+    The gap is that of the calibrated probabilities softmax(log p / T), T = ``temperature`` or, when
+    None, :func:`calibration_temperature` of the fewest supports of any class; the learned
     scores returned for the queries not verified are unchanged. ``verify_top`` k: a verified query is
     matched only against the references of its k most probable learned classes (the others get
     probability 0), at k / n of the alignments; None matches it against every class.
@@ -59,7 +70,7 @@ class CascadeMethod:
     learned: ProtoMethod
     template: TemplateMethod
     verify_margin: float = DEFAULT_VERIFY_MARGIN
-    temperature: float = DEFAULT_TEMPERATURE
+    temperature: float | None = None
     verify_top: int | None = DEFAULT_VERIFY_TOP
     fuse: bool = DEFAULT_FUSE
     progress: bool = False
@@ -98,13 +109,20 @@ class CascadeMethod:
             ncc[rows, c] = torch.from_numpy(self.template._aligner.align(wq[rows], refs[c]).scores).float()
         return ncc
 
+    def temperature_for(self, support_labels: torch.Tensor, n_classes: int) -> float:
+        """The calibration temperature for this support set (fixed ``temperature``, else by its fewest supports)."""
+        if self.temperature is not None:
+            return self.temperature
+        return calibration_temperature(float(torch.bincount(support_labels, minlength=n_classes).min()))
+
     def scores_and_distances(
         self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n_classes: int
     ):
         es, ws = self._split(support)
         eq, wq = self._split(queries)
         logp, dist = self.learned.scores_and_distances(es, support_labels, eq, n_classes)
-        top2 = torch.softmax(logp / self.temperature, dim=1).topk(min(2, n_classes), dim=1).values
+        t = self.temperature_for(support_labels, n_classes)
+        top2 = torch.softmax(logp / t, dim=1).topk(min(2, n_classes), dim=1).values
         gap = top2[:, 0] - (top2[:, 1] if n_classes > 1 else 0.0)
         verify = torch.nonzero(gap < self.verify_margin).flatten()
         self.last_verified = float(len(verify)) / max(1, len(queries))
@@ -113,7 +131,7 @@ class CascadeMethod:
             ncc = self._ncc(ws, support_labels, wq[verify], logp[verify].topk(k, dim=1).indices, n_classes)
             tm = torch.log_softmax(ncc / self.template.temperature, dim=1)
             if self.fuse:
-                tm = torch.log_softmax(tm + torch.log_softmax(logp[verify] / self.temperature, dim=1), dim=1)
+                tm = torch.log_softmax(tm + torch.log_softmax(logp[verify] / t, dim=1), dim=1)
             logp = logp.clone()
             logp[verify] = tm
         return logp, dist
