@@ -30,7 +30,7 @@ from cryoshot.fewshot.template import TemplateMethod, build_template
 # below 0.95 is a top-1 probability below about 0.975, i.e. a chance of error above about 2.5%, template
 # matching's own error rate on the training structures at SNR 0.03 (1.1% 5-shot, 3.2% 1-shot). On the
 # training maps at SNR 0.01 (benchmarks/bench_cascade.py --tune --snr 0.01) it keeps 0.996 / 0.989 at
-# 6.1x / 6.7x template matching's speed (with DEFAULT_VERIFY_TOP); docs/benchmarks.md has the curves.
+# 6.1x / 6.7x template matching's speed (with DEFAULT_VERIFY_TOP, pooled T 80); docs/benchmarks.md has the curves.
 DEFAULT_VERIFY_MARGIN = 0.95
 # The shipped model's probabilities, softmax(-d), are far too confident; the gap is read from
 # softmax(-d / T), T fitted by NLL on the held-out validation classes at SNR 0.02 and 0.01 for each number
