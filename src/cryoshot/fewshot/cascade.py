@@ -154,10 +154,8 @@ def build_cascade(
     tilt_range: tuple[float, float] | None = (-60.0, 60.0),
     verify_margin: float | None = None,
     rotations: int | None = None,
-    verify_top: int | None = DEFAULT_VERIFY_TOP,
     **_,
 ) -> CascadeMethod:
     """ProtoNet-CE on ``model`` + template matching with the particles' ``tilt_range`` wedge."""
     return CascadeMethod(build_protonet_ce(model, rotations=rotations), build_template(tilt_range=tilt_range),
-                         DEFAULT_VERIFY_MARGIN if verify_margin is None else verify_margin,
-                         verify_top=verify_top)  # fmt: skip
+                         DEFAULT_VERIFY_MARGIN if verify_margin is None else verify_margin)  # fmt: skip

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cryoshot.data.transforms import FLIPS, resample_flips, set_polarity, to_model_grid
+from cryoshot.data.transforms import FLIPS, set_polarity, to_model_grid
 from cryoshot.errors import CryoshotError
 from cryoshot.models.fast_cpu import fast_features
 from cryoshot.models.protonet import ProtoNet
@@ -83,10 +83,8 @@ def embed_volumes(
     for s in tqdm(range(0, len(volumes), batch_size), desc="embedding", disable=not progress, leave=False):
         x = sign * torch.as_tensor(np.asarray(volumes[s : s + batch_size], dtype=np.float32))
         x = to_model_grid(x, voxel_size_A, cfg.voxel_size_A, cfg.input_box).to(dev)
-        # the rotations share one forward FFT; standardising commutes with the flips and the resampling
-        sd, mean = torch.std_mean(x, dim=(1, 2, 3), keepdim=True, correction=0)
-        grids = (resample_flips(x, cfg.work_box, FLIPS[:rotations]) - mean) / (sd + 1e-6)  # (R, B, n, n, n)
+        grids = model.encoder.prepare(x, FLIPS[:rotations])  # (R, B, 1, n, n, n), one forward FFT
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):  # one rotation at a time: in cache
-            z = sum(features(g[:, None]).float() for g in grids)
+            z = sum(features(g).float() for g in grids)
         out.append((z / rotations).cpu())
     return torch.cat(out)

@@ -17,12 +17,13 @@ All standardise each input volume (zero mean, unit variance) first.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn as nn
 
-from cryoshot.data.transforms import fourier_resample, standardise
+from cryoshot.data.transforms import resample_flips, standardise
 
 
 @dataclass
@@ -98,25 +99,24 @@ class Encoder3d(nn.Module):
         self.dim = c * size**3 if config.pooling == "flatten" else 2 * c
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(self.prepare(x))
+        return self.features(self.prepare(x)[0])
 
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1, D, D, D) or (B, D, D, D) at ``input_box`` -> standardised (B, 1, n, n, n) at ``work_box``."""
-        if x.ndim == 4:
-            x = x[:, None]
-        x = standardise(x)
+    def prepare(self, x: torch.Tensor, flips: Sequence[tuple[int, ...]] = ((),)) -> torch.Tensor:
+        """(B, 1, D, D, D) or (B, D, D, D) at ``input_box`` -> standardised (R, B, 1, n, n, n) at ``work_box``.
+
+        One grid per entry of ``flips`` (axes of a volume flipped before resampling, as ``FLIPS``); the
+        flips share one forward FFT (``resample_flips``).
+        """
+        if x.ndim == 5:
+            x = x[:, 0]
+        x = standardise(x)  # commutes with the flips
         if self.config.work_box != x.shape[-1]:
-            x = fourier_resample(x, self.config.work_box)
-        return x
+            return resample_flips(x, self.config.work_box, list(flips))[:, :, None]
+        return torch.stack([torch.flip(x, dims) if dims else x for dims in flips])[:, :, None]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Prepared (B, 1, n, n, n) volumes -> (B, dim) embeddings."""
-        h = self.blocks(x.contiguous(memory_format=torch.channels_last_3d))
-        return self.pool(h)
-
-    def pool(self, h: torch.Tensor) -> torch.Tensor:
-        """Last block's (B, C, s, s, s) maps -> (B, dim)."""
-        return pool_maps(h, self.config.pooling)
+        return pool_maps(self.blocks(x.contiguous(memory_format=torch.channels_last_3d)), self.config.pooling)
 
 
 def pool_maps(h: torch.Tensor, pooling: str) -> torch.Tensor:
