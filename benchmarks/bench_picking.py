@@ -35,9 +35,10 @@ from cryoshot.picking.matching import MatchCounts, count_matches
 from cryoshot.picking.micrograph import bin_micrograph, read_micrograph
 from cryoshot.picking.scan import candidate_picks, peaks, windows_at
 from cryoshot.picking.stage1 import LossConfig, Stage1Config, fine_tune
-from cryoshot.picking.template import exemplar_template, ncc_map, rerank
+from cryoshot.picking.template import exemplar_template, ncc_map
 from cryoshot.picking.threshold import THRESHOLD_RULES, auto_threshold
-from cryoshot.picking.workflow import DEFAULT_RULE, PickConfig, _features, estimate_pi
+from cryoshot.picking.views import view_image, view_reference
+from cryoshot.picking.workflow import DEFAULT_RULE, PickConfig, _features, _view_net, estimate_pi, rank_by_merit
 from cryoshot.pretrained import resolve_picker_model
 from cryoshot.simulate.micrographs import MicrographConfig
 from cryoshot.simulate.workflow import simulate_micrographs
@@ -114,8 +115,9 @@ def evaluate_rows(cands, truths, side_px, fisher: bool = True) -> dict[str, Matc
 def run_cryoshot(base: PickerMAE, ds: Path, target: str, cfg: PickConfig, n_ex: int, pretrained: bool = True):
     """Stage 1 on the reference, stage 2 on the queries; returns candidates per query, times.
 
-    Candidates carry the figure of merit of ``cfg`` (fused with the template's NCC when
-    ``cfg.template_weight`` > 0); ``info["cosine_cands"]`` the same peaks ranked by cosine alone.
+    Candidates carry the figure of merit of ``cfg`` (``picking.workflow.rank_by_merit``: the cosine
+    fused with the template's NCC and the Siamese view similarity); ``info["cosine_cands"]`` the
+    same peaks ranked by cosine alone.
     """
     net = copy.deepcopy(base) if pretrained else PickerMAE(base.config)
     mics = sorted(ds.glob("mic_*.mrc"))
@@ -132,6 +134,16 @@ def run_cryoshot(base: PickerMAE, ds: Path, target: str, cfg: PickConfig, n_ex: 
     t1 = time.perf_counter() - t0
     feats = _features(net, [ref], ex_xy, net.config.window_px)
     template = exemplar_template(windows_at(ref.image, np.array([(x, y) for _, x, y in ex_xy]), net.config.window_px))
+    vnet = _view_net() if cfg.view_weight > 0 else None
+    views = (
+        None
+        if vnet is None
+        else view_reference(
+            vnet,
+            [(view_image(img, ps, vnet), ex[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float))],
+            cfg.diameter_A,
+        )
+    )
     cands, cos_cands, truths, secs, queries = [], [], [], [], []
     truth_df = read_star_table(ds / "coordinates.star")
     for m in mics[1:]:
@@ -140,8 +152,8 @@ def run_cryoshot(base: PickerMAE, ds: Path, target: str, cfg: PickConfig, n_ex: 
         b = bin_micrograph(img, ps, cfg.diameter_A, net.config.particle_px)
         xy, s, _ = candidate_picks(net, b.image, feats, cfg.stride_px, cfg.nms_distance, cfg.matching)
         cos_cands.append((b.to_input(xy), s))
-        if cfg.template_weight > 0:  # as candidate_picks(..., template=...) re-ranks them
-            xy, s = rerank(b.image, xy, s, template, cfg.template_weight)
+        v = view_image(img, ps, vnet) if vnet is not None else None
+        xy, s, _ = rank_by_merit(b, xy, s, cfg, template, views, v)  # as pick_one ranks them
         secs.append(time.perf_counter() - t)
         cands.append((b.to_input(xy), s))
         rows = truth_df[(truth_df["rlnMicrographName"] == m.name) & (truth_df["cryoshotStructureName"] == target)]
@@ -213,7 +225,7 @@ def main() -> None:
         cfg = PickConfig(diameter_A=DIAMETER_A[target], stage1=Stage1Config(steps=a.steps))
         side = DIAMETER_A[target] / 2.0
         cands, truths, info, (ref, ex_xy, queries) = run_cryoshot(base, ds, target, cfg, 15)
-        fused = cfg.template_weight > 0
+        fused = cfg.template_weight > 0 or cfg.view_weight > 0
         rows = {f"cryoshot {r}" + (" (default)" if r == DEFAULT_RULE else ""): c
                 for r, c in evaluate_rows(cands, truths, side, fisher=not fused).items()}  # fmt: skip
         if fused:

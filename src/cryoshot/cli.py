@@ -744,7 +744,7 @@ def pick_cmd(
         typer.Option(
             "--threshold",
             help="auto (= gmm, the best rule on the benchmark), density (the paper's rule), tail, gmm, or a score on "
-            "the scale of rlnAutopickFigureOfMerit (with --template-weight 0: the cosine, -1..1).",
+            "the scale of rlnAutopickFigureOfMerit (with --template-weight 0 --view-weight 0: the cosine, -1..1).",
         ),
     ] = "auto",
     max_picks: Annotated[
@@ -762,10 +762,19 @@ def pick_cmd(
         typer.Option(
             "--template-weight",
             parser=real(0, 1),
-            help="Weight of the exemplars' template correlation in the figure of merit, next to the encoder's "
-            "cosine (each standardised per micrograph); 0: the paper's cosine alone.",
+            help="Weight of the exemplars' template correlation in the figure of merit (each opinion standardised "
+            "per micrograph; the encoder's cosine gets 1 - the two weights).",
         ),
-    ] = 0.6,
+    ] = 0.4,
+    view_weight: Annotated[
+        float,
+        typer.Option(
+            "--view-weight",
+            parser=real(0, 1),
+            help="Weight of the Siamese 2D network's similarity to the exemplar views in the figure of merit; "
+            "--template-weight 0 --view-weight 0: the paper's cosine alone.",
+        ),
+    ] = 0.5,
     steps: Annotated[int, typer.Option("--steps", min=0, max=100_000, help="Stage-1 training steps.")] = 150,
     pi: Annotated[
         float | None,
@@ -785,7 +794,7 @@ def pick_cmd(
     from cryoshot.picking.workflow import PickConfig, pick
 
     cfg = PickConfig(diameter_A=diameter, angpix=angpix, threshold=threshold, max_picks=max_picks, stride_px=stride,
-                     matching=matching, template_weight=template_weight, seed=seed, stage1=Stage1Config(steps=steps, loss=LossConfig(pi=pi)))  # fmt: skip
+                     matching=matching, template_weight=template_weight, view_weight=view_weight, seed=seed, stage1=Stage1Config(steps=steps, loss=LossConfig(pi=pi)))  # fmt: skip
     with dist.runner() as runner:
         out = pick([str(m) for m in micrographs], exemplars, outdir, cfg, model=model, force=force,
                    continue_=dist.continue_, preview=preview, truth=truth, log=typer.echo, runner=runner)  # fmt: skip

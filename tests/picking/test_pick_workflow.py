@@ -60,12 +60,15 @@ def test_pick_finds_most_particles_of_an_easy_micrograph(easy):
     assert ck["method"] == "picker" and len(ck["stages"]) >= 2  # pre-training + this stage 1
     assert ck["exemplars"]["n"] == 10
     assert tuple(ck["template"].shape) == (ck["config"]["model"]["window_px"],) * 2  # the exemplars' template
+    v = ck["views"]  # the Siamese opinion: the network itself, the exemplars' embeddings, their polarity
+    assert tuple(v["features"].shape) == (10, v["config"]["dense"][-1]) and v["polarity"] == -1.0  # dark protein
+    assert v["model"]["name"] == "siamese_cryoshot-polar.pt" and len(v["model"]["sha256"]) == 64
 
 
-def test_template_weight_zero_is_the_papers_cosine_ranking(easy):
+def test_weights_zero_is_the_papers_cosine_ranking(easy):
     out = easy / "out_cosine"
     mics = sorted(str(p) for p in (easy / "data").glob("mic_*.mrc"))
-    cfg = PickConfig(diameter_A=DIAMETER, template_weight=0.0, stage1=Stage1Config(steps=15))
+    cfg = PickConfig(diameter_A=DIAMETER, template_weight=0.0, view_weight=0.0, stage1=Stage1Config(steps=15))
     pick(mics, easy / "data" / "ex.star", out, cfg, progress=False, log=lambda s: None)
     fom = read_star_table(out / "picks.star")["rlnAutopickFigureOfMerit"].to_numpy(float)
     assert len(fom) and (np.abs(fom) <= 1).all()  # cosine similarities
@@ -201,14 +204,15 @@ def test_leave_one_out_scan_scores_each_exemplar_by_the_others_only(easy):
     assert np.allclose(loo[far], full[far], atol=1e-6)  # elsewhere: unchanged
 
 
-def test_a_picker_file_without_a_template_still_picks_by_cosine(easy, tmp_path):
+def test_a_picker_file_without_a_template_or_views_still_picks_by_cosine(easy, tmp_path):
     from cryoshot.models.checkpoint import load_checkpoint, save_checkpoint
 
     first = easy / "out1"
     if not first.exists():
         _run(easy, first)
     ck = load_checkpoint(first / "picker.pt")
-    ck.pop("template")  # as written before templates were kept
+    ck.pop("template")  # as written before templates and the Siamese opinion were kept
+    ck.pop("views")
     old = tmp_path / "old_picker.pt"
     save_checkpoint(old, {k: v for k, v in ck.items() if k not in ("format", "version")})
     res = _run(easy, tmp_path / "out", model=str(old), exemplars=None)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from cryoshot.picking.template import exemplar_template, fuse_scores, ncc_at, ncc_map
+from cryoshot.picking.merit import fuse_scores
+from cryoshot.picking.template import exemplar_template, ncc_at, ncc_map
 from cryoshot.picking.threshold import auto_threshold
 
 
@@ -46,13 +47,27 @@ def test_ncc_peaks_on_the_particles_and_is_one_for_the_template_itself():
 def test_fused_score_ranks_by_each_opinion_at_the_ends_and_mixes_between():
     cos = np.array([0.9, 0.5, 0.3, 0.1])
     ncc = np.array([0.1, 0.2, 0.6, 0.3])
-    assert list(np.argsort(-fuse_scores(cos, ncc, 0.0))) == [0, 1, 2, 3]
-    assert list(np.argsort(-fuse_scores(cos, ncc, 1.0))) == [2, 3, 1, 0]
-    f = fuse_scores(cos, ncc, 0.5)
+    assert list(np.argsort(-fuse_scores(cos, [(ncc, 0.0)]))) == [0, 1, 2, 3]
+    assert list(np.argsort(-fuse_scores(cos, [(ncc, 1.0)]))) == [2, 3, 1, 0]
+    f = fuse_scores(cos, [(ncc, 0.5)])
     assert abs(f.mean()) < 1e-9  # both standardised
     z = np.arctanh(cos)
     expect = 0.5 * (z - z.mean()) / z.std() + 0.5 * (ncc - ncc.mean()) / ncc.std()
     np.testing.assert_allclose(f, expect)
+
+
+def test_three_opinions_mix_with_the_cosine_taking_the_rest():
+    rng = np.random.default_rng(3)
+    cos, ncc, view = rng.uniform(-0.5, 0.9, 50), rng.normal(0, 1, 50), rng.uniform(0, 1, 50)
+
+    def z(v):
+        return (v - v.mean()) / v.std()
+
+    f = fuse_scores(cos, [(ncc, 0.4), (view, 0.5)])
+    np.testing.assert_allclose(f, 0.1 * z(np.arctanh(cos)) + 0.4 * z(ncc) + 0.5 * z(view))
+    np.testing.assert_allclose(fuse_scores(cos, []), z(np.arctanh(cos)))
+    with pytest.raises(ValueError, match="sum to at most 1"):
+        fuse_scores(cos, [(ncc, 0.6), (view, 0.5)])
 
 
 def test_thresholds_on_standardised_scores_take_them_as_they_are():

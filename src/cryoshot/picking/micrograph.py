@@ -127,6 +127,27 @@ def bin_image(img: np.ndarray, factor: float) -> np.ndarray:
     return t[0, 0].numpy()
 
 
+def fourier_bin(img: np.ndarray, factor: float) -> np.ndarray:
+    """Resample ``img`` (H, W) by 1/``factor`` by cropping (or zero-padding) its spectrum; float32.
+
+    A sharp low-pass at the new Nyquist frequency, as particle images are resampled elsewhere in
+    cryoshot (``data.particles2d.resample_images``); pixel values keep their scale. Output pixel k
+    samples input position ``k * H / h`` (the periodic DFT grid).
+    """
+    arr = np.ascontiguousarray(img, dtype=np.float32)
+    x = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+    hh, ww = x.shape
+    h, w = max(2, round(hh / factor)), max(2, round(ww / factor))
+    f = torch.fft.rfft2(x)
+    g = torch.zeros((h, w // 2 + 1), dtype=f.dtype)
+    m = min(h, hh)
+    pos, neg, cols = (m + 1) // 2, m // 2, min(w // 2 + 1, ww // 2 + 1)
+    g[:pos, :cols] = f[:pos, :cols]
+    if neg:
+        g[-neg:, :cols] = f[-neg:, :cols]
+    return (torch.fft.irfft2(g, s=(h, w)) * (h * w / (hh * ww))).numpy()
+
+
 def bin_micrograph(img: np.ndarray, pixel_size_A: float, diameter_A: float, particle_px: int) -> BinnedMicrograph:
     """Bin ``img`` so the particle spans ``particle_px`` pixels, then standardise it robustly."""
     factor = binning_factor(diameter_A, pixel_size_A, particle_px, img.shape)

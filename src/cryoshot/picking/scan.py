@@ -9,7 +9,6 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from cryoshot.models.mae2d import PickerMAE
-from cryoshot.picking.template import rerank
 
 
 def pad_for_scan(image: np.ndarray, window: int, particle: int) -> tuple[np.ndarray, int]:
@@ -190,8 +189,6 @@ def candidate_picks(
     nms_distance: float = 0.7,
     matching: str = "max",
     exclude: tuple[np.ndarray, float] | None = None,
-    template: np.ndarray | None = None,
-    template_weight: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Score map and its peaks, one per particle, before any threshold.
 
@@ -199,13 +196,11 @@ def candidate_picks(
     ----------
     nms_distance : suppression distance in particle diameters
     exclude : leave-one-out scoring of the exemplars' own micrograph (see :func:`score_map`)
-    template : (W, W) the exemplars' template (``picking.template.exemplar_template``); with
-        ``template_weight`` > 0 the peaks are re-ranked by :func:`~cryoshot.picking.template.rerank`
 
     Returns
     -------
     xy : (N, 2) binned coordinates, best first
-    score : (N,) cosine to the exemplars, or the fused figure of merit when a template is used
+    score : (N,) cosine to the exemplars (``picking.merit.fuse_scores`` mixes in the other opinions)
     (scores, xs, ys) : the cosine score map and its window centres
     """
     scores, xs, ys = score_map(model, image, exemplars, stride, matching, exclude=exclude)
@@ -214,7 +209,4 @@ def candidate_picks(
     z = np.arctanh(np.clip(scores, -0.999999, 0.999999))
     smooth = ndimage.gaussian_filter(z, 0.15 * model.config.particle_px / stride, mode="nearest")
     xy, s = peaks(smooth, xs, ys, nms_distance * model.config.particle_px)
-    s = np.tanh(s)
-    if template is not None and template_weight > 0 and len(s):
-        xy, s = rerank(image, xy, s, template, template_weight)
-    return xy, s, (scores, xs, ys)
+    return xy, np.tanh(s), (scores, xs, ys)

@@ -4,8 +4,8 @@ The exemplar windows are averaged and then rotationally averaged (their in-plane
 unknown), giving a blurred template of the particle. Its normalised cross-correlation (NCC)
 with the micrograph ranks candidates differently from the encoder's cosine, and on the
 training structures the two together rank better than either (docs/benchmarks.md, "Re-ranking
-the candidates"): :func:`fuse_scores` mixes them, each standardised over one micrograph's
-candidates.
+the candidates"): ``picking.merit.fuse_scores`` mixes them, each standardised over one
+micrograph's candidates.
 """
 
 from __future__ import annotations
@@ -45,27 +45,3 @@ def ncc_at(ncc: np.ndarray, xy: np.ndarray, radius: int = 2) -> np.ndarray:
     ix = np.clip(np.rint(xy[:, 0]).astype(int), 0, ncc.shape[1] - 1)
     iy = np.clip(np.rint(xy[:, 1]).astype(int), 0, ncc.shape[0] - 1)
     return peak[iy, ix]
-
-
-def _standardise(v: np.ndarray) -> np.ndarray:
-    sd = v.std()
-    return (v - v.mean()) / sd if sd > 0 else v - v.mean()
-
-
-def fuse_scores(cosine: np.ndarray, ncc: np.ndarray, weight: float) -> np.ndarray:
-    """(N,) figure of merit of one micrograph's candidates: (1 - weight) z(cosine) + weight z(NCC).
-
-    z standardises over the candidates (mean 0, standard deviation 1); the cosine is taken as
-    Fisher's artanh first, as the thresholds see it. ``weight`` 0 ranks by cosine alone.
-    """
-    zc = _standardise(np.arctanh(np.clip(np.asarray(cosine, np.float64), -0.999999, 0.999999)))
-    return (1.0 - weight) * zc + weight * _standardise(np.asarray(ncc, np.float64))
-
-
-def rerank(image: np.ndarray, xy: np.ndarray, cosine: np.ndarray, template: np.ndarray, weight: float
-           ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """One micrograph's peaks (N, 2) at binned ``xy`` re-scored by :func:`fuse_scores` with the template's
-    NCC on ``image``, and re-sorted best first; returns (xy, figure of merit)."""
-    s = fuse_scores(cosine, ncc_at(ncc_map(image, template), xy), weight)
-    order = np.argsort(-s, kind="stable")
-    return xy[order], s[order]

@@ -28,6 +28,7 @@ from cryoshot.io.star import read_star_table, require_columns, write_star
 from cryoshot.models.checkpoint import save_checkpoint
 from cryoshot.models.mae2d import PickerMAE, load_mae
 from cryoshot.picking.matching import match_picks
+from cryoshot.picking.merit import fuse_scores
 from cryoshot.picking.micrograph import (
     BinnedMicrograph,
     bin_micrograph,
@@ -37,9 +38,10 @@ from cryoshot.picking.micrograph import (
 )
 from cryoshot.picking.scan import candidate_picks, exemplar_features, windows_at
 from cryoshot.picking.stage1 import Stage1Config, fine_tune
-from cryoshot.picking.template import exemplar_template
+from cryoshot.picking.template import exemplar_template, ncc_at, ncc_map
 from cryoshot.picking.threshold import THRESHOLD_RULES, auto_threshold
-from cryoshot.pretrained import resolve_picker_model
+from cryoshot.picking.views import ViewImage, ViewReference, view_image, view_reference, view_scores
+from cryoshot.pretrained import resolve_picker_model, resolve_siamese_model
 from cryoshot.utils.files import atomic_dir, check_output_free, output_lock
 from cryoshot.utils.hashing import file_sha256
 from cryoshot.utils.threads import configure_threads
@@ -54,9 +56,11 @@ from cryoshot.utils.workunits import (
 )
 
 DEFAULT_RULE = "gmm"  # chosen on the picking benchmark (docs/benchmarks.md): best mean F1 of the three rules
-# weight of the exemplars' template NCC in the figure of merit; chosen on training structures
-# (benchmarks/choose_pick_rerank.py; docs/benchmarks.md, "Re-ranking the candidates"). 0: the paper's cosine.
-TEMPLATE_WEIGHT = 0.6
+# weights of the exemplars' template NCC and of the Siamese network's view similarity in the figure of merit
+# (the MAE's cosine gets the rest); chosen on training structures (benchmarks/choose_pick_rerank.py;
+# docs/benchmarks.md, "The Siamese network's opinion"). Both 0: the paper's cosine alone.
+TEMPLATE_WEIGHT = 0.4
+VIEW_WEIGHT = 0.5
 PARTIAL_MARK = "cryoshot-pick-partial.json"
 
 
@@ -72,6 +76,7 @@ class PickConfig:
     nms_distance: float = 0.7
     matching: str = "max"
     template_weight: float = TEMPLATE_WEIGHT
+    view_weight: float = VIEW_WEIGHT
     seed: int = 0
     stage1: Stage1Config = field(default_factory=Stage1Config)
 
@@ -89,6 +94,11 @@ class PickConfig:
             raise CryoshotError(f"--matching must be max or mean, got {self.matching!r}")
         if not 0.0 <= self.template_weight <= 1.0:
             raise CryoshotError(f"--template-weight must be in 0..1, got {self.template_weight}")
+        if not 0.0 <= self.view_weight <= 1.0:
+            raise CryoshotError(f"--view-weight must be in 0..1, got {self.view_weight}")
+        if self.template_weight + self.view_weight > 1.0 + 1e-9:
+            raise CryoshotError(f"--template-weight ({self.template_weight:g}) and --view-weight ({self.view_weight:g}) "
+                                "must sum to at most 1; the MAE's cosine gets the rest")  # fmt: skip
         if not 0.1 <= self.nms_distance <= 3:
             raise CryoshotError(f"NMS distance must be 0.1..3 diameters, got {self.nms_distance}")
         (self.stage1.loss.validate() if self.stage1.loss else None)
@@ -188,7 +198,8 @@ def coordinate_file_name(mic: Path) -> str:
 
 # ---- the model ------------------------------------------------------------------------------
 def _picker_payload(model: PickerMAE, cfg: PickConfig, base: dict, base_path: Path, exemplar_feats: torch.Tensor,
-                    exemplar_file: Path, stage1: dict, pi: float, template: np.ndarray) -> dict:  # fmt: skip
+                    exemplar_file: Path, stage1: dict, pi: float, template: np.ndarray,
+                    views: ViewReference | None) -> dict:  # fmt: skip
     this = {"method": "picker", "config": {"pick": cfg.to_dict(), "stage1": stage1, "pi": pi},
             "version": __version__, "seed": cfg.seed, "argv": list(sys.argv)}  # fmt: skip
     stages = [*(base.get("stages") or []), this]
@@ -200,7 +211,42 @@ def _picker_payload(model: PickerMAE, cfg: PickConfig, base: dict, base_path: Pa
         "base_model": {"name": base_path.name, "sha256": file_sha256(base_path)},
         "exemplars": {"name": exemplar_file.name, "sha256": file_sha256(exemplar_file), "n": len(exemplar_feats)},
         "stages": stages,
+        **_views_payload(views),
     }  # fmt: skip
+
+
+def _views_payload(views: ViewReference | None) -> dict:
+    """picker.pt's ``views`` entry: the Siamese network (weights, config, source) and the exemplars' embeddings."""
+    if views is None:
+        return {}
+    if views.source is None:
+        src = resolve_siamese_model("default")
+    return {"views": {
+        "features": torch.from_numpy(views.features.copy()), "polarity": float(views.polarity),
+        "config": views.net.cfg.to_dict(), "state_dict": views.net.state_dict(),
+        "model": views.source or {"name": src.name, "sha256": file_sha256(src)}}}  # fmt: skip
+
+
+def _load_view_net(path: str, *_key):
+    from cryoshot.models.siamese2d import load_siamese
+
+    return load_siamese(path)[0]
+
+
+def _view_net():
+    """The shipped Siamese 2D network (loaded once per process)."""
+    return cached(_load_view_net, *file_key(resolve_siamese_model("default")))
+
+
+def _stored_views(ck: dict) -> ViewReference | None:
+    """A picker.pt's Siamese opinion (None in a file written before it was kept: no view opinion)."""
+    from cryoshot.models.siamese2d import build_siamese
+
+    v = ck.get("views")
+    if v is None:
+        return None
+    net = build_siamese({"config": v["config"], "state_dict": v["state_dict"]})
+    return ViewReference(net, v["features"].numpy(), float(v["polarity"]), dict(v["model"]))
 
 
 def estimate_pi(model: PickerMAE, images: list[BinnedMicrograph], ex: torch.Tensor, cfg: PickConfig) -> float:
@@ -324,20 +370,28 @@ def _run(net, ck, mics, micrographs, stems, headers, ex_df, exemplars, model_pat
     picker_path = partial / "picker.pt"
     if continue_ and picker_path.exists():
         net, ck = load_mae(picker_path)
-        ex_feats, template = ck["exemplar_features"], _stored_template(ck)
+        ex_feats, template, views = ck["exemplar_features"], _stored_template(ck), _stored_views(ck)
         log(f"continuing: reusing the stage-1 model in {outdir.name}/picker.pt")
     else:
         refs: dict[int, BinnedMicrograph] = {}
         ex_xy: list[tuple[int, float, float]] = []
+        ref_views: list[tuple[ViewImage, np.ndarray]] = []
+        stored = _stored_views(ck) if is_picker else None
+        vnet = (stored.net if stored is not None else _view_net()) if config.view_weight else None
         if ex_df is not None:
             for i in sorted(set(ex_df["mic"])):
                 img, ps = read_micrograph(mics[i], config.angpix)
                 refs[i] = bin_micrograph(img, ps, config.diameter_A, d_px)
                 xy = ex_df.loc[ex_df["mic"] == i, ["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float)
                 ex_xy += [(len(refs) - 1, float(x), float(y)) for x, y in refs[i].to_binned(xy)]
+                if vnet is not None:
+                    ref_views.append((view_image(img, ps, vnet), xy))
         ref_list = list(refs.values())
+        views = view_reference(vnet, ref_views, config.diameter_A) if ref_views else None
+        if views is not None and stored is not None:
+            views.source = stored.source
         if is_picker and ex_df is None:
-            ex_feats, template = ck["exemplar_features"], _stored_template(ck)
+            ex_feats, template, views = ck["exemplar_features"], _stored_template(ck), stored
         elif is_picker:
             ex_feats, template = _features(net, ref_list, ex_xy, w), _template(ref_list, ex_xy, w)
         else:
@@ -348,10 +402,10 @@ def _run(net, ck, mics, micrographs, stems, headers, ex_df, exemplars, model_pat
                                     progress, log)  # fmt: skip
             ex_feats, template = _features(net, ref_list, ex_xy, w), _template(ref_list, ex_xy, w)
             save_checkpoint(picker_path, _picker_payload(net, config, ck, model_path, ex_feats, Path(exemplars),
-                                                         stage1_info, pi, template))  # fmt: skip
+                                                         stage1_info, pi, template, views))  # fmt: skip
     if not picker_path.exists():  # an earlier picker.pt as the model: its weights with these exemplars
         extra = {} if template is None else {"template": torch.from_numpy(template.copy())}
-        save_checkpoint(picker_path, {**ck, "exemplar_features": ex_feats.clone(), **extra})
+        save_checkpoint(picker_path, {**ck, "exemplar_features": ex_feats.clone(), **extra, **_views_payload(views)})
     coord_dir = partial / "coordinates"
     coord_dir.mkdir(exist_ok=True)
     units = [WorkUnit(stem.removesuffix(".star"), f"micrograph {micrographs[k]}", pick_micrograph_unit,
@@ -364,7 +418,8 @@ def _run(net, ck, mics, micrographs, stems, headers, ex_df, exemplars, model_pat
     for k in range(min(n_preview, len(mics)) if preview is not None else 0):  # the maps, computed again here
         img, ps = read_micrograph(mics[k], config.angpix)
         b = bin_micrograph(img, ps, config.diameter_A, d_px)
-        r, maps = pick_one(net, b, ex_feats, config, str(micrographs[k]), template)
+        v = view_image(img, ps, views.net) if views is not None else None
+        r, maps = pick_one(net, b, ex_feats, config, str(micrographs[k]), template, views, v)
         previews.append((mics[k], b, r, maps))
     cols = ["rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit",
             "rlnMicrographPixelSize"]  # fmt: skip
@@ -381,7 +436,7 @@ def _run(net, ck, mics, micrographs, stems, headers, ex_df, exemplars, model_pat
                        skipped, written)  # fmt: skip
 
 
-def _load_picker(path: str, *_key) -> tuple[PickerMAE, torch.Tensor, np.ndarray | None]:
+def _load_picker(path: str, *_key) -> tuple[PickerMAE, torch.Tensor, np.ndarray | None, ViewReference | None]:
     from cryoshot.utils import workunits
 
     net, ck = load_mae(Path(path))
@@ -389,16 +444,18 @@ def _load_picker(path: str, *_key) -> tuple[PickerMAE, torch.Tensor, np.ndarray 
         (net.to(workunits.DEVICE) if workunits.DEVICE != "cpu" else net),
         ck["exemplar_features"],
         _stored_template(ck),
+        _stored_views(ck),
     )
 
 
 def pick_micrograph_unit(picker_path: str, mic: str, name: str, config: PickConfig, *, out: Path) -> None:
     """Work unit: stage 2 on one micrograph with a ``picker.pt``; writes its autopick STAR to ``out``."""
-    net, ex_feats, template = cached(_load_picker, *file_key(picker_path))  # once per process
+    net, ex_feats, template, views = cached(_load_picker, *file_key(picker_path))  # once per process
     img, ps = read_micrograph(Path(mic), config.angpix)
     b = bin_micrograph(img, ps, config.diameter_A, net.config.particle_px)
+    v = view_image(img, ps, views.net) if views is not None and config.view_weight > 0 else None
     del img
-    r, _ = pick_one(net, b, ex_feats, config, name, template)
+    r, _ = pick_one(net, b, ex_feats, config, name, template, views, v)
     write_star(out, {"": _autopick_table(r)}, force=True)
 
 
@@ -429,6 +486,62 @@ def _stored_template(ck: dict) -> np.ndarray | None:
     return None if t is None else t.numpy()
 
 
+def score_candidates(
+    net: PickerMAE,
+    b: BinnedMicrograph,
+    ex_feats: torch.Tensor,
+    cfg: PickConfig,
+    template: np.ndarray | None = None,
+    views: ViewReference | None = None,
+    view: ViewImage | None = None,
+) -> tuple[np.ndarray, np.ndarray, tuple, bool]:
+    """Stage 2 before the threshold: scan, suppress, then rank the peaks by the figure of merit.
+
+    Parameters
+    ----------
+    b : the micrograph on the picker's scale
+    template : (W, W) the exemplars' template; its NCC is an opinion when ``cfg.template_weight`` > 0
+    views, view : the Siamese network's exemplar embeddings and this micrograph at its pixel size; an
+        opinion when ``cfg.view_weight`` > 0
+
+    Returns
+    -------
+    xy : (N, 2) binned coordinates, best first
+    merit : (N,) figure of merit (``picking.merit.fuse_scores``), or the cosine when no other opinion is used
+    maps : the cosine score map and its window centres (see ``candidate_picks``)
+    fused : whether ``merit`` is the fused figure of merit (thresholds then take it as it is)
+    """
+    xy, s, maps = candidate_picks(net, b.image, ex_feats, cfg.stride_px, cfg.nms_distance, cfg.matching)
+    xy, merit, fused = rank_by_merit(b, xy, s, cfg, template, views, view)
+    return xy, merit, maps, fused
+
+
+def rank_by_merit(
+    b: BinnedMicrograph,
+    xy: np.ndarray,
+    cosine: np.ndarray,
+    cfg: PickConfig,
+    template: np.ndarray | None = None,
+    views: ViewReference | None = None,
+    view: ViewImage | None = None,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Re-rank one micrograph's peaks (binned ``xy`` (N, 2), MAE ``cosine`` (N,)) by the figure of merit.
+
+    Returns (xy, merit, fused), best first; without other opinions the cosine order is kept and
+    ``fused`` is False.
+    """
+    opinions = []
+    if template is not None and cfg.template_weight > 0:
+        opinions.append((ncc_at(ncc_map(b.image, template), xy), cfg.template_weight))
+    if views is not None and view is not None and cfg.view_weight > 0:
+        opinions.append((view_scores(views, view, b.to_input(xy)), cfg.view_weight))
+    if not opinions or not len(cosine):
+        return xy, cosine, bool(opinions)
+    merit = fuse_scores(cosine, opinions)
+    order = np.argsort(-merit, kind="stable")
+    return xy[order], merit[order], True
+
+
 def pick_one(
     net: PickerMAE,
     b: BinnedMicrograph,
@@ -436,11 +549,11 @@ def pick_one(
     cfg: PickConfig,
     name: str = "",
     template: np.ndarray | None = None,
+    views: ViewReference | None = None,
+    view: ViewImage | None = None,
 ) -> tuple[MicrographPicks, tuple]:
-    """Stage 2 on one binned micrograph: scan, suppress, re-rank with the template, threshold; input pixels."""
-    fused = template is not None and cfg.template_weight > 0
-    xy, s, maps = candidate_picks(net, b.image, ex_feats, cfg.stride_px, cfg.nms_distance, cfg.matching,
-                                  template=template if fused else None, template_weight=cfg.template_weight)  # fmt: skip
+    """Stage 2 on one binned micrograph: :func:`score_candidates`, then the threshold; input pixels."""
+    xy, s, maps, fused = score_candidates(net, b, ex_feats, cfg, template, views, view)
     rule = threshold_value(cfg.threshold)
     thr = float(rule) if isinstance(rule, float) else auto_threshold(s, rule, fisher=not fused) if len(s) else np.inf
     keep = s >= thr

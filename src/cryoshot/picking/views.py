@@ -1,0 +1,129 @@
+"""The Siamese 2D embedding's opinion on each candidate: is it a view of the exemplars' particle?
+
+The shipped Siamese network (the one ``cryoshot cluster`` uses) was trained on 208
+structures to bring images of one view of one structure together whatever their in-plane
+rotation, shift, CTF and noise, and to push other structures away. The picker's MAE was
+trained to reconstruct windows, which separates particles from background better than one
+particle from another. So each candidate (a peak of the MAE's cosine map) is also cut out at
+the network's pixel size and embedded, and its opinion is the mean of its ``VIEW_TOP`` highest
+cosine similarities to the exemplars' embeddings: high when it looks like one of the exemplar
+views. On training structures this ranks target against distractor better than the MAE's
+cosine and the template's NCC do (docs/benchmarks.md, "The Siamese network's opinion").
+
+Protein must be bright for the network; the sign is read from the exemplars (their centre
+against the ring around it), so raw (dark) and inverted micrographs both work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from cryoshot.data.particles2d import standardise
+from cryoshot.embedding.workflow import embed_images
+from cryoshot.models.siamese2d import SiameseNet
+from cryoshot.picking.micrograph import fourier_bin
+
+VIEW_TOP = 3  # mean of the 3 best exemplar cosines (better than the best one alone on training structures)
+
+
+@dataclass
+class ViewImage:
+    """A micrograph resampled to the Siamese network's pixel size.
+
+    Attributes
+    ----------
+    image : (h, w) float32
+    factor : input pixels per view pixel
+    """
+
+    image: np.ndarray
+    factor: float
+
+    def to_view(self, xy: np.ndarray) -> np.ndarray:
+        """(N, 2) input pixel coordinates -> view pixel coordinates (view pixel k samples input ``k * factor``,
+        as Fourier cropping does)."""
+        return np.asarray(xy, dtype=np.float64) / self.factor
+
+
+@dataclass
+class ViewReference:
+    """What the Siamese network learned from the exemplars.
+
+    Attributes
+    ----------
+    net : the Siamese network (eval mode)
+    features : (m, E) unit-norm embeddings of the exemplars
+    polarity : +1 when protein is bright in the micrographs, -1 when dark (raw data)
+    source : name and sha256 of the file the network came from (None: the shipped default)
+    """
+
+    net: SiameseNet
+    features: np.ndarray
+    polarity: float
+    source: dict | None = None
+
+
+def view_image(img: np.ndarray, pixel_size_A: float, net: SiameseNet) -> ViewImage:
+    """The micrograph ``img`` (H, W) at ``pixel_size_A`` (Å), resampled to the network's pixel size by
+    Fourier cropping, as its training images were (an antialiased bilinear binning ranked worse)."""
+    v = fourier_bin(img, net.cfg.pixel_size_A / pixel_size_A)
+    return ViewImage(v, float(img.shape[1] / v.shape[1]))
+
+
+def crops_at(view: ViewImage, xy_input: np.ndarray, box: int) -> np.ndarray:
+    """(N, box, box) float32 boxes of ``view`` centred (to the nearest pixel) at input-pixel ``xy_input`` (N, 2).
+
+    Boxes reaching past the edge are filled by reflection.
+    """
+    img = view.image
+    padded = np.pad(img, box, mode="reflect" if min(img.shape) > box else "edge")
+    c = np.rint(view.to_view(np.asarray(xy_input, float).reshape(-1, 2))).astype(int) - box // 2 + box
+    out = np.empty((len(c), box, box), np.float32)
+    for k, (x, y) in enumerate(c):
+        out[k] = padded[y : y + box, x : x + box]
+    return out
+
+
+def particle_polarity(view: ViewImage, xy_input: np.ndarray, radius_px: float) -> float:
+    """+1 when the particles at input-pixel ``xy_input`` (N, 2) are brighter than their surroundings in
+    ``view`` (protein bright), -1 when darker (raw data).
+
+    The mean of boxes three radii wide (``radius_px`` in view pixels), low-passed, is compared
+    inside half the radius and in the ring from 1.1 to 1.5 radii.
+    """
+    box = max(16, int(np.ceil(3.2 * radius_px / 2)) * 2)
+    mean = ndimage.gaussian_filter(crops_at(view, xy_input, box).mean(axis=0), max(1.0, radius_px / 4))
+    yy, xx = np.mgrid[:box, :box] - box // 2
+    r = np.hypot(yy, xx)
+    inside, ring = mean[r <= 0.5 * radius_px].mean(), mean[(r >= 1.1 * radius_px) & (r <= 1.5 * radius_px)].mean()
+    return 1.0 if inside >= ring else -1.0
+
+
+def embed_crops(net: SiameseNet, crops: np.ndarray, polarity: float) -> np.ndarray:
+    """(N, E) unit-norm embeddings of (N, D, D) crops at the network's grid, protein made bright."""
+    if len(crops) == 0:
+        return np.zeros((0, net.cfg.dense[-1]), np.float32)
+    return embed_images(net, standardise(polarity * crops), progress=False)
+
+
+def view_reference(net: SiameseNet, views: list[tuple[ViewImage, np.ndarray]], diameter_A: float) -> ViewReference:
+    """Embed the exemplars: ``views`` holds, for each reference micrograph, its view image and the
+    exemplars' input-pixel coordinates (n, 2) on it."""
+    views = [(v, np.asarray(xy, float).reshape(-1, 2)) for v, xy in views if len(xy)]
+    votes = [particle_polarity(v, xy, 0.5 * diameter_A / net.cfg.pixel_size_A) * len(xy) for v, xy in views]
+    polarity = 1.0 if sum(votes) >= 0 else -1.0
+    crops = np.concatenate([crops_at(v, xy, net.cfg.box_px) for v, xy in views])
+    return ViewReference(net, embed_crops(net, crops, polarity), polarity)
+
+
+def view_scores(ref: ViewReference, view: ViewImage, xy_input: np.ndarray, top: int = VIEW_TOP) -> np.ndarray:
+    """(N,) each candidate's mean cosine to its ``top`` most similar exemplars (input-pixel ``xy_input`` (N, 2))."""
+    e = embed_crops(ref.net, crops_at(view, xy_input, ref.net.cfg.box_px), ref.polarity)
+    if len(e) == 0:
+        return np.zeros(0)
+    cos = e.astype(np.float64) @ ref.features.T.astype(np.float64)
+    k = min(top, cos.shape[1])
+    return np.sort(cos, axis=1)[:, -k:].mean(axis=1)
