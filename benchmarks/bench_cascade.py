@@ -91,7 +91,9 @@ def calibrate(snrs=(0.02, 0.01), n_classes: int = 30, per_class: int = 40, episo
     learned = make_method("protonet-ce", net)
     names = [f"procedural:{100_000 + i}" for i in range(n_classes)]
     structs = load_structures(names, 10.0, 40)
-    logps, targets, shots = [], [], []
+    from cryoshot.fewshot.cascade import embedding_scale
+
+    logps, targets, shots, scales = [], [], [], []
     for level, snr in enumerate(snrs):
         b = SubtomogramSimulator(structs, SubtomogramConfig(snr=snr, seed=TUNE_SEED + 10 + level)).simulate(
             range(per_class * n_classes)
@@ -107,13 +109,15 @@ def calibrate(snrs=(0.02, 0.01), n_classes: int = 30, per_class: int = 40, episo
                 logps.append(lp)
                 targets.append(torch.as_tensor(ep.query_targets))
                 shots.append(torch.full((len(lp),), shot))
+                scales.append(torch.full((len(lp), 1), embedding_scale(z[ep.support.ravel()])))
     lp, y, shot_of = torch.cat(logps).double(), torch.cat(targets), torch.cat(shots)
+    scale = torch.cat(scales).double()
 
     def nll(log_t: float, sel: torch.Tensor | slice = slice(None)) -> float:
         return float(torch.nn.functional.cross_entropy(torch.log_softmax(lp[sel] / np.exp(log_t), 1), y[sel]))
 
     def fit(sel: torch.Tensor | slice = slice(None)) -> float:
-        return float(np.exp(minimize_scalar(lambda v: nll(v, sel), bounds=(-3, 8), method="bounded").x))
+        return float(np.exp(minimize_scalar(lambda v: nll(v, sel), bounds=(-12, 8), method="bounded").x))
 
     t = fit()
 
@@ -133,6 +137,12 @@ def calibrate(snrs=(0.02, 0.01), n_classes: int = 30, per_class: int = 40, episo
         sel = shot_of == shot
         print(f"{shot}-shot alone: accuracy {float((lp[sel].argmax(1) == y[sel]).double().mean()):.3f}; "
               f"T = {fit(sel):.2f}")  # fmt: skip
+    # T proportional to the support embeddings' scale (the cascade's default): kappa = T / median squared norm
+    lp = lp / scale
+    for shot in (1, 5):
+        sel = shot_of == shot
+        print(f"{shot}-shot, T = kappa x median squared norm of the supports (mean {float(scale[sel].mean()):.0f}): "
+              f"kappa = {fit(sel):.4f}")  # fmt: skip
     return t
 
 

@@ -45,7 +45,8 @@ def test_cascade_interpolates_between_the_learned_method_and_template_matching(t
     torch.testing.assert_close(outs[1.01][0], tp, atol=1e-5, rtol=1e-4)  # everything verified: template's answers
     torch.testing.assert_close(outs[1.01][1], ld)  # distances (for unknown) stay the learned ones
     # a middle margin verifies only the queries whose top-two gap is small, and keeps the others as learned
-    gap = torch.softmax(lp.detach() / cas.temperature_for(ts, 3), dim=1).topk(2, dim=1).values  # calibrated gap
+    t = cas.temperature_for(cas._split(z[sup])[0], ts, 3)
+    gap = torch.softmax(lp.detach() / t, dim=1).topk(2, dim=1).values  # calibrated gap
     gap = gap[:, 0] - gap[:, 1]
     cas.verify_margin = float(gap.median())
     mid, _ = cas.scores_and_distances(z[sup], ts, z[qry], 3)
@@ -77,23 +78,28 @@ def test_verify_top_matches_a_query_only_against_its_learned_top_classes(tmp_pat
     # fused: the normalised product of those probabilities and the calibrated learned ones
     cas.fuse = True
     fused, _ = cas.scores_and_distances(z[sup], ts, z[qry], 4)
-    want = torch.log_softmax(top2 + torch.log_softmax(lp / cas.temperature_for(ts, 4), dim=1), dim=1)
+    t = cas.temperature_for(cas._split(z[sup])[0], ts, 4)
+    want = torch.log_softmax(top2 + torch.log_softmax(lp / t, dim=1), dim=1)
     torch.testing.assert_close(fused, want)
     assert torch.isinf(fused[~allowed]).all()
 
 
-def test_calibration_temperature_follows_the_number_of_supports():
-    from cryoshot.fewshot.cascade import SHOT_TEMPERATURES, CascadeMethod, calibration_temperature
+def test_calibration_temperature_follows_the_number_of_supports_and_the_embedding_scale():
+    from cryoshot.fewshot.cascade import SHOT_SCALES, CascadeMethod, calibration_temperature, embedding_scale
 
-    (k1, t1), (k5, t5) = SHOT_TEMPERATURES
+    (k1, t1), (k5, t5) = SHOT_SCALES
     assert calibration_temperature(k1) == pytest.approx(t1) and calibration_temperature(k5) == pytest.approx(t5)
     assert calibration_temperature(0.5) == pytest.approx(t1) and calibration_temperature(50) == pytest.approx(t5)
     assert min(t1, t5) < calibration_temperature(2) < max(t1, t5)
+    assert calibration_temperature(k5, 3000.0) == pytest.approx(3000.0 * t5)
     cas = CascadeMethod(learned=None, template=None)  # type: ignore[arg-type]
     labels = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2])  # the fewest supports of a class decide: 1
-    assert cas.temperature_for(labels, 3) == pytest.approx(t1)
+    emb = torch.ones(len(labels), 4) * torch.arange(1, len(labels) + 1)[:, None]  # squared norms 4 i^2
+    assert embedding_scale(emb) == pytest.approx(4 * 36.0)  # the median (i = 6)
+    assert cas.temperature_for(emb, labels, 3) == pytest.approx(t1 * 4 * 36.0)
+    assert cas.temperature_for(2 * emb, labels, 3) == pytest.approx(4 * t1 * 4 * 36.0)  # twice the scale, 4x T
     cas.temperature = 7.0
-    assert cas.temperature_for(labels, 3) == 7.0
+    assert cas.temperature_for(emb, labels, 3) == 7.0
 
 
 def test_cascade_through_classify(tmp_path):

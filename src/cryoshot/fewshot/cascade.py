@@ -33,17 +33,28 @@ from cryoshot.fewshot.template import TemplateMethod, build_template
 # 6.1x / 6.7x template matching's speed (with DEFAULT_VERIFY_TOP, pooled T 80); docs/benchmarks.md has the curves.
 DEFAULT_VERIFY_MARGIN = 0.95
 # The shipped model's probabilities, softmax(-d), are far too confident; the gap is read from
-# softmax(-d / T), T fitted by NLL on the held-out validation classes at SNR 0.02 and 0.01 for each number
-# of supports per class K (benchmarks/bench_cascade.py --calibrate: 1-shot 99, 5-shot 51; both shots
-# pooled 80.7, NLL 1.23 -> 0.03). Fewer supports, noisier prototypes, softer probabilities.
-SHOT_TEMPERATURES = ((1, 99.0), (5, 51.0))
+# softmax(-d / T). The embedding's scale grows with the SNR (the squared norm of a support embedding, median
+# about 1,900 at SNR 0.01 and 4,200 at SNR 0.1 on the validation classes), and the distances with it, so a
+# fixed T is over-confident at high SNR. T is therefore kappa_K times the median squared norm of the support
+# embeddings, kappa fitted by NLL on the held-out validation classes at SNR 0.02 and 0.01 for each number of
+# supports per class K (benchmarks/bench_cascade.py --calibrate: 1-shot 0.0481, 5-shot 0.0247; the fixed
+# temperatures it also prints, 99 / 51, were the previous default). Fewer supports, noisier prototypes,
+# softer probabilities. In a check on the same classes (other seeds) at SNR 0.05 and 0.1, held out from the
+# fit, the scaled temperature gave NLL 0.0227 / 0.0046 (1- / 5-shot) against 0.0269 / 0.0037 for fixed ones.
+SHOT_SCALES = ((1, 0.0481), (5, 0.0247))
 
 
-def calibration_temperature(shots: float) -> float:
-    """T for ``shots`` supports per class: :data:`SHOT_TEMPERATURES` interpolated in log K, constant beyond."""
-    (k0, t0), (k1, t1) = SHOT_TEMPERATURES
+def calibration_temperature(shots: float, scale: float = 1.0) -> float:
+    """T for ``shots`` supports per class: :data:`SHOT_SCALES` interpolated in log K (constant beyond), times
+    ``scale`` (the median squared norm of the support embeddings)."""
+    (k0, t0), (k1, t1) = SHOT_SCALES
     f = float(np.clip(np.log(max(shots, 1.0) / k0) / np.log(k1 / k0), 0.0, 1.0))
-    return float(np.exp((1 - f) * np.log(t0) + f * np.log(t1)))
+    return float(np.exp((1 - f) * np.log(t0) + f * np.log(t1))) * scale
+
+
+def embedding_scale(support: torch.Tensor) -> float:
+    """The median squared norm of (M, E) support embeddings: the scale the calibration temperature follows."""
+    return float((support.double() ** 2).sum(1).median())
 
 
 # A verified query is matched only against its 2 most probable learned classes (None: every class): on the
@@ -61,7 +72,8 @@ class CascadeMethod:
     """ProtoNet-CE, with template matching for queries whose top-two probability gap is below ``verify_margin``.
 
     The gap is that of the calibrated probabilities softmax(log p / T), T = ``temperature`` or, when
-    None, :func:`calibration_temperature` of the fewest supports of any class; the learned
+    None, :func:`calibration_temperature` of the fewest supports of any class, scaled by the support
+    embeddings' :func:`embedding_scale`; the learned
     scores returned for the queries not verified are unchanged. ``verify_top`` k: a verified query is
     matched only against the references of its k most probable learned classes (the others get
     probability 0), at k / n of the alignments; None matches it against every class.
@@ -109,11 +121,13 @@ class CascadeMethod:
             ncc[rows, c] = torch.from_numpy(self.template._aligner.align(wq[rows], refs[c]).scores).float()
         return ncc
 
-    def temperature_for(self, support_labels: torch.Tensor, n_classes: int) -> float:
-        """The calibration temperature for this support set (fixed ``temperature``, else by its fewest supports)."""
+    def temperature_for(self, support: torch.Tensor, support_labels: torch.Tensor, n_classes: int) -> float:
+        """The calibration temperature for this support set (fixed ``temperature``, else by its fewest supports
+        and the scale of its learned embeddings ``support`` (M, E))."""
         if self.temperature is not None:
             return self.temperature
-        return calibration_temperature(float(torch.bincount(support_labels, minlength=n_classes).min()))
+        k = float(torch.bincount(support_labels, minlength=n_classes).min())
+        return calibration_temperature(k, embedding_scale(support))
 
     def scores_and_distances(
         self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, n_classes: int
@@ -121,7 +135,7 @@ class CascadeMethod:
         es, ws = self._split(support)
         eq, wq = self._split(queries)
         logp, dist = self.learned.scores_and_distances(es, support_labels, eq, n_classes)
-        t = self.temperature_for(support_labels, n_classes)
+        t = self.temperature_for(es, support_labels, n_classes)
         top2 = torch.softmax(logp / t, dim=1).topk(min(2, n_classes), dim=1).values
         gap = top2[:, 0] - (top2[:, 1] if n_classes > 1 else 0.0)
         verify = torch.nonzero(gap < self.verify_margin).flatten()
