@@ -51,7 +51,10 @@ SHIPPED: dict[str, tuple[str, str]] = {
     "default": (DEFAULT_MODEL, "classify, evaluate and demo on subtomograms (--model default)"),
     "fscc": (DEFAULT_FSCC, "classify and evaluate with --method fscc, baseline or baseline++ (--model default)"),
     "picker": (DEFAULT_PICKER, "pick (--model default)"),
-    "siamese": (DEFAULT_SIAMESE, "embed, cluster and classify on 2D particle images (--model default); pick's view opinion"),
+    "siamese": (
+        DEFAULT_SIAMESE,
+        "embed, cluster and classify on 2D particle images (--model default); pick's view opinion",
+    ),
 }
 
 
