@@ -25,6 +25,7 @@ from cryoshot.data.particles2d import standardise
 from cryoshot.embedding.workflow import embed_images
 from cryoshot.models.siamese2d import SiameseNet
 from cryoshot.picking.micrograph import fourier_bin
+from cryoshot.picking.scan import windows_at
 
 VIEW_TOP = 3  # mean of the 3 best exemplar cosines (better than the best one alone on training structures)
 
@@ -78,13 +79,9 @@ def crops_at(view: ViewImage, xy_input: np.ndarray, box: int) -> np.ndarray:
 
     Boxes reaching past the edge are filled by reflection.
     """
-    img = view.image
-    padded = np.pad(img, box, mode="reflect" if min(img.shape) > box else "edge")
-    c = np.rint(view.to_view(np.asarray(xy_input, float).reshape(-1, 2))).astype(int) - box // 2 + box
-    out = np.empty((len(c), box, box), np.float32)
-    for k, (x, y) in enumerate(c):
-        out[k] = padded[y : y + box, x : x + box]
-    return out
+    # windows_at centres a window at (box - 1) / 2; the network's grid (and ``standardise``) at box // 2
+    xy = np.rint(view.to_view(np.asarray(xy_input, float).reshape(-1, 2))) + ((box - 1) / 2 - box // 2)
+    return windows_at(view.image, xy, box)[:, 0]
 
 
 def particle_polarity(view: ViewImage, xy_input: np.ndarray, radius_px: float) -> float:

@@ -219,12 +219,13 @@ def _views_payload(views: ViewReference | None) -> dict:
     """picker.pt's ``views`` entry: the Siamese network (weights, config, source) and the exemplars' embeddings."""
     if views is None:
         return {}
-    if views.source is None:
+    source = views.source
+    if source is None:
         src = resolve_siamese_model("default")
+        source = {"name": src.name, "sha256": file_sha256(src)}
     return {"views": {
         "features": torch.from_numpy(views.features.copy()), "polarity": float(views.polarity),
-        "config": views.net.cfg.to_dict(), "state_dict": views.net.state_dict(),
-        "model": views.source or {"name": src.name, "sha256": file_sha256(src)}}}  # fmt: skip
+        "config": views.net.cfg.to_dict(), "state_dict": views.net.state_dict(), "model": source}}  # fmt: skip
 
 
 def _load_view_net(path: str, *_key):
@@ -418,7 +419,7 @@ def _run(net, ck, mics, micrographs, stems, headers, ex_df, exemplars, model_pat
     for k in range(min(n_preview, len(mics)) if preview is not None else 0):  # the maps, computed again here
         img, ps = read_micrograph(mics[k], config.angpix)
         b = bin_micrograph(img, ps, config.diameter_A, d_px)
-        v = view_image(img, ps, views.net) if views is not None else None
+        v = _view_of(img, ps, views, config)
         r, maps = pick_one(net, b, ex_feats, config, str(micrographs[k]), template, views, v)
         previews.append((mics[k], b, r, maps))
     cols = ["rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit",
@@ -453,10 +454,15 @@ def pick_micrograph_unit(picker_path: str, mic: str, name: str, config: PickConf
     net, ex_feats, template, views = cached(_load_picker, *file_key(picker_path))  # once per process
     img, ps = read_micrograph(Path(mic), config.angpix)
     b = bin_micrograph(img, ps, config.diameter_A, net.config.particle_px)
-    v = view_image(img, ps, views.net) if views is not None and config.view_weight > 0 else None
+    v = _view_of(img, ps, views, config)
     del img
     r, _ = pick_one(net, b, ex_feats, config, name, template, views, v)
     write_star(out, {"": _autopick_table(r)}, force=True)
+
+
+def _view_of(img: np.ndarray, pixel_size_A: float, views: ViewReference | None, cfg: PickConfig) -> ViewImage | None:
+    """The micrograph at the Siamese network's pixel size, when its view opinion is used (else None)."""
+    return view_image(img, pixel_size_A, views.net) if views is not None and cfg.view_weight > 0 else None
 
 
 def _exemplars_on(ex_xy: list, i: int) -> np.ndarray:
