@@ -2,9 +2,9 @@
 
 Three datasets of novel structures (never used in training or in any choice), each unlike
 ``bench_picking.py``'s in several ways at once (pixel size, micrograph size, crowding, B-factor,
-defocus range, amplitude contrast, ice, distractors or none). ``cryoshot pick`` runs as a user
+defocus range, amplitude contrast, ice, an uneven background, distractors or none). ``cryoshot pick`` runs as a user
 would run it (15 exemplars on the first micrograph, every micrograph picked), with the default
-figure of merit and with the opinions removed one by one; F1 is scored on the other micrographs
+figure of merit, without flattening the background, and with the opinions removed one by one; F1 is scored on the other micrographs
 against the target's truth (``evaluate_picks``, IoU >= 0.5).
 
     .venv/bin/python benchmarks/robust_picking.py [--root runs/robust_picking]
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cryoshot.evaluate.picks import evaluate_picks
 from cryoshot.io.star import read_star_table, write_star
+from cryoshot.picking import micrograph
 from cryoshot.picking.workflow import PickConfig, pick
 from cryoshot.simulate.micrographs import MicrographConfig
 from cryoshot.simulate.optics import Microscope
@@ -37,12 +38,19 @@ SETS = {
     "6qzp among 1u6g + 3gl1, 2.5 Å/px, defocus 1.5-4 µm, SNR 0.03": (
         "6qzp", ("1u6g", "3gl1"), 300.0, dict(size_px=2048, pixel_size_A=2.5, particle_box_px=160, n_particles=150,
                                               snr=0.03, defocus_min_um=1.5, defocus_max_um=4.0)),
+    "3cf3 + 1u6g, uneven ice (1.5 noise sd varying over 2 diameters), 2 Å/px, SNR 0.02": (
+        "3cf3", ("1u6g",), 170.0, dict(size_px=2048, pixel_size_A=2.0, particle_box_px=128, n_particles=120,
+                                       snr=0.02, ice_gradient=1.5, ice_gradient_scale_px=170.0)),
+    "3cf3 + 1u6g, uneven ice (1 noise sd varying over 4 diameters), 2 Å/px, SNR 0.02": (
+        "3cf3", ("1u6g",), 170.0, dict(size_px=2048, pixel_size_A=2.0, particle_box_px=128, n_particles=120,
+                                       snr=0.02, ice_gradient=1.0, ice_gradient_scale_px=340.0)),
 }  # fmt: skip
-VARIANTS = {  # (template weight, view weight)
-    "default (cosine 0.1, NCC 0.4, views 0.5)": (0.4, 0.5),
-    "no views (the previous default: NCC 0.6)": (0.6, 0.0),
-    "no template (cosine 0.5, views 0.5)": (0.0, 0.5),
-    "cosine only (the paper)": (0.0, 0.0),
+VARIANTS = {  # (template weight, view weight, background flattening in diameters)
+    "default (cosine 0.1, NCC 0.4, views 0.5)": (0.4, 0.5, 1.0),
+    "background not flattened": (0.4, 0.5, 0.0),
+    "no views (NCC 0.6)": (0.6, 0.0, 1.0),
+    "no template (cosine 0.5, views 0.5)": (0.0, 0.5, 1.0),
+    "cosine only (the paper)": (0.0, 0.0, 1.0),
 }
 
 
@@ -64,18 +72,24 @@ def make(root: Path, k: int, target: str, distractors: tuple, over: dict, n_mic:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=Path("runs/robust_picking"))
+    ap.add_argument("--sets", type=int, nargs="*", help="indices of the datasets to run (default: all)")
     a = ap.parse_args()
     configure_threads()
     a.root.mkdir(parents=True, exist_ok=True)
+    default_flatten = micrograph.FLATTEN_DIAMETERS
     for k, (name, (target, distractors, diameter, over)) in enumerate(SETS.items()):
+        if a.sets and k not in a.sets:
+            continue
         ds = make(a.root, k, target, distractors, over)
         mics = sorted(str(p) for p in ds.glob("mic_*.mrc"))
         print(f"\n{name} (target {target}, {len(mics) - 1} query micrographs)", flush=True)
-        for vname, (tw, vw) in VARIANTS.items():
-            out = ds / f"picks_{tw}_{vw}"
+        for vname, (tw, vw, flatten) in VARIANTS.items():
+            out = ds / f"picks_{tw}_{vw}_{flatten}"
             shutil.rmtree(out, ignore_errors=True)
+            micrograph.FLATTEN_DIAMETERS = flatten
             pick(mics, ds / "ex.star", out, PickConfig(diameter_A=diameter, template_weight=tw, view_weight=vw),
                  progress=False, log=lambda s: None)  # fmt: skip
+            micrograph.FLATTEN_DIAMETERS = default_flatten
             picks = read_star_table(out / "picks.star")
             picks = picks[[not str(m).endswith("mic_0000.mrc") for m in picks["rlnMicrographName"]]]
             write_star(out / "picks_queries.star", picks, force=True)

@@ -226,6 +226,14 @@ def simulate_micrographs(
         float,
         typer.Option("--ice-gradient", parser=real(0, 1000), help="Slow background, in noise standard deviations."),
     ] = 0.5,
+    ice_scale: Annotated[
+        float | None,
+        typer.Option(
+            "--ice-scale",
+            parser=real(2, 1e6),
+            help="How far the slow background varies (px); default: a third of the micrograph.",
+        ),
+    ] = None,
     ice_blobs: Annotated[
         int, typer.Option("--ice-blobs", min=0, max=10_000, help="Ice contaminants per micrograph.")
     ] = 0,
@@ -247,7 +255,7 @@ def simulate_micrographs(
     cfg = MicrographConfig(
         size_px=size, pixel_size_A=angpix, particle_box_px=particle_box, n_particles=particles, snr=snr,
         defocus_min_um=defocus_min, defocus_max_um=defocus_max, ice_gradient=ice_gradient,
-        n_ice_blobs=ice_blobs, carbon_edge=carbon_edge, invert=invert, seed=seed,
+        ice_gradient_scale_px=ice_scale, n_ice_blobs=ice_blobs, carbon_edge=carbon_edge, invert=invert, seed=seed,
         microscope=Microscope(voltage_kv=voltage, cs_mm=cs, amplitude_contrast=amplitude_contrast, b_factor_A2=b_factor),
     )  # fmt: skip
     with dist.runner() as runner:

@@ -5,6 +5,7 @@ import pytest
 from scipy.spatial.distance import pdist
 from sklearn.linear_model import LogisticRegression
 
+from cryoshot.errors import CryoshotError
 from cryoshot.simulate.micrographs import MicrographConfig, MicrographSimulator
 from cryoshot.simulate.projections import ProjectionConfig, ProjectionSimulator
 from cryoshot.simulate.structures import load_structures
@@ -132,3 +133,21 @@ def test_projection_classes(structs):
     same = b.labels[:, None] == b.labels[None, :]
     off = ~np.eye(len(flat), dtype=bool)
     assert corr[same & off].mean() > corr[~same].mean() + 0.2  # images of a class look alike
+
+
+def test_ice_gradient_scale_sets_how_far_the_background_varies(structs):
+    def background(scale):
+        cfg = MicrographConfig(**{**_CONTAMINATION, "n_particles": 0, "ice_gradient": 10.0},
+                               ice_gradient_scale_px=scale)  # fmt: skip
+        m = MicrographSimulator(structs, cfg).simulate(0)
+        return m.image - m.clean
+
+    def corr_at(img, lag):  # autocorrelation of the background at a horizontal lag (px)
+        a, b = img[:, :-lag].ravel(), img[:, lag:].ravel()
+        return np.corrcoef(a, b)[0, 1]
+
+    broad, fine = background(None), background(16.0)  # a third of 256 px against 16 px
+    assert corr_at(broad, 16) > 0.9 > corr_at(fine, 16)
+    assert corr_at(fine, 48) < 0.5
+    with pytest.raises(CryoshotError, match="at least 2 px"):
+        MicrographConfig(ice_gradient_scale_px=1.0).validate()

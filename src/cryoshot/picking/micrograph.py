@@ -3,7 +3,8 @@
 Binning from the particle diameter makes every later step independent of the pixel size:
 a 160 Å particle at 1 Å/px in a 4096² micrograph becomes 16 px in a 410² image, so
 the scan costs the same for any detector and micrographs of different pixel sizes are
-resampled onto the same scale automatically.
+resampled onto the same scale automatically. A smooth background (ice thickness, uneven
+illumination) is then subtracted, so the windows of one micrograph are compared on one level.
 """
 
 from __future__ import annotations
@@ -15,11 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from cryoshot.errors import CryoshotError
 from cryoshot.io.mrc import read_mrc
 
 MIN_DIAMETER_PX = 4.0  # a particle smaller than this (input pixels) cannot be picked
+# The background (ice thickness, uneven illumination), a Gaussian blur of this many particle
+# diameters, is subtracted before standardising; 0 keeps it. 1 was the best of 0 / 1 / 2 on
+# training-structure micrographs with and without an added background (docs/benchmarks.md).
+FLATTEN_DIAMETERS = 1.0
 
 
 @dataclass
@@ -148,10 +154,26 @@ def fourier_bin(img: np.ndarray, factor: float) -> np.ndarray:
     return (torch.fft.irfft2(g, s=(h, w)) * (h * w / (hh * ww))).numpy()
 
 
+def flatten_background(img: np.ndarray, sigma_px: float) -> np.ndarray:
+    """``img`` (H, W) minus its least-squares plane, then minus its Gaussian blur of ``sigma_px`` pixels:
+    a smooth background (ice thickness, illumination) removed, features much smaller than ``sigma_px``
+    kept. The plane goes first so that a tilt is removed up to the edges, where the blur reflects."""
+    if sigma_px <= 0:
+        return img
+    arr = np.asarray(img, np.float64)
+    h, w = arr.shape
+    yy, xx = np.mgrid[:h, :w]
+    a = np.c_[np.ones(h * w), (xx.ravel() - w / 2) / w, (yy.ravel() - h / 2) / h]
+    coef = np.linalg.lstsq(a, arr.ravel(), rcond=None)[0]
+    arr = (arr - (a @ coef).reshape(h, w)).astype(np.float32)
+    return arr - ndimage.gaussian_filter(arr, sigma_px, mode="reflect", truncate=3.0)
+
+
 def bin_micrograph(img: np.ndarray, pixel_size_A: float, diameter_A: float, particle_px: int) -> BinnedMicrograph:
-    """Bin ``img`` so the particle spans ``particle_px`` pixels, then standardise it robustly."""
+    """Bin ``img`` so the particle spans ``particle_px`` pixels, flatten its background
+    (:data:`FLATTEN_DIAMETERS`), then standardise it robustly."""
     factor = binning_factor(diameter_A, pixel_size_A, particle_px, img.shape)
-    binned = robust_standardise(bin_image(img, factor))
+    binned = robust_standardise(flatten_background(bin_image(img, factor), FLATTEN_DIAMETERS * particle_px))
     # the exact factor of the integer output grid (differs from ``factor`` by rounding)
     eff = img.shape[1] / binned.shape[1]
     return BinnedMicrograph(binned, float(eff), (int(img.shape[0]), int(img.shape[1])), float(pixel_size_A))

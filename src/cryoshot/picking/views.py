@@ -24,7 +24,8 @@ from scipy import ndimage
 from cryoshot.data.particles2d import standardise
 from cryoshot.embedding.workflow import embed_images
 from cryoshot.models.siamese2d import SiameseNet
-from cryoshot.picking.micrograph import fourier_bin
+from cryoshot.picking import micrograph
+from cryoshot.picking.micrograph import flatten_background, fourier_bin
 from cryoshot.picking.scan import windows_at
 
 VIEW_TOP = 3  # mean of the 3 best exemplar cosines (better than the best one alone on training structures)
@@ -67,10 +68,16 @@ class ViewReference:
     source: dict | None = None
 
 
-def view_image(img: np.ndarray, pixel_size_A: float, net: SiameseNet) -> ViewImage:
+def view_image(img: np.ndarray, pixel_size_A: float, net: SiameseNet, diameter_A: float | None = None) -> ViewImage:
     """The micrograph ``img`` (H, W) at ``pixel_size_A`` (Å), resampled to the network's pixel size by
-    Fourier cropping, as its training images were (an antialiased bilinear binning ranked worse)."""
+    Fourier cropping, as its training images were (an antialiased bilinear binning ranked worse).
+
+    With the particle's ``diameter_A``, its smooth background is removed as the picker's is
+    (:func:`~cryoshot.picking.micrograph.flatten_background`, :data:`FLATTEN_DIAMETERS` diameters).
+    """
     v = fourier_bin(img, net.cfg.pixel_size_A / pixel_size_A)
+    if diameter_A is not None:
+        v = flatten_background(v, micrograph.FLATTEN_DIAMETERS * diameter_A / net.cfg.pixel_size_A)
     return ViewImage(v, float(img.shape[1] / v.shape[1]))
 
 

@@ -386,7 +386,7 @@ def _run(net, ck, mics, micrographs, stems, headers, ex_df, exemplars, model_pat
                 xy = ex_df.loc[ex_df["mic"] == i, ["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float)
                 ex_xy += [(len(refs) - 1, float(x), float(y)) for x, y in refs[i].to_binned(xy)]
                 if vnet is not None:
-                    ref_views.append((view_image(img, ps, vnet), xy))
+                    ref_views.append((view_image(img, ps, vnet, config.diameter_A), xy))
         ref_list = list(refs.values())
         views = view_reference(vnet, ref_views, config.diameter_A) if ref_views else None
         if views is not None and stored is not None:
@@ -462,7 +462,9 @@ def pick_micrograph_unit(picker_path: str, mic: str, name: str, config: PickConf
 
 def _view_of(img: np.ndarray, pixel_size_A: float, views: ViewReference | None, cfg: PickConfig) -> ViewImage | None:
     """The micrograph at the Siamese network's pixel size, when its view opinion is used (else None)."""
-    return view_image(img, pixel_size_A, views.net) if views is not None and cfg.view_weight > 0 else None
+    return (
+        view_image(img, pixel_size_A, views.net, cfg.diameter_A) if views is not None and cfg.view_weight > 0 else None
+    )
 
 
 def _exemplars_on(ex_xy: list, i: int) -> np.ndarray:

@@ -45,6 +45,7 @@ class MicrographConfig:
     defocus_max_um: float = 3.0
     microscope: Microscope = field(default_factory=Microscope)
     ice_gradient: float = 0.5
+    ice_gradient_scale_px: float | None = None  # how far it varies; None: a third of the micrograph
     n_ice_blobs: int = 0
     carbon_edge: bool = False
     invert: bool = False
@@ -69,6 +70,8 @@ class MicrographConfig:
             raise CryoshotError("number of ice blobs must be >= 0")
         if self.min_distance_px is not None and self.min_distance_px < 0:
             raise CryoshotError(f"minimum particle distance must be >= 0 px, got {self.min_distance_px}")
+        if self.ice_gradient_scale_px is not None and not self.ice_gradient_scale_px >= 2:
+            raise CryoshotError(f"the ice gradient's scale must be at least 2 px, got {self.ice_gradient_scale_px}")
 
 
 @dataclass
@@ -250,7 +253,7 @@ class MicrographSimulator:
         sig_var = float(clean[mask].var()) if mask.any() else float(clean.var()) or 1.0
         sigma = np.sqrt(sig_var / c.snr)
         if c.ice_gradient:
-            ramp = _smooth_field(rng, size, size / 3)
+            ramp = _smooth_field(rng, size, c.ice_gradient_scale_px or size / 3)
             image = image + c.ice_gradient * sigma * ramp.astype(np.float32)
         noise = rng.standard_normal((size, size), dtype=np.float32)
         noise *= np.float32(sigma / noise.std())  # exact SNR for every micrograph
