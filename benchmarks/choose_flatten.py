@@ -5,9 +5,10 @@ The ten datasets of training maps of ``choose_pick_rerank.py --more`` (seed 9191
 simulated and with an added background (per micrograph: a random tilt plus a smooth random field
 varying over 1/8 of the micrograph, in all ``amp`` standard deviations of the micrograph).
 ``cryoshot pick`` runs as a user runs it (15 exemplars on the first micrograph) with
-``FLATTEN_DIAMETERS`` set to each value; F1 over the other 4 micrographs against the target.
+``FLATTEN_DIAMETERS`` (the running median's window, in particle diameters; 0: no flattening) set
+to each value; F1 over the other 4 micrographs against the target.
 
-    cd benchmarks && ../.venv/bin/python choose_flatten.py [--amps 0 1] [--flatten 0 1 2] [--sets KEY ...]
+    cd benchmarks && ../.venv/bin/python choose_flatten.py [--amps 0 1] [--flatten 0 2.5] [--sets KEY ...]
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=Path("../runs/choose_pick_threshold"))
     ap.add_argument("--out", type=Path, default=Path("../runs/choose_flatten"))
     ap.add_argument("--amps", type=float, nargs="+", default=[0.0, 1.0])
-    ap.add_argument("--flatten", type=float, nargs="+", default=[0.0, 1.0, 2.0])
+    ap.add_argument("--flatten", type=float, nargs="+", default=[0.0, 2.5])
     ap.add_argument("--sets", nargs="*", help="dataset keys such as 2cg9_snr0.02 (default: all ten)")
     a = ap.parse_args()
     configure_threads()

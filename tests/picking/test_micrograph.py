@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from cryoshot.picking import micrograph
-from cryoshot.picking.micrograph import FLATTEN_DIAMETERS, bin_micrograph, flatten_background
+from cryoshot.picking.micrograph import bin_micrograph, flatten_background
 
 
 def _disc(n: int, r: float, centre: tuple[float, float]) -> np.ndarray:
@@ -23,8 +23,8 @@ def test_flattening_removes_a_smooth_background_and_keeps_particles():
     n, d = 256, 16  # particle diameter 16 px
     particles = _disc(n, d / 2, (80, 90)) + _disc(n, d / 2, (170, 150))
     bg = _background(n)
-    flat = flatten_background(particles + bg, FLATTEN_DIAMETERS * d)
-    ref = flatten_background(particles, FLATTEN_DIAMETERS * d)
+    flat = flatten_background(particles + bg, d)
+    ref = flatten_background(particles, d)
     # the background is gone (away from the edges, where reflection cannot follow a tilt exactly)...
     inner = (slice(2 * d, n - 2 * d),) * 2
     assert np.abs(flat - ref)[inner].max() < 0.1 * np.ptp(bg)
@@ -34,7 +34,12 @@ def test_flattening_removes_a_smooth_background_and_keeps_particles():
         assert flat[inside].mean() - np.median(flat) > 0.8
     # without flattening the background would dominate
     assert np.abs((particles + bg) - particles)[inner].max() > 1.0
-    assert flatten_background(particles, 0) is particles  # 0 keeps it
+
+
+def test_zero_diameters_keeps_the_micrograph(monkeypatch):
+    img = np.random.default_rng(1).standard_normal((64, 64)).astype(np.float32)
+    monkeypatch.setattr(micrograph, "FLATTEN_DIAMETERS", 0.0)
+    assert flatten_background(img, 16) is img
 
 
 def test_binned_micrograph_is_the_same_with_and_without_a_background_gradient(monkeypatch):
@@ -53,3 +58,15 @@ def test_binned_micrograph_is_the_same_with_and_without_a_background_gradient(mo
     assert agreement() > 0.95
     monkeypatch.setattr(micrograph, "FLATTEN_DIAMETERS", 0.0)  # unflattened, the background dominates
     assert agreement() < 0.7
+
+
+def test_a_carbon_edge_stays_a_step_not_a_ridge():
+    # a Gaussian high-pass turns a step into a ridge a diameter wide on each side, which looks like a
+    # row of particles; the running median keeps the step, so only the pixels within half a diameter of it differ
+    n, d = 410, 16
+    yy, xx = np.mgrid[:n, :n]
+    dist = (xx + 0.7 * yy - 300) / np.hypot(1, 0.7)  # signed distance to the edge (px)
+    step = 3.0 * (dist > 0).astype(np.float32)
+    flat = flatten_background(step, d)
+    assert np.abs(flat[np.abs(dist) > d / 2]).max() < 0.5 * 3.0
+    assert np.abs(flat[np.abs(dist) > d]).max() < 0.1 * 3.0

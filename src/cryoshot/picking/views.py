@@ -24,7 +24,6 @@ from scipy import ndimage
 from cryoshot.data.particles2d import standardise
 from cryoshot.embedding.workflow import embed_images
 from cryoshot.models.siamese2d import SiameseNet
-from cryoshot.picking import micrograph
 from cryoshot.picking.micrograph import flatten_background, fourier_bin
 from cryoshot.picking.scan import windows_at
 
@@ -77,7 +76,7 @@ def view_image(img: np.ndarray, pixel_size_A: float, net: SiameseNet, diameter_A
     """
     v = fourier_bin(img, net.cfg.pixel_size_A / pixel_size_A)
     if diameter_A is not None:
-        v = flatten_background(v, micrograph.FLATTEN_DIAMETERS * diameter_A / net.cfg.pixel_size_A)
+        v = flatten_background(v, diameter_A / net.cfg.pixel_size_A)
     return ViewImage(v, float(img.shape[1] / v.shape[1]))
 
 
