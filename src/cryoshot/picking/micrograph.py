@@ -172,14 +172,14 @@ def median_background(img: np.ndarray, diameter_px: float, window_diameters: flo
     Medians keep a step (a carbon edge) a step, and particles (small, a minority of each window)
     barely move them. Costs a few milliseconds for a binned micrograph.
     """
-    h, w = img.shape
+    arr = np.asarray(img, np.float32)
+    h, w = arr.shape
     b = max(2, int(round(diameter_px / 4)))
-    nh, nw = max(1, h // b), max(1, w // b)
+    if h < b or w < b:  # smaller than one tile
+        return np.full((h, w), float(np.median(arr)), np.float32)
+    nh, nw = h // b, w // b
     hh, ww = nh * b, nw * b
-    crop = np.asarray(img, np.float32)[:hh, :ww] if h >= b and w >= b else np.asarray(img, np.float32)
-    if h < b or w < b:
-        return np.full((h, w), float(np.median(crop)), np.float32)
-    tiles = np.median(crop.reshape(nh, b, nw, b).transpose(0, 2, 1, 3).reshape(nh, nw, b * b), axis=2)
+    tiles = np.median(arr[:hh, :ww].reshape(nh, b, nw, b).transpose(0, 2, 1, 3).reshape(nh, nw, b * b), axis=2)
     n = max(3, int(round(window_diameters * diameter_px / b)) | 1)
     tiles = ndimage.median_filter(tiles, size=n, mode="reflect")
     t = torch.from_numpy(np.ascontiguousarray(tiles, np.float32))[None, None]
