@@ -45,12 +45,12 @@ SETS = {
         "3cf3", ("1u6g",), 170.0, dict(size_px=2048, pixel_size_A=2.0, particle_box_px=128, n_particles=120,
                                        snr=0.02, ice_gradient=1.0, ice_gradient_scale_px=340.0)),
 }  # fmt: skip
-VARIANTS = {  # (template weight, view weight, background flattening in diameters)
-    "default (cosine 0.1, NCC 0.4, views 0.5)": (0.4, 0.5, 1.0),
+VARIANTS = {  # (template weight, view weight, background flattening in diameters; None: the default)
+    "default (cosine 0.1, NCC 0.4, views 0.5)": (0.4, 0.5, None),
     "background not flattened": (0.4, 0.5, 0.0),
-    "no views (NCC 0.6)": (0.6, 0.0, 1.0),
-    "no template (cosine 0.5, views 0.5)": (0.0, 0.5, 1.0),
-    "cosine only (the paper)": (0.0, 0.0, 1.0),
+    "no views (NCC 0.6)": (0.6, 0.0, None),
+    "no template (cosine 0.5, views 0.5)": (0.0, 0.5, None),
+    "cosine only (the paper)": (0.0, 0.0, None),
 }
 
 
@@ -86,7 +86,7 @@ def main() -> None:
         for vname, (tw, vw, flatten) in VARIANTS.items():
             out = ds / f"picks_{tw}_{vw}_{flatten}"
             shutil.rmtree(out, ignore_errors=True)
-            micrograph.FLATTEN_DIAMETERS = flatten
+            micrograph.FLATTEN_DIAMETERS = default_flatten if flatten is None else flatten
             pick(mics, ds / "ex.star", out, PickConfig(diameter_A=diameter, template_weight=tw, view_weight=vw),
                  progress=False, log=lambda s: None)  # fmt: skip
             micrograph.FLATTEN_DIAMETERS = default_flatten
