@@ -1,7 +1,7 @@
 """Should ``cryoshot pick`` flatten the micrograph's background, and over how many diameters? Decided on
 training structures.
 
-The ten datasets of training maps of ``choose_pick_rerank.py --more`` (seed 9191; run it first), as
+The ten datasets of training maps of ``choose_pick_rerank.py --more`` (seed 9191; made here if missing), as
 simulated and with an added background (per micrograph: a random tilt plus a smooth random field
 varying over 1/8 of the micrograph, in all ``amp`` standard deviations of the micrograph).
 ``cryoshot pick`` runs as a user runs it (15 exemplars on the first micrograph) with
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import mrcfile
 import numpy as np
+from bench_picking import make_dataset
 from choose_pick_rerank import MORE_SETS
-from choose_pick_threshold import DEV_SETS
+from choose_pick_threshold import DEV_SEED, DEV_SETS
 from scipy import ndimage
 
 from cryoshot.data.micrograph_episodes import structure_diameter_A
@@ -66,11 +67,16 @@ def main() -> None:
     ap.add_argument("--sets", nargs="*", help="dataset keys such as 2cg9_snr0.02 (default: all ten)")
     a = ap.parse_args()
     configure_threads()
+    a.root.mkdir(parents=True, exist_ok=True)
     keys = a.sets or [f"{t}_snr{s:g}" for s in (0.02, 0.01) for t in {**DEV_SETS, **MORE_SETS}]
     results: dict[tuple[float, float], list[float]] = {}
+    all_sets = {**DEV_SETS, **MORE_SETS}
+    order = [f"{t}_snr{s:g}" for t in all_sets for s in (0.02, 0.01)]  # choose_pick_rerank's numbering
     for i, key in enumerate(keys):
-        target = key.split("_")[0]
+        target, snr = key.split("_")[0], float(key.split("_snr")[1])
         diameter = round(structure_diameter_A(target) / 10) * 10
+        # the same dataset as choose_pick_rerank.py --more makes (reused when it exists)
+        make_dataset(a.root, target, snr, 5, 2048, order.index(key), all_sets[target], diameter, DEV_SEED)
         for amp in a.amps:
             ds = with_background(a.root / key, a.out / f"{key}_a{amp:g}", amp, seed=100 + i)
             mics = sorted(str(p) for p in ds.glob("mic_*.mrc"))

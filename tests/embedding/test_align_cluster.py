@@ -12,6 +12,7 @@ from cryoshot.embedding.align2d import (
     apply_alignment,
     rotate_images,
     rotational_invariants,
+    shift_images,
 )
 from cryoshot.embedding.cluster import agreement, check_k, cluster_features, kneedle, similarity_matrix
 from cryoshot.embedding.mra import MRAConfig, mra_classify
@@ -34,6 +35,21 @@ def test_rotation_by_90_degrees_matches_numpy():
             if 0 <= sy < 32 and 0 <= sx < 32:
                 expect[yy, xx] = img[sy, sx]
     assert np.allclose(out, expect, atol=1e-4)
+
+
+def test_shifts_move_images_periodically_whole_and_fractional():
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((3, 16, 16)).astype(np.float32))
+    whole = torch.tensor([[2.0, -3.0], [0.0, 0.0], [-17.0, 5.0]])
+    out = shift_images(x, whole).numpy()
+    for i, (sx, sy) in enumerate(whole.long().tolist()):  # pixel (y, x) moves to (y + sy, x + sx), wrapped
+        assert np.allclose(out[i], np.roll(x[i].numpy(), (sy, sx), axis=(0, 1)), atol=1e-6)
+    # a fractional shift is the Fourier phase ramp: on a band-limited image two halves make one whole pixel
+    v = torch.from_numpy(toy_views(16)[:2])
+    half = shift_images(shift_images(v, torch.full((2, 2), 0.5)), torch.full((2, 2), 0.5))
+    assert np.allclose(half.numpy(), np.roll(v.numpy(), (1, 1), axis=(1, 2)), atol=1e-2)  # Nyquist aside
+    frac = torch.tensor([[0.3, -1.7], [2.25, 0.5]])
+    assert np.allclose(shift_images(shift_images(v, frac), -frac).numpy(), v.numpy(), atol=1e-2)
 
 
 def test_alignment_recovers_angle_and_shift():

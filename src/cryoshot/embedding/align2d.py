@@ -22,26 +22,37 @@ import torch.nn.functional as F
 def rotate_images(x: torch.Tensor, angles_deg: torch.Tensor | float) -> torch.Tensor:
     """Rotate (N, D, D) images counter-clockwise by ``angles_deg`` (N,) about pixel D // 2 (bilinear)."""
     n, d = x.shape[0], x.shape[-1]
+    if n == 0:
+        return x.float().clone()
     a = torch.as_tensor(angles_deg, dtype=torch.float32).expand(n) * (math.pi / 180)
     cos, sin = torch.cos(a), torch.sin(a)
-    # output pixel p samples the input at R(-θ) p (about the centre), in pixel units
-    yy, xx = torch.meshgrid(torch.arange(d, dtype=torch.float32), torch.arange(d, dtype=torch.float32), indexing="ij")
-    c = d // 2
-    px, py = (xx - c)[None], (yy - c)[None]
-    sx = cos[:, None, None] * px + sin[:, None, None] * py + c
-    sy = -sin[:, None, None] * px + cos[:, None, None] * py + c
-    grid = torch.stack([sx / (d - 1) * 2 - 1, sy / (d - 1) * 2 - 1], dim=-1)
+    # output pixel p samples the input at R(-θ)(p - c) + c, c = D // 2; as an affine map of grid_sample's
+    # normalised coordinates u = p / h - 1 (h = (D - 1) / 2): u -> R u + (R - I) v, v = (h - c) / h on both axes
+    h = (d - 1) / 2
+    v = (h - d // 2) / h
+    theta = torch.stack([torch.stack([cos, sin, (cos - 1 + sin) * v], 1),
+                         torch.stack([-sin, cos, (cos - 1 - sin) * v], 1)], 1)  # fmt: skip
+    grid = F.affine_grid(theta, [n, 1, d, d], align_corners=True)
     return F.grid_sample(x[:, None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)[:, 0]
 
 
 def shift_images(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
-    """Move (N, D, D) images by (N, 2) shifts (sx, sy) in pixels (Fourier phase, periodic)."""
-    d = x.shape[-1]
-    ky = torch.fft.fftfreq(d)[:, None]
-    kx = torch.fft.rfftfreq(d)[None, :]
-    s = torch.as_tensor(shifts, dtype=torch.float32)
-    phase = torch.exp(-2j * math.pi * (kx[None] * s[:, 0, None, None] + ky[None] * s[:, 1, None, None]))
-    return torch.fft.irfft2(torch.fft.rfft2(x.float()) * phase, s=(d, d))
+    """Move (N, D, D) images by (N, 2) shifts (sx, sy) in pixels, periodically (the Fourier phase ramp).
+
+    Whole-pixel shifts (what the alignment search finds) are exact circular moves, done by indexing;
+    others by the phase ramp, separable in x and y.
+    """
+    n, d = x.shape[0], x.shape[-1]
+    s = torch.as_tensor(shifts, dtype=torch.float32).reshape(n, 2)
+    whole = torch.round(s)
+    if torch.equal(whole, s):
+        i = torch.arange(d)
+        iy = (i[None, :] - whole[:, 1, None].long()) % d  # (N, D): output row y reads input row y - sy
+        ix = (i[None, :] - whole[:, 0, None].long()) % d
+        return x.float()[torch.arange(n)[:, None, None], iy[:, :, None], ix[:, None, :]]
+    px = torch.exp(-2j * math.pi * torch.fft.rfftfreq(d)[None] * s[:, 0, None])  # (N, D // 2 + 1)
+    py = torch.exp(-2j * math.pi * torch.fft.fftfreq(d)[None] * s[:, 1, None])  # (N, D)
+    return torch.fft.irfft2(torch.fft.rfft2(x.float()) * (py[:, :, None] * px[:, None, :]), s=(d, d))
 
 
 def apply_alignment(x: torch.Tensor, angles_deg: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
