@@ -185,7 +185,7 @@ def align_locally(
     n_angles: int = 72,
     angle_steps: int = 1,
     max_shift_px: int = 4,
-    chunk: int = 256,
+    chunk: int = 64,
 ) -> Alignment:
     """Align each image to a few candidate references near candidate angles (the fine step of a
     coarse-to-fine search).
@@ -202,27 +202,27 @@ def align_locally(
     """
     x = torch.as_tensor(np.asarray(images, dtype=np.float32))
     r = torch.as_tensor(np.asarray(refs, dtype=np.float32))
-    n, d = x.shape[0], x.shape[-1]
+    n, d, k = x.shape[0], x.shape[-1], r.shape[0]
     step = 360.0 / n_angles
     angles, rot = _rotated_references(r, n_angles)
-    # each image meets only its own few tries: correlate by FFT, with the tries' transforms computed once
-    fr = torch.conj(torch.fft.rfft2(rot))  # (K*R, D, D // 2 + 1)
+    rot = rot.reshape(k * n_angles, d * d)
     cand = torch.as_tensor(candidates, dtype=torch.long)
     a0 = torch.round(torch.as_tensor(candidate_angle_deg, dtype=torch.float32) / step).long()
     offs = torch.arange(-angle_steps, angle_steps + 1)
     ang = (a0[:, :, None] + offs) % n_angles  # (N, m, 2j+1)
     idx = (cand[:, :, None] * n_angles + ang).reshape(n, -1)  # rows of ``rot`` to try, per image
     s = int(max_shift_px)
-    sh = torch.arange(-s, s + 1) % d  # shifts -s..s on the periodic grid
     best_i = torch.empty(n, dtype=torch.long)
     best_shift = torch.empty((n, 2), dtype=torch.float32)
     best_score = torch.empty(n, dtype=torch.float32)
     for a in range(0, n, chunk):
         xb = x[a : a + chunk]
         norms = xb.flatten(1).norm(dim=1).clamp_min(1e-12)
-        # (b, tries, D, D): cc[t] = sum_p x(p + t) r(p), as in align_to_references; then the searched shifts
-        cc = torch.fft.irfft2(torch.fft.rfft2(xb)[:, None] * fr[idx[a : a + chunk]], s=(d, d))
-        j, best_shift[a : a + chunk], v2, _ = _best_try(cc[:, :, sh][:, :, :, sh].flatten(2), s)
+        b, tries = len(xb), idx.shape[1]
+        # one group per image: its padded copy correlated with its own tries -> (b, tries, shifts)
+        w_ = rot[idx[a : a + chunk]].reshape(b * tries, 1, d, d)
+        cc = F.conv2d(_circular_pad(xb, s).reshape(1, b, d + 2 * s, d + 2 * s), w_, groups=b).reshape(b, tries, -1)
+        j, best_shift[a : a + chunk], v2, _ = _best_try(cc, s)
         best_i[a : a + chunk] = idx[a : a + chunk].gather(1, j[:, None])[:, 0]
         best_score[a : a + chunk] = v2 / norms
     return Alignment(
