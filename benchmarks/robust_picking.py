@@ -73,6 +73,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=Path("runs/robust_picking"))
     ap.add_argument("--sets", type=int, nargs="*", help="indices of the datasets to run (default: all)")
+    ap.add_argument("--variants", type=int, nargs="*", help="indices of the variants to run (default: all)")
     a = ap.parse_args()
     configure_threads()
     a.root.mkdir(parents=True, exist_ok=True)
@@ -83,7 +84,9 @@ def main() -> None:
         ds = make(a.root, k, target, distractors, over)
         mics = sorted(str(p) for p in ds.glob("mic_*.mrc"))
         print(f"\n{name} (target {target}, {len(mics) - 1} query micrographs)", flush=True)
-        for vname, (tw, vw, flatten) in VARIANTS.items():
+        for vi, (vname, (tw, vw, flatten)) in enumerate(VARIANTS.items()):
+            if a.variants is not None and vi not in a.variants:
+                continue
             out = ds / f"picks_{tw}_{vw}_{flatten}"
             shutil.rmtree(out, ignore_errors=True)
             micrograph.FLATTEN_DIAMETERS = default_flatten if flatten is None else flatten

@@ -28,10 +28,11 @@ def test_flattening_removes_a_smooth_background_and_keeps_particles():
     # the background is gone (away from the edges, where reflection cannot follow a tilt exactly)...
     inner = (slice(2 * d, n - 2 * d),) * 2
     assert np.abs(flat - ref)[inner].max() < 0.1 * np.ptp(bg)
-    # ...the particles keep nearly all their contrast
+    # ...the particles keep most of their contrast (a window of one diameter, the default, takes about a
+    # third of an isolated flat disc's; 2.5 diameters took a tenth, but ranked worse on training structures)
     for c in ((80, 90), (170, 150)):
         inside = _disc(n, d / 4, c).astype(bool)
-        assert flat[inside].mean() - np.median(flat) > 0.8
+        assert flat[inside].mean() - np.median(flat) > 0.6
     # without flattening the background would dominate
     assert np.abs((particles + bg) - particles)[inner].max() > 1.0
 

@@ -24,9 +24,9 @@ from cryoshot.io.mrc import read_mrc
 
 MIN_DIAMETER_PX = 4.0  # a particle smaller than this (input pixels) cannot be picked
 # The background (ice thickness, uneven illumination), a running median over windows this many
-# particle diameters wide, is subtracted before standardising; 0 keeps it. Chosen on
+# particle diameters wide, is subtracted before standardising; 0 keeps it. Chosen (1 against 2.5) on
 # training-structure micrographs with and without an added background (docs/benchmarks.md).
-FLATTEN_DIAMETERS = 2.5
+FLATTEN_DIAMETERS = 1.0
 
 
 @dataclass
