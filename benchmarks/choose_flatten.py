@@ -68,17 +68,19 @@ def main() -> None:
     a = ap.parse_args()
     configure_threads()
     a.root.mkdir(parents=True, exist_ok=True)
-    keys = a.sets or [f"{t}_snr{s:g}" for s in (0.02, 0.01) for t in {**DEV_SETS, **MORE_SETS}]
-    results: dict[tuple[float, float], list[float]] = {}
     all_sets = {**DEV_SETS, **MORE_SETS}
+    default_keys = [f"{t}_snr{s:g}" for s in (0.02, 0.01) for t in all_sets]
+    keys = a.sets or default_keys
+    results: dict[tuple[float, float], list[float]] = {}
     order = [f"{t}_snr{s:g}" for t in all_sets for s in (0.02, 0.01)]  # choose_pick_rerank's numbering
-    for i, key in enumerate(keys):
+    for key in keys:
         target, snr = key.split("_")[0], float(key.split("_snr")[1])
         diameter = round(structure_diameter_A(target) / 10) * 10
         # the same dataset as choose_pick_rerank.py --more makes (reused when it exists)
         make_dataset(a.root, target, snr, 5, 2048, order.index(key), all_sets[target], diameter, DEV_SEED)
         for amp in a.amps:
-            ds = with_background(a.root / key, a.out / f"{key}_a{amp:g}", amp, seed=100 + i)
+            # one background per dataset, whichever --sets are run
+            ds = with_background(a.root / key, a.out / f"{key}_a{amp:g}", amp, seed=100 + default_keys.index(key))
             mics = sorted(str(p) for p in ds.glob("mic_*.mrc"))
             for fl in a.flatten:
                 micrograph.FLATTEN_DIAMETERS = fl

@@ -7,7 +7,7 @@ terms: the Siamese network's view score (a cosine) of an exemplar against the *o
 exemplars is a sample of the view scores true target particles get. This script collects, for
 the ten datasets of training maps of ``choose_flatten.py`` (seed 9191, made there), the
 candidates of ``cryoshot pick`` as shipped (stage 1 on the reference, then every opinion on the
-4 query micrographs) and the exemplars' leave-one-out opinions on the reference, then compares
+4 query micrographs) and the exemplars' leave-one-out view scores on the reference, then compares
 cuts: the gmm (shipped), and gmm with the view score held above a quantile of the exemplars'
 leave-one-out view scores, and others. F1 over the queries against the target.
 
@@ -22,6 +22,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from bench_picking import oracle_f1
 from choose_pick_rerank import MORE_SETS
 from choose_pick_threshold import DEV_SETS
 
@@ -38,15 +39,13 @@ from cryoshot.picking.workflow import PickConfig, _load_picker, pick
 from cryoshot.utils.threads import configure_threads
 
 
-def opinions(net, ex_feats, template, views, cfg, img, ps, exclude=None):
+def opinions(net, ex_feats, template, views, cfg, img, ps) -> dict:
     """Candidates of one micrograph: input-pixel xy (N, 2), cosine, NCC and view score (N,) each."""
     b = bin_micrograph(img, ps, cfg.diameter_A, net.config.particle_px)
-    xy, cos, _ = candidate_picks(net, b.image, ex_feats, cfg.stride_px, cfg.nms_distance, cfg.matching,
-                                 exclude=None if exclude is None else (b.to_binned(exclude), 0.5 * net.config.particle_px))  # fmt: skip
-    v = view_image(img, ps, views.net, cfg.diameter_A)
+    xy, cos, _ = candidate_picks(net, b.image, ex_feats, cfg.stride_px, cfg.nms_distance, cfg.matching)
     xin = b.to_input(xy)
-    return {"xy": xin, "cos": cos, "ncc": ncc_at(ncc_map(b.image, template), xy), "view": view_scores(views, v, xin),
-            "b": b, "v": v}  # fmt: skip
+    v = view_image(img, ps, views.net, cfg.diameter_A)
+    return {"xy": xin, "cos": cos, "ncc": ncc_at(ncc_map(b.image, template), xy), "view": view_scores(views, v, xin)}
 
 
 def collect(ds: Path, key: str) -> dict:
@@ -63,20 +62,18 @@ def collect(ds: Path, key: str) -> dict:
     truth = read_star_table(ds / "truth_queries.star")
     ex = read_star_table(ds / "ex.star")[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float)
     side = diameter / 2.0  # the pixel size is 2 Å: the diameter in input pixels is diameter / 2
-    # reference: the cosine leave-one-out (score_map's exclude); the exemplars' view scores against the other 14
+    # the exemplars' view scores, each against the other 14 (as the reference micrograph's view image shows them)
     img, ps = read_micrograph(mics[0])
-    r = opinions(net, ex_feats, template, views, cfg, img, ps, exclude=ex)
-    e = embed_crops(views.net, crops_at(r["v"], ex, views.net.cfg.box_px), views.polarity).astype(np.float64)
+    v = view_image(img, ps, views.net, cfg.diameter_A)
+    e = embed_crops(views.net, crops_at(v, ex, views.net.cfg.box_px), views.polarity).astype(np.float64)
     c = e @ e.T
     np.fill_diagonal(c, -np.inf)
     ex_view = np.sort(c, axis=1)[:, -VIEW_TOP:].mean(axis=1)
     d = {"key": key, "side": side, "ex_view": ex_view, "queries": []}
-    d["ref"] = {k: r[k] for k in ("xy", "cos", "ncc", "view")}
     for m in mics[1:]:
         img, ps = read_micrograph(m)
         q = opinions(net, ex_feats, template, views, cfg, img, ps)
         rows = truth[truth["rlnMicrographName"] == m.name]
-        q = {k: q[k] for k in ("xy", "cos", "ncc", "view")}
         q["truth"] = rows.loc[rows["cryoshotStructureName"] == target, ["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(
             float
         )
@@ -111,7 +108,7 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=Path("../runs/choose_flatten"))
     a = ap.parse_args()
     configure_threads()
-    cfg = PickConfig(diameter_A=100.0)
+    cfg = PickConfig(diameter_A=100.0)  # only its figure-of-merit weights are read (the defaults)
     data = []
     for target in {**DEV_SETS, **MORE_SETS}:
         for snr in (0.02, 0.01):
@@ -164,13 +161,7 @@ def main() -> None:
         return lambda q, d: q["view"] >= np.quantile(d["ex_view"], qq)
 
     def oracle(q, d):
-        best, keep = -1.0, np.zeros(len(q["xy"]), bool)
-        for t in np.unique(q["merit"])[::-1][:400]:
-            k = q["merit"] >= t
-            f = count_matches(q["xy"][k], q["truth"], d["side"], q["merit"][k]).f1
-            if f > best:
-                best, keep = f, k
-        return keep
+        return q["merit"] >= oracle_f1(q["xy"], q["merit"], q["truth"], d["side"])[1]
 
     rules = {"gmm (shipped)": gmm}
     rules |= {f"gmm and view >= exemplars' q{qq:g}": gmm_view_q(qq) for qq in (0.0, 0.05, 0.1, 0.2, 0.3)}

@@ -1,13 +1,13 @@
 """Picking on micrographs simulated unlike the benchmark's: does the default hold, and does each opinion help?
 
-Three datasets of novel structures (never used in training or in any choice), each unlike
+Five datasets of novel structures (never used in training or in any choice), each unlike
 ``bench_picking.py``'s in several ways at once (pixel size, micrograph size, crowding, B-factor,
 defocus range, amplitude contrast, ice, an uneven background, distractors or none). ``cryoshot pick`` runs as a user
 would run it (15 exemplars on the first micrograph, every micrograph picked), with the default
 figure of merit, without flattening the background, and with the opinions removed one by one; F1 is scored on the other micrographs
 against the target's truth (``evaluate_picks``, IoU >= 0.5).
 
-    .venv/bin/python benchmarks/robust_picking.py [--root runs/robust_picking]
+    .venv/bin/python benchmarks/robust_picking.py [--root runs/robust_picking] [--sets I ...] [--variants I ...]
 """
 
 from __future__ import annotations
@@ -90,9 +90,11 @@ def main() -> None:
             out = ds / f"picks_{tw}_{vw}_{flatten}"
             shutil.rmtree(out, ignore_errors=True)
             micrograph.FLATTEN_DIAMETERS = default_flatten if flatten is None else flatten
-            pick(mics, ds / "ex.star", out, PickConfig(diameter_A=diameter, template_weight=tw, view_weight=vw),
-                 progress=False, log=lambda s: None)  # fmt: skip
-            micrograph.FLATTEN_DIAMETERS = default_flatten
+            try:
+                pick(mics, ds / "ex.star", out, PickConfig(diameter_A=diameter, template_weight=tw, view_weight=vw),
+                     progress=False, log=lambda s: None)  # fmt: skip
+            finally:
+                micrograph.FLATTEN_DIAMETERS = default_flatten
             picks = read_star_table(out / "picks.star")
             picks = picks[[not str(m).endswith("mic_0000.mrc") for m in picks["rlnMicrographName"]]]
             write_star(out / "picks_queries.star", picks, force=True)
