@@ -53,6 +53,8 @@ def test_existing_output_needs_force(tmp_path, capsys):
         (["simulate", "subtomograms", "-s", "nosuch"], "unknown structure"),
         (["simulate", "micrographs", "-s", "1bxn", "--snr", "0"], "--snr"),
         (["simulate", "projections", "-s", "1bxn", "--views", "0"], "--views"),
+        (["simulate", "micrographs", "-s", "1bxn", "--structural-noise", "1.5"], "--structural-noise"),
+        (["simulate", "projections", "-s", "1bxn", "--mtf-nyquist", "0"], "--mtf-nyquist"),
     ],
 )
 def test_bad_simulation_input(tmp_path, capsys, args, msg):
@@ -65,12 +67,13 @@ def test_bad_simulation_input(tmp_path, capsys, args, msg):
 def test_micrographs_and_projections(tmp_path):
     args = ["-o", str(tmp_path / "m"), "-n", "2", "--size", "256", "--particle-box", "32", "--angpix", "8"]
     args += ["--particles", "8", "--carbon-edge", "--ice-blobs", "1", "--preview", str(tmp_path / "m.png")]
+    args += ["--structural-noise", "0.5", "--mtf-nyquist", "0.6"]
     assert main(["simulate", "micrographs", "-s", "1bxn", *args]) == 0
     df = read_star_table(tmp_path / "m" / "coordinates.star")
     assert set(df["rlnMicrographName"]) == {"mic_0000.mrc", "mic_0001.mrc"}
     assert read_mrc(tmp_path / "m" / "mic_0000.mrc").data.shape == (256, 256)
     assert main(["simulate", "projections", "-s", "1bxn,3cf3", "-o", str(tmp_path / "p"), "--box", "32",
-                 "--angpix", "8", "--views", "2", "--per-class", "3"]) == 0  # fmt: skip
+                 "--angpix", "8", "--views", "2", "--per-class", "3", "--structural-noise", "0.3"]) == 0  # fmt: skip
     df = read_star_table(tmp_path / "p" / "particles.star")
     assert len(df) == 12 and df["rlnClassNumber"].nunique() == 4
     assert read_mrc(tmp_path / "p" / "particles.mrcs").data.shape == (12, 32, 32)

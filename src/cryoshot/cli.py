@@ -77,6 +77,16 @@ Rotations = Annotated[
     ),
 ]
 Invert = Annotated[bool, typer.Option("--invert", help="Protein dark (raw-data contrast) instead of bright.")]
+StructuralNoise = Annotated[
+    float,
+    typer.Option("--structural-noise", parser=real(0, 1),
+                 help="Share of the noise variance imaged through the CTF, as ice and solvent are (0: white noise)."),
+]  # fmt: skip
+MtfNyquist = Annotated[
+    float,
+    typer.Option("--mtf-nyquist", parser=real(0, 1, lo_open=True),
+                 help="The detector's MTF at Nyquist (1: a perfect detector; counting detectors about 0.6)."),
+]  # fmt: skip
 SaveClean = Annotated[bool, typer.Option("--save-clean", help="Also write the noise-free data (_clean).")]
 ForceSize = Annotated[
     bool,
@@ -238,6 +248,8 @@ def simulate_micrographs(
         int, typer.Option("--ice-blobs", min=0, max=10_000, help="Ice contaminants per micrograph.")
     ] = 0,
     carbon_edge: Annotated[bool, typer.Option("--carbon-edge", help="Add a carbon edge.")] = False,
+    structural_noise: StructuralNoise = 0.0,
+    mtf_nyquist: MtfNyquist = 1.0,
     invert: Invert = False,
     save_clean: SaveClean = False,
     preview: Preview = None,
@@ -256,6 +268,7 @@ def simulate_micrographs(
         size_px=size, pixel_size_A=angpix, particle_box_px=particle_box, n_particles=particles, snr=snr,
         defocus_min_um=defocus_min, defocus_max_um=defocus_max, ice_gradient=ice_gradient,
         ice_gradient_scale_px=ice_scale, n_ice_blobs=ice_blobs, carbon_edge=carbon_edge, invert=invert, seed=seed,
+        structural_noise=structural_noise, mtf_nyquist=mtf_nyquist,
         microscope=Microscope(voltage_kv=voltage, cs_mm=cs, amplitude_contrast=amplitude_contrast, b_factor_A2=b_factor),
     )  # fmt: skip
     with dist.runner() as runner:
@@ -287,6 +300,8 @@ def simulate_projections(
     cs: Cs = 2.7,
     amplitude_contrast: AmplitudeContrast = 0.07,
     b_factor: BFactor = 0.0,
+    structural_noise: StructuralNoise = 0.0,
+    mtf_nyquist: MtfNyquist = 1.0,
     invert: Invert = False,
     save_clean: SaveClean = False,
     preview: Preview = None,
@@ -304,7 +319,7 @@ def simulate_projections(
     cfg = ProjectionConfig(
         box_px=box, pixel_size_A=angpix, n_views=views, snr=snr, view_jitter_deg=jitter,
         inplane_rotation=inplane_rotation, defocus_min_um=defocus_min, defocus_max_um=defocus_max,
-        invert=invert, seed=seed,
+        invert=invert, seed=seed, structural_noise=structural_noise, mtf_nyquist=mtf_nyquist,
         microscope=Microscope(voltage_kv=voltage, cs_mm=cs, amplitude_contrast=amplitude_contrast, b_factor_A2=b_factor),
     )  # fmt: skip
     with dist.runner() as runner:

@@ -151,3 +151,52 @@ def test_ice_gradient_scale_sets_how_far_the_background_varies(structs):
     assert corr_at(fine, 48) < 0.5
     with pytest.raises(CryoshotError, match="at least 2 px"):
         MicrographConfig(ice_gradient_scale_px=1.0).validate()
+
+
+def _radial_power(noise: np.ndarray, n_bins: int) -> np.ndarray:
+    """Mean power of the (..., D, D) ``noise`` in ``n_bins`` rings from zero frequency to Nyquist."""
+    d = noise.shape[-1]
+    p = (np.abs(np.fft.rfft2(noise)) ** 2).reshape(-1, d, d // 2 + 1).mean(0)
+    ky = np.fft.fftfreq(d)[:, None]
+    kx = np.fft.rfftfreq(d)[None, :]
+    ring = np.minimum((np.hypot(kx, ky) / 0.5 * n_bins).astype(int), n_bins)
+    return np.array([p[ring == i].mean() for i in range(n_bins)])
+
+
+@pytest.mark.parametrize("kind", ["micrograph", "projections"])
+def test_structural_noise_follows_the_ctf_and_the_detector_mtf_falls_to_its_nyquist_value(structs, kind):
+    from cryoshot.simulate.optics import Microscope, ctf
+
+    def noise_of(**over):
+        if kind == "micrograph":
+            cfg = MicrographConfig(size_px=256, pixel_size_A=8.0, particle_box_px=32, n_particles=10, snr=0.1,
+                                   ice_gradient=0.0, defocus_min_um=2.0, defocus_max_um=2.0, **over)  # fmt: skip
+            m = MicrographSimulator(structs, cfg).simulate(0)
+            return m.image - m.clean, m.clean, cfg
+        cfg = ProjectionConfig(box_px=32, pixel_size_A=8.0, snr=0.1, defocus_min_um=2.0, defocus_max_um=2.0, **over)
+        b = ProjectionSimulator(structs, cfg).simulate(range(256))
+        return b.images - b.clean, b.clean, cfg
+
+    n_bins = 16
+    white, clean0, cfg = noise_of()
+    structural, clean1, _ = noise_of(structural_noise=1.0)
+    k_A = (np.arange(n_bins) + 0.5) / n_bins * 0.5 / cfg.pixel_size_A
+    c2 = ctf(k_A, 2.0, Microscope()) ** 2
+    # all-structural noise has the CTF's rings in its spectrum; white noise has none
+    assert np.corrcoef(_radial_power(structural, n_bins), c2)[0, 1] > 0.9
+    assert abs(np.corrcoef(_radial_power(white, n_bins), c2)[0, 1]) < 0.5
+    np.testing.assert_allclose(clean1, clean0)  # the signal is the same; only the noise changed
+    # the SNR is kept whatever the noise's colour
+    assert structural.var() == pytest.approx(white.var(), rel=0.05)
+    # the detector: noise power at Nyquist falls to mtf^2 of that at low frequency, the signal is blurred too
+    blurred, clean2, _ = noise_of(mtf_nyquist=0.5)
+    ratio = _radial_power(blurred, n_bins) / _radial_power(white, n_bins)
+    assert ratio[0] == pytest.approx(1.0, abs=0.1) and ratio[-1] == pytest.approx(0.25, abs=0.06)
+    assert clean2.var() < clean0.var()
+
+
+def test_detector_settings_out_of_range_are_refused():
+    with pytest.raises(CryoshotError, match="structural share"):
+        MicrographConfig(structural_noise=1.5).validate()
+    with pytest.raises(CryoshotError, match="MTF at Nyquist"):
+        ProjectionConfig(mtf_nyquist=0.0).validate()

@@ -3,9 +3,12 @@
 Particles (Fourier-slice projections of randomly rotated structures) are placed
 at random, non-overlapping positions. The image then gets one CTF (applied to the
 whole field, so delocalisation crosses particle boundaries), optional contaminants
-(ice blobs, a carbon edge), a slowly varying ice-thickness background, and white
-noise whose variance gives the requested SNR, measured over the particle pixels:
+(ice blobs, a carbon edge), a slowly varying ice-thickness background, and noise
+whose variance gives the requested SNR, measured over the particle pixels:
 ``SNR = var(CTF-filtered particle signal inside the particle discs) / var(noise)``.
+The noise is white, or partly structural (``structural_noise``: imaged through the same
+CTF, as the ice and solvent are); a detector MTF (``mtf_nyquist``) then blurs the whole
+recorded image, signal and noise alike (the SNR is the one before the detector).
 
 Micrograph ``m`` is a pure function of ``(seed, m)``.
 """
@@ -22,8 +25,8 @@ from scipy.spatial.transform import Rotation
 from scipy.special import expit
 
 from cryoshot.errors import CryoshotError
-from cryoshot.simulate.noise import check_snr
-from cryoshot.simulate.optics import Microscope, check_imaging, ctf
+from cryoshot.simulate.noise import check_detector, check_snr, mix_structural
+from cryoshot.simulate.optics import Microscope, check_imaging, ctf, detector_mtf_2d
 from cryoshot.simulate.projector import FourierProjector
 from cryoshot.simulate.structures import Structure
 from cryoshot.utils.seeding import item_rng
@@ -48,11 +51,14 @@ class MicrographConfig:
     ice_gradient_scale_px: float | None = None  # how far it varies; None: a third of the micrograph
     n_ice_blobs: int = 0
     carbon_edge: bool = False
+    structural_noise: float = 0.0  # share of the noise variance imaged through the CTF (ice, solvent)
+    mtf_nyquist: float = 1.0  # the detector's MTF at Nyquist (1: perfect), applied to the whole image
     invert: bool = False
     seed: int = 0
 
     def validate(self) -> None:
         check_snr(self.snr)
+        check_detector(self.structural_noise, self.mtf_nyquist)
         self.microscope.validate()
         check_imaging(self.defocus_min_um, self.defocus_max_um, self.microscope.amplitude_contrast)
         if self.particle_box_px < 8:
@@ -256,8 +262,15 @@ class MicrographSimulator:
             ramp = _smooth_field(rng, size, c.ice_gradient_scale_px or size / 3)
             image = image + c.ice_gradient * sigma * ramp.astype(np.float32)
         noise = rng.standard_normal((size, size), dtype=np.float32)
+        if c.structural_noise > 0:  # drawn only then, so the default's micrographs stay as they were
+            structural = self._apply(rng.standard_normal((size, size), dtype=np.float32), h)
+            noise = mix_structural(torch.from_numpy(noise)[None], torch.from_numpy(structural)[None],
+                                   c.structural_noise)[0].numpy()  # fmt: skip
         noise *= np.float32(sigma / noise.std())  # exact SNR for every micrograph
         image = image + noise
+        if c.mtf_nyquist < 1:  # the detector blurs everything it records
+            mtf = torch.from_numpy(detector_mtf_2d((size, size), c.mtf_nyquist))
+            image, clean = self._apply(image, mtf), self._apply(clean, mtf)
         sign = np.float32(-1.0 if c.invert else 1.0)
         return Micrograph(
             image=(sign * image).astype(np.float32),

@@ -50,3 +50,34 @@ def check_snr(snr: float) -> None:
     """Raise a clear error unless ``snr`` is a positive finite number."""
     if not (snr > 0 and math.isfinite(snr)):
         raise CryoshotError(f"SNR must be positive, got {snr}")
+
+
+def check_detector(structural_noise: float, mtf_nyquist: float) -> None:
+    """Raise a clear error unless 0 <= ``structural_noise`` <= 1 and 0 < ``mtf_nyquist`` <= 1."""
+    if not 0 <= structural_noise <= 1:
+        raise CryoshotError(f"the structural share of the noise must be in [0, 1], got {structural_noise}")
+    if not 0 < mtf_nyquist <= 1:
+        raise CryoshotError(f"the detector MTF at Nyquist must be in (0, 1], got {mtf_nyquist}")
+
+
+def mix_structural(white: torch.Tensor, structural: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Noise whose variance is ``fraction`` structural and ``1 - fraction`` white, unit variance per item.
+
+    Real images carry two noises: shot noise, white before the detector, and the structural
+    noise of the ice and the solvent around the particle, which the microscope images like the
+    particle (through the same CTF). ``structural`` is white noise already filtered by that CTF.
+
+    Parameters
+    ----------
+    white, structural : (B, H, W) tensors
+    fraction : share of the variance that is structural, in [0, 1]
+
+    Returns
+    -------
+    (B, H, W) tensor
+    """
+
+    def unit(x: torch.Tensor) -> torch.Tensor:
+        return x / x.std(dim=(-2, -1), keepdim=True).clamp_min(1e-30)
+
+    return math.sqrt(1.0 - fraction) * unit(white) + math.sqrt(fraction) * unit(structural)

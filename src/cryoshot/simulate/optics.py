@@ -193,6 +193,19 @@ def transfer_function_3d(
     return TransferFunction3D(signal=(c * avg).astype(np.float32), noise_psd=noise_psd, measured=measured)
 
 
+def detector_mtf_2d(shape: tuple[int, int], mtf_nyquist: float) -> np.ndarray:
+    """A detector's MTF on the ``rfft2`` grid of an (H, W) image: Gaussian, 1 at zero frequency and
+    ``mtf_nyquist`` at Nyquist (a counting detector's is about 0.6; 1: a perfect detector).
+
+    Returns
+    -------
+    (H, W//2+1) float32
+    """
+    ky = np.fft.fftfreq(shape[0])[:, None]
+    kx = np.fft.rfftfreq(shape[1])[None, :]
+    return np.exp(np.log(mtf_nyquist) * (kx**2 + ky**2) / 0.25).astype(np.float32)
+
+
 def ctf_2d(box: int, pixel_size_A: float, defocus_um: float, mic: Microscope = Microscope()) -> np.ndarray:
     """Bright-protein CTF on the ``rfft2`` grid of a (D, D) image, shape (D, D//2+1)."""
     ky, kx = rfft_freqs_2d(box)

@@ -3,8 +3,10 @@
 Each structure is seen from ``n_views`` fixed orientations ("views"); every image
 of a view is that orientation perturbed by a small random rotation
 (``view_jitter_deg``), optionally rotated in plane, shifted, filtered by its own
-CTF, and given white noise at the requested SNR (whole-image variance,
-``SNR = var(CTF-filtered projection) / var(noise)``). The class of an image is
+CTF, and given noise at the requested SNR (whole-image variance,
+``SNR = var(CTF-filtered projection) / var(noise)``): white, or partly structural (imaged
+through the same CTF, ``structural_noise``); a detector MTF (``mtf_nyquist``) then blurs
+signal and noise alike. The class of an image is
 ``structure * n_views + view``. Image ``i`` is a pure function of ``(seed, i)``.
 """
 
@@ -17,8 +19,8 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from cryoshot.errors import CryoshotError
-from cryoshot.simulate.noise import box_noise_scale, check_snr
-from cryoshot.simulate.optics import Microscope, check_imaging, ctf_2d
+from cryoshot.simulate.noise import box_noise_scale, check_detector, check_snr, mix_structural
+from cryoshot.simulate.optics import Microscope, check_imaging, ctf_2d, detector_mtf_2d
 from cryoshot.simulate.projector import FourierProjector
 from cryoshot.simulate.structures import Structure
 from cryoshot.utils.seeding import item_rng
@@ -41,11 +43,14 @@ class ProjectionConfig:
     defocus_min_um: float = 1.0
     defocus_max_um: float = 3.0
     microscope: Microscope = field(default_factory=Microscope)
+    structural_noise: float = 0.0  # share of the noise variance imaged through the CTF (ice, solvent)
+    mtf_nyquist: float = 1.0  # the detector's MTF at Nyquist (1: perfect), applied to the whole image
     invert: bool = False
     seed: int = 0
 
     def validate(self) -> None:
         check_snr(self.snr)
+        check_detector(self.structural_noise, self.mtf_nyquist)
         self.microscope.validate()
         check_imaging(self.defocus_min_um, self.defocus_max_um, self.microscope.amplitude_contrast)
         if self.n_views < 1:
@@ -85,7 +90,7 @@ class ProjectionSimulator:
         c = self.config
         idx = np.asarray(list(indices), dtype=np.int64)
         labels = idx % self.n_classes
-        mats, dfs, shifts, noises = [], [], [], []
+        mats, dfs, shifts, noises, structurals = [], [], [], [], []
         for i, lab in zip(idx, labels, strict=True):
             rng = item_rng(c.seed, int(i), stream=_IMG_STREAM)
             jitter = Rotation.from_rotvec(
@@ -98,6 +103,8 @@ class ProjectionSimulator:
             dfs.append(rng.uniform(c.defocus_min_um, c.defocus_max_um))
             shifts.append(rng.uniform(-c.max_shift_px, c.max_shift_px, size=2))
             noises.append(rng.standard_normal((c.box_px, c.box_px), dtype=np.float32))
+            if c.structural_noise > 0:  # drawn only then, so the default's images stay as they were
+                structurals.append(rng.standard_normal((c.box_px, c.box_px), dtype=np.float32))
         mats = np.stack(mats)
         structure = labels // c.n_views
         proj = torch.from_numpy(self.projector.project(structure, mats))
@@ -109,7 +116,14 @@ class ProjectionSimulator:
         ctfs = torch.from_numpy(np.stack([ctf_2d(d, c.pixel_size_A, df, c.microscope) for df in dfs]))
         clean = torch.fft.irfft2(torch.fft.rfft2(proj) * phase * ctfs, s=(d, d))
         noise = torch.from_numpy(np.stack(noises))
+        if c.structural_noise > 0:
+            structural = torch.fft.irfft2(torch.fft.rfft2(torch.from_numpy(np.stack(structurals))) * ctfs, s=(d, d))
+            noise = mix_structural(noise, structural, c.structural_noise)
         images = clean + noise * box_noise_scale(clean, noise, c.snr)[:, None, None]
+        if c.mtf_nyquist < 1:  # the detector blurs everything it records
+            mtf = torch.from_numpy(detector_mtf_2d((d, d), c.mtf_nyquist))
+            images = torch.fft.irfft2(torch.fft.rfft2(images) * mtf, s=(d, d))
+            clean = torch.fft.irfft2(torch.fft.rfft2(clean) * mtf, s=(d, d))
         sign = -1.0 if c.invert else 1.0
         return ProjectionBatch(
             images=(sign * images).numpy().astype(np.float32),
