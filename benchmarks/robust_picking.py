@@ -1,8 +1,9 @@
 """Picking on micrographs simulated unlike the benchmark's: does the default hold, and does each opinion help?
 
-Five datasets of novel structures (never used in training or in any choice), each unlike
+Nine datasets of novel structures (never used in training or in any choice), each unlike
 ``bench_picking.py``'s in several ways at once (pixel size, micrograph size, crowding, B-factor,
-defocus range, amplitude contrast, ice, an uneven background, distractors or none). ``cryoshot pick`` runs as a user
+defocus range, amplitude contrast, ice, an uneven background, distractors or none, structural noise and
+a detector MTF). ``cryoshot pick`` runs as a user
 would run it (15 exemplars on the first micrograph, every micrograph picked), with the default
 figure of merit, without flattening the background, and with the opinions removed one by one; F1 is scored on the other micrographs
 against the target's truth (``evaluate_picks``, IoU >= 0.5).
@@ -44,6 +45,22 @@ SETS = {
     "3cf3 + 1u6g, uneven ice (1 noise sd varying over 4 diameters), 2 Å/px, SNR 0.02": (
         "3cf3", ("1u6g",), 170.0, dict(size_px=2048, pixel_size_A=2.0, particle_box_px=128, n_particles=120,
                                        snr=0.02, ice_gradient=1.0, ice_gradient_scale_px=340.0)),
+    # the benchmark's 3cf3 and 1bxn compositions, each with and without a detector and structural noise (pairs
+    # from one seed: the same particles, defocus and contaminants; only the noise's colour and the blur differ)
+    "3cf3 among 1u6g + 3gl1, 2 Å/px, SNR 0.02, white noise (control)": (
+        "3cf3", ("1u6g", "3gl1"), 170.0, dict(size_px=2048, pixel_size_A=2.0, particle_box_px=128, n_particles=150,
+                                              snr=0.02, n_ice_blobs=1)),
+    "3cf3 among 1u6g + 3gl1, 2 Å/px, SNR 0.02, half the noise structural, detector MTF 0.6 at Nyquist": (
+        "3cf3", ("1u6g", "3gl1"), 170.0, dict(size_px=2048, pixel_size_A=2.0, particle_box_px=128, n_particles=150,
+                                              snr=0.02, n_ice_blobs=1, structural_noise=0.5, mtf_nyquist=0.6,
+                                              seed=SEED + 5)),
+    "1bxn among 3gl1 + 3qm1, 2 Å/px, SNR 0.02, white noise (control)": (
+        "1bxn", ("3gl1", "3qm1"), 160.0, dict(size_px=2048, pixel_size_A=2.0, particle_box_px=128, n_particles=150,
+                                              snr=0.02, n_ice_blobs=1)),
+    "1bxn among 3gl1 + 3qm1, 2 Å/px, SNR 0.02, half the noise structural, detector MTF 0.6 at Nyquist": (
+        "1bxn", ("3gl1", "3qm1"), 160.0, dict(size_px=2048, pixel_size_A=2.0, particle_box_px=128, n_particles=150,
+                                              snr=0.02, n_ice_blobs=1, structural_noise=0.5, mtf_nyquist=0.6,
+                                              seed=SEED + 7)),
 }  # fmt: skip
 VARIANTS = {  # (template weight, view weight, background flattening in diameters; None: the default)
     "default (cosine 0.1, NCC 0.4, views 0.5)": (0.4, 0.5, None),
@@ -58,7 +75,7 @@ def make(root: Path, k: int, target: str, distractors: tuple, over: dict, n_mic:
     out = root / f"set{k}"
     if (out / "ex.star").exists():
         return out
-    cfg = MicrographConfig(carbon_edge=True, invert=True, seed=SEED + k, **over)
+    cfg = MicrographConfig(**{"carbon_edge": True, "invert": True, "seed": SEED + k, **over})
     simulate_micrographs([target, *distractors], out, cfg, n_mic, progress=False)
     df = read_star_table(out / "coordinates.star")
     ref = df[(df["rlnMicrographName"] == "mic_0000.mrc") & (df["cryoshotStructureName"] == target)]
