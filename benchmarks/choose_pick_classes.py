@@ -52,6 +52,17 @@ def crops(ds: Path, d: dict, views) -> tuple[list[np.ndarray], np.ndarray]:
     return out, standardise(views.polarity * crops_at(v, ex, box))
 
 
+def cached_sets(root: Path):
+    """(dataset folder, cached candidates) of each of ``choose_pick_cut.py``'s ten datasets found under ``root``."""
+    for target in {**DEV_SETS, **MORE_SETS}:
+        for snr in (0.02, 0.01):
+            ds = root / f"{target}_snr{snr:g}_a0"
+            if not (ds / "cut.pkl").exists():
+                print(f"{ds}/cut.pkl missing (run choose_pick_cut.py first): skipped")
+                continue
+            yield ds, pickle.loads((ds / "cut.pkl").read_bytes())
+
+
 def f1_kept(d: dict, keep: list[np.ndarray], qid: np.ndarray, sel: np.ndarray) -> float:
     """F1 over the queries keeping the gmm picks (``keep``, one mask per query) where ``sel`` (n,) is True."""
     tot = MatchCounts(0, 0, 0)
@@ -76,72 +87,66 @@ def main() -> None:
     def add(name, f1):
         results.setdefault(name, []).append(f1)
 
-    for target in {**DEV_SETS, **MORE_SETS}:
-        for snr in (0.02, 0.01):
-            key = f"{target}_snr{snr:g}"
-            ds = a.root / f"{key}_a0"
-            if not (ds / "cut.pkl").exists():
-                print(f"{ds}/cut.pkl missing (run choose_pick_cut.py first): skipped")
-                continue
-            d = pickle.loads((ds / "cut.pkl").read_bytes())
-            _, _, _, views = _load_picker(str(ds / "cut_stage1" / "picker.pt"))
-            qcrops, excrops = crops(ds, d, views)
-            keep, kind, qid = [], [], []
-            for i, q in enumerate(d["queries"]):
-                q["merit"] = merit(q, cfg)
-                g = q["merit"] >= auto_threshold(q["merit"], "gmm", fisher=False)
-                t = match_picks(q["xy"], q["truth"], d["side"], q["merit"])
-                o = match_picks(q["xy"], q["other"], d["side"], q["merit"])
-                keep.append(g)
-                kind.append(np.where(t, "T", np.where(o, "D", "B"))[g])
-                qid.append(np.full(int(g.sum()), i))
-            kind, qid = np.concatenate(kind), np.concatenate(qid)
-            imgs = np.concatenate([c[g] for c, g in zip(qcrops, keep, strict=True)] + [excrops])
-            n, m = len(kind), len(excrops)
-            z = embed_images(views.net, imgs, progress=False)
+    for ds, d in cached_sets(a.root):
+        key = d["key"]
+        _, _, _, views = _load_picker(str(ds / "cut_stage1" / "picker.pt"))
+        qcrops, excrops = crops(ds, d, views)
+        keep, kind, qid = [], [], []
+        for i, q in enumerate(d["queries"]):
+            q["merit"] = merit(q, cfg)
+            g = q["merit"] >= auto_threshold(q["merit"], "gmm", fisher=False)
+            t = match_picks(q["xy"], q["truth"], d["side"], q["merit"])
+            o = match_picks(q["xy"], q["other"], d["side"], q["merit"])
+            keep.append(g)
+            kind.append(np.where(t, "T", np.where(o, "D", "B"))[g])
+            qid.append(np.full(int(g.sum()), i))
+        kind, qid = np.concatenate(kind), np.concatenate(qid)
+        imgs = np.concatenate([c[g] for c, g in zip(qcrops, keep, strict=True)] + [excrops])
+        n, m = len(kind), len(excrops)
+        z = embed_images(views.net, imgs, progress=False)
 
-            def f1_of(sel: np.ndarray, d=d, keep=keep, qid=qid) -> float:
-                return f1_kept(d, keep, qid, sel)
+        def f1_of(sel: np.ndarray, d=d, keep=keep, qid=qid) -> float:
+            return f1_kept(d, keep, qid, sel)
 
-            line = [f"{key}: {n} kept (T {np.sum(kind == 'T')}, D {np.sum(kind == 'D')}, B {np.sum(kind == 'B')})"]
-            f = f1_of(np.ones(n, bool))
-            add("gmm (shipped)", f)
-            line.append(f"gmm {f:.3f}")
-            groups = [np.nonzero(qid == i)[0] for i in range(len(keep))] if a.per_micrograph else [np.arange(n)]
-            for k in a.ks:
-                for r in a.refine:
-                    lq = np.zeros(n, int)
-                    le = []
-                    for gi, g in enumerate(groups):  # classes of each group get their own numbers
-                        idx = np.concatenate([g, np.arange(n, n + m)])
-                        lab0, _ = kmeans(reduce_dimensions(z[idx], min(50, len(idx) - 1), 0), k, seed=0)
-                        if r:
-                            mcfg = MRAConfig(iterations=r, work_box_px=32, fine_search=True, seed=0)
-                            lab = mra_classify(imgs[idx], k, mcfg, progress=False, init_labels=lab0).labels
-                        else:
-                            lab = lab0
-                        lq[g] = lab[: len(g)] + gi * k
-                        le.append(lab[len(g) :] + gi * k)
-                    le = np.concatenate(le)
-                    k_all = k * len(groups)
-                    m_all = m * len(groups)
-                    ex_count = np.bincount(le, minlength=k_all)
-                    size = np.bincount(lq, minlength=k_all) + ex_count
-                    tag = f"k {k}, refine {r}"
-                    # oracle: classes whose picks are mostly targets
-                    tfrac = np.array([np.mean(kind[lq == c] == "T") if np.any(lq == c) else 0 for c in range(k_all)])
-                    rules = {
-                        "oracle classes": tfrac[lq] > 0.5,
-                        ">= 1 exemplar": ex_count[lq] >= 1,
-                        ">= 2 exemplars": ex_count[lq] >= 2,
-                        "exemplar share >= half the mean": (ex_count / np.maximum(size, 1))[lq]
-                        >= 0.5 * m_all / (n + m_all),
-                    }
-                    for name, sel in rules.items():
-                        f = f1_of(sel)
-                        add(f"{tag}: {name}", f)
-                        line.append(f"{name[:10]} {f:.3f}")
-            print(" | ".join(line), flush=True)
+        line = [f"{key}: {n} kept (T {np.sum(kind == 'T')}, D {np.sum(kind == 'D')}, B {np.sum(kind == 'B')})"]
+        f = f1_of(np.ones(n, bool))
+        add("gmm (shipped)", f)
+        line.append(f"gmm {f:.3f}")
+        groups = [np.nonzero(qid == i)[0] for i in range(len(keep))] if a.per_micrograph else [np.arange(n)]
+        for k in a.ks:
+            for r in a.refine:
+                lq = np.zeros(n, int)
+                le = []
+                for gi, g in enumerate(groups):  # classes of each group get their own numbers
+                    idx = np.concatenate([g, np.arange(n, n + m)])
+                    lab0, _ = kmeans(reduce_dimensions(z[idx], min(50, len(idx) - 1), 0), k, seed=0)
+                    if r:
+                        mcfg = MRAConfig(iterations=r, work_box_px=32, fine_search=True, seed=0)
+                        lab = mra_classify(imgs[idx], k, mcfg, progress=False, init_labels=lab0).labels
+                    else:
+                        lab = lab0
+                    lq[g] = lab[: len(g)] + gi * k
+                    le.append(lab[len(g) :] + gi * k)
+                le = np.concatenate(le)
+                k_all = k * len(groups)
+                m_all = m * len(groups)
+                ex_count = np.bincount(le, minlength=k_all)
+                size = np.bincount(lq, minlength=k_all) + ex_count
+                tag = f"k {k}, refine {r}"
+                # oracle: classes whose picks are mostly targets
+                tfrac = np.array([np.mean(kind[lq == c] == "T") if np.any(lq == c) else 0 for c in range(k_all)])
+                rules = {
+                    "oracle classes": tfrac[lq] > 0.5,
+                    ">= 1 exemplar": ex_count[lq] >= 1,
+                    ">= 2 exemplars": ex_count[lq] >= 2,
+                    "exemplar share >= half the mean": (ex_count / np.maximum(size, 1))[lq]
+                    >= 0.5 * m_all / (n + m_all),
+                }
+                for name, sel in rules.items():
+                    f = f1_of(sel)
+                    add(f"{tag}: {name}", f)
+                    line.append(f"{name[:10]} {f:.3f}")
+        print(" | ".join(line), flush=True)
 
     print(f"\n{'rule':55s} {'mean F1':>8s}   per dataset")
     for name, v in results.items():

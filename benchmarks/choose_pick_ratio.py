@@ -24,9 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_picking import oracle_f1
-from choose_pick_classes import crops
-from choose_pick_rerank import MORE_SETS
-from choose_pick_threshold import DEV_SETS
+from choose_pick_classes import cached_sets, crops
 from scipy.special import logsumexp
 
 from cryoshot.embedding.workflow import embed_images
@@ -54,27 +52,21 @@ def main() -> None:
     configure_threads()
     cfg = PickConfig(diameter_A=100.0)
     data = []
-    for target in {**DEV_SETS, **MORE_SETS}:
-        for snr in (0.02, 0.01):
-            key = f"{target}_snr{snr:g}"
-            ds = a.root / f"{key}_a0"
-            if not (ds / "cut.pkl").exists():
-                print(f"{ds}/cut.pkl missing (run choose_pick_cut.py first): skipped")
-                continue
-            d = pickle.loads((ds / "cut.pkl").read_bytes())
-            cache = ds / "ratio_emb.pkl"
-            if not cache.exists():
-                _, _, _, views = _load_picker(str(ds / "cut_stage1" / "picker.pt"))
-                qcrops, excrops = crops(ds, d, views)
-                emb = {"q": [embed_images(views.net, c, progress=False) for c in qcrops],
-                       "ex": embed_images(views.net, excrops, progress=False)}  # fmt: skip
-                cache.write_bytes(pickle.dumps(emb))
-            emb = pickle.loads(cache.read_bytes())
-            for q, zq in zip(d["queries"], emb["q"], strict=True):
-                q["z"] = zq.astype(np.float64)
-            d["ex_z"] = emb["ex"].astype(np.float64)
-            data.append(d)
-            print(f"{key}: embedded", flush=True)
+    for ds, d in cached_sets(a.root):
+        key = d["key"]
+        cache = ds / "ratio_emb.pkl"
+        if not cache.exists():
+            _, _, _, views = _load_picker(str(ds / "cut_stage1" / "picker.pt"))
+            qcrops, excrops = crops(ds, d, views)
+            emb = {"q": [embed_images(views.net, c, progress=False) for c in qcrops],
+                   "ex": embed_images(views.net, excrops, progress=False)}  # fmt: skip
+            cache.write_bytes(pickle.dumps(emb))
+        emb = pickle.loads(cache.read_bytes())
+        for q, zq in zip(d["queries"], emb["q"], strict=True):
+            q["z"] = zq.astype(np.float64)
+        d["ex_z"] = emb["ex"].astype(np.float64)
+        data.append(d)
+        print(f"{key}: embedded", flush=True)
 
     def view_top(q, d):
         c = np.sort(q["z"] @ d["ex_z"].T, axis=1)[:, -VIEW_TOP:]
