@@ -45,6 +45,13 @@ def test_rows_in_any_order_and_single_image_files(tmp_path):
     p = load_particle_images(tmp_path / "p.star", progress=False)
     assert np.array_equal(p.images[0], stack[3]) and np.array_equal(p.images[1], stack[0] * 2)
     assert np.array_equal(p.images[2], stack[1]) and p.pixel_size_A == 5.0 and p.ctf is None
+    # a single image written as one section (nz = 1) is the same image, and the STAR is seen as 2D
+    from cryoshot.io.images2d import is_2d_particle_set
+
+    write_mrc(tmp_path / "section.mrc", stack[None, 0] * 2, 5.0)
+    write_star(tmp_path / "s.star", pd.DataFrame({"rlnImageName": ["section.mrc", "single.mrc"]}))
+    p = load_particle_images(tmp_path / "s.star", progress=False)
+    assert np.array_equal(p.images[0], p.images[1]) and is_2d_particle_set(tmp_path / "s.star")
 
 
 def test_relion30_pixel_size_from_detector_and_magnification(tmp_path):

@@ -1,11 +1,14 @@
-"""Micrograph preparation for picking: background flattening."""
+"""Micrographs for picking: reading them, and background flattening."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from cryoshot.errors import CryoshotError
+from cryoshot.io.mrc import write_mrc
 from cryoshot.picking import micrograph
-from cryoshot.picking.micrograph import bin_micrograph, flatten_background
+from cryoshot.picking.micrograph import bin_micrograph, flatten_background, micrograph_header, read_micrograph
 
 
 def _disc(n: int, r: float, centre: tuple[float, float]) -> np.ndarray:
@@ -71,3 +74,17 @@ def test_a_carbon_edge_stays_a_step_not_a_ridge():
     flat = flatten_background(step, d)
     assert np.abs(flat[np.abs(dist) > d / 2]).max() < 0.5 * 3.0
     assert np.abs(flat[np.abs(dist) > d]).max() < 0.1 * 3.0
+
+
+def test_a_micrograph_written_as_one_section_reads_as_the_2d_image(tmp_path):
+    """Some programs write a 2D micrograph as a volume with nz = 1; it is the same micrograph."""
+    img = np.random.default_rng(0).normal(size=(48, 64)).astype(np.float32)
+    write_mrc(tmp_path / "flat.mrc", img, 1.5)
+    write_mrc(tmp_path / "section.mrc", img[None], 1.5)
+    a, pa = read_micrograph(tmp_path / "flat.mrc")
+    b, pb = read_micrograph(tmp_path / "section.mrc")
+    np.testing.assert_array_equal(a, b)
+    assert pa == pb == 1.5 and micrograph_header(tmp_path / "section.mrc") == ((48, 64), 1.5)
+    write_mrc(tmp_path / "two.mrc", np.stack([img, img]), 1.5)  # two sections are still a volume
+    with pytest.raises(CryoshotError, match="3D volume"):
+        read_micrograph(tmp_path / "two.mrc")

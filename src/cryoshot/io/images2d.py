@@ -148,7 +148,8 @@ def _stack_reader(path: Path):
     if data is None:
         mrc.close()
         raise CryoshotError(f"MRC file {path} holds no data; it is truncated or empty")
-    volume = int(mrc.header.ispg) != 0 and data.ndim == 3 and path.suffix.lower() != ".mrcs"
+    # one section (nz = 1) is a 2D image, whatever the header's space group says
+    volume = int(mrc.header.ispg) != 0 and data.ndim == 3 and data.shape[0] > 1 and path.suffix.lower() != ".mrcs"
     return mrc, data, _voxel_size(mrc), volume
 
 
@@ -208,7 +209,7 @@ def load_particle_images(
                     sizes.add(round(vs, 4))
                 idx = np.array([parsed[r][0] if parsed[r][0] is not None else -1 for r in rows])
                 if (idx < 0).any():
-                    if data.ndim != 2:
+                    if stack.shape[0] != 1:
                         what = "a 3D volume" if volume else f"a stack of {data.shape[0]} images"
                         raise CryoshotError(f"{p} is {what} (shape {data.shape}), but {star_path} names it without an "
                                             "index; 2D particle images are needed (use N@stack.mrcs for stack images)")  # fmt: skip
@@ -264,7 +265,7 @@ def is_2d_particle_set(star_path: str | os.PathLike) -> bool:
         idx, p = resolve_image_path(df["rlnImageName"].iloc[0], Path(star_path).parent)
         mrc, data, _, volume = _stack_reader(p)
         try:
-            return (idx is not None and not volume) or data.ndim == 2
+            return (idx is not None and not volume) or data.ndim == 2 or data.shape[0] == 1
         finally:
             mrc.close()
     except (CryoshotError, OSError, ValueError):

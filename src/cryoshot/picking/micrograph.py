@@ -11,7 +11,7 @@ of one micrograph are compared on one level.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,8 @@ def _open_micrograph(path: Path, angpix: float | None, mmap: bool):
     if path.suffix.lower() == ".mrcs":
         raise CryoshotError(f"{path} is an image stack (.mrcs); pick needs micrographs, one 2D image per file")
     vol = read_mrc(path, mmap=mmap, ndim=(2, 3))
+    if vol.data.ndim == 3 and vol.data.shape[0] == 1:  # one section (nz = 1), as some programs write a 2D image
+        vol = replace(vol, data=vol.data[0])
     if vol.data.ndim == 3:
         what = "an image stack" if vol.is_stack else "a 3D volume"
         raise CryoshotError(
