@@ -152,7 +152,12 @@ class PickSummary:
 
 # ---- inputs ---------------------------------------------------------------------------------
 def _resolve_exemplar_names(star: Path, names: list[str], mics: list[Path]) -> dict[str, int]:
-    """Map each rlnMicrographName to the index of the micrograph argument it names."""
+    """Map each rlnMicrographName to the index of the micrograph argument it names.
+
+    A name is resolved as written, or relative to the STAR file; failing both, a name whose file
+    name (or, without an extension, stem) matches exactly one micrograph argument is that one,
+    as RELION projects name micrographs relative to a project folder that need not be here.
+    """
     by_path = {m.resolve(): i for i, m in enumerate(mics)}
     out = {}
     for name in names:
@@ -161,6 +166,11 @@ def _resolve_exemplar_names(star: Path, names: list[str], mics: list[Path]) -> d
                 out[name] = by_path[cand.resolve()]
                 break
         else:
+            base = Path(name).name
+            same = [i for i, m in enumerate(mics) if m.name == base or (not Path(base).suffix and m.stem == base)]
+            if len(same) == 1:
+                out[name] = same[0]
+                continue
             given = ", ".join(str(m) for m in mics[:3]) + (" ..." if len(mics) > 3 else "")
             raise CryoshotError(
                 f"exemplars in {star} are on micrograph '{name}', which is not among the micrographs given ({given}); "
