@@ -147,3 +147,23 @@ def test_output_optics_block_survives(tmp_path):
 def test_beyond_message_names_the_stack_size(tmp_path):
     with pytest.raises(CryoshotError, match="holds 3 image"):
         load_particle_images(_bad_set(tmp_path, "beyond"), progress=False)
+
+
+def test_relion_project_paths_resolve_from_the_project_folder(tmp_path, monkeypatch):
+    """RELION names images from the project folder: Class2D/job010/run_data.star holds Extract/job005/..."""
+    stack = np.random.default_rng(1).normal(size=(3, 16, 16)).astype(np.float32)
+    (tmp_path / "Extract" / "job005").mkdir(parents=True)
+    write_mrc(tmp_path / "Extract" / "job005" / "particles.mrcs", stack, 5.0, stack=True)
+    (tmp_path / "Class2D" / "job010").mkdir(parents=True)
+    star = tmp_path / "Class2D" / "job010" / "run_data.star"
+    write_star(star, pd.DataFrame({"rlnImageName": ["000003@Extract/job005/particles.mrcs",
+                                                    "000001@Extract/job005/particles.mrcs"]}))  # fmt: skip
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # found from the STAR file's folders, not the working folder
+    p = load_particle_images(star, progress=False)
+    assert np.array_equal(p.images[0], stack[2]) and np.array_equal(p.images[1], stack[0])
+    # a name found nowhere is reported next to the STAR file, where it was first looked for
+    write_star(star, pd.DataFrame({"rlnImageName": ["000001@Extract/job999/particles.mrcs"]}), force=True)
+    with pytest.raises(CryoshotError, match="job010/Extract/job999"):
+        load_particle_images(star, progress=False)

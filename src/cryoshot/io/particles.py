@@ -80,11 +80,31 @@ def resolve_image_path(name: str, star_dir: Path) -> tuple[int | None, Path]:
     """Resolve an ``rlnImageName`` relative to the STAR file's folder.
 
     Returns the 0-based stack index (None for a plain path) and the path, joined
-    to ``star_dir`` unless absolute; raises as :func:`split_image_name`.
+    to ``star_dir`` unless absolute; raises as :func:`split_image_name`. When no
+    file is there, a RELION project path is looked for where RELION writes it:
+    relative to the working folder, then to each folder above ``star_dir`` (a
+    ``Class2D/job010/run_data.star`` names ``Extract/job005/...`` from the project
+    folder). Failing all, the path next to the STAR file is returned, for the error.
     """
     idx, rel = split_image_name(name)
+    key = (str(star_dir), rel, os.getcwd())
+    found = _FOUND.get(key)
+    if found is not None:
+        return idx, found
     p = Path(rel)
-    return idx, (p if p.is_absolute() else Path(star_dir) / p)
+    if p.is_absolute():
+        return idx, p
+    here = Path(star_dir) / p
+    for cand in (here, *(base / p for base in (Path.cwd(), *Path(star_dir).resolve().parents))):
+        if cand.exists():
+            if len(_FOUND) > 100_000:
+                _FOUND.clear()
+            _FOUND[key] = cand  # only files found are remembered: one look per stack, not per particle
+            return idx, cand
+    return idx, here
+
+
+_FOUND: dict[tuple[str, str, str], Path] = {}
 
 
 def relative_image_name(path: str | os.PathLike, star_dir: str | os.PathLike, index: int | None = None) -> str:
