@@ -766,7 +766,8 @@ def pick_cmd(
         str,
         typer.Option(
             "--threshold",
-            help="auto (= gmm, the best rule on the benchmark), density (the paper's rule), tail, gmm, or a score on "
+            help="auto (= gmm3: background, other proteins and the exemplars' kind, the top one kept), gmm (particles "
+            "against background), density (the paper's rule), tail, or a score on "
             "the scale of rlnAutopickFigureOfMerit (with --template-weight 0 --view-weight 0: the cosine, -1..1).",
         ),
     ] = "auto",

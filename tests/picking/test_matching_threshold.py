@@ -5,7 +5,7 @@ import pytest
 
 from cryoshot.picking.matching import average_precision, box_iou, count_matches, match_picks
 from cryoshot.picking.scan import greedy_nms, peaks
-from cryoshot.picking.threshold import density_threshold, gmm_threshold, tail_threshold
+from cryoshot.picking.threshold import density_threshold, gmm3_threshold, gmm_threshold, tail_threshold
 
 
 def test_box_iou_hand_values():
@@ -70,10 +70,21 @@ def _two_groups(n_bg=600, n_fg=60, seed=0):
 
 @pytest.mark.parametrize("rule", [density_threshold, tail_threshold, gmm_threshold])
 def test_thresholds_cut_between_background_and_particles(rule):
+    # (not gmm3: it gives a spread of particle scores two components and keeps the upper one; see below)
     s = _two_groups()
     t = rule(s)
     assert (s[600:] > t).all(), t  # every particle kept
     assert (s[:600] > t).sum() <= 20, t  # at most a few background peaks
+
+
+def test_three_components_keep_the_top_kind_and_two_keep_every_particle():
+    """Background, another protein scoring in between, and the exemplars' kind on top."""
+    rng = np.random.default_rng(1)
+    s = np.concatenate([rng.normal(-0.5, 0.3, 400), rng.normal(1.0, 0.2, 60), rng.normal(2.2, 0.2, 60)])
+    t2, t3 = gmm_threshold(s), gmm3_threshold(s)
+    assert (s[400:] > t2).mean() > 0.95  # two components: every particle, the other protein too
+    assert (s[460:] > t3).mean() > 0.95 and (s[400:460] > t3).mean() < 0.05  # three: the top kind only
+    assert (s[:400] > t3).sum() == 0
 
 
 def test_density_threshold_finds_the_knee_of_a_synthetic_list():

@@ -55,7 +55,10 @@ from cryoshot.utils.workunits import (
     runner_or_serial,
 )
 
-DEFAULT_RULE = "gmm"  # chosen on the picking benchmark (docs/benchmarks.md): best mean F1 of the three rules
+# ``--threshold auto``: three Gaussian components, the top one kept (background, other proteins, the exemplars'
+# kind); chosen on held-out procedural molecules and training maps (benchmarks/choose_pick_procedural.py)
+DEFAULT_RULE = "gmm3"
+PARTICLE_RULE = "gmm"  # particles of any kind against background (the particle density behind pi)
 # weights of the exemplars' template NCC and of the Siamese network's view similarity in the figure of merit
 # (the MAE's cosine gets the rest); chosen on training structures (benchmarks/choose_pick_rerank.py;
 # docs/benchmarks.md, "The Siamese network's opinion"). Both 0: the paper's cosine alone.
@@ -266,7 +269,7 @@ def estimate_pi(model: PickerMAE, images: list[BinnedMicrograph], ex: torch.Tens
     n, area = 0, 0
     for b in images:
         xy, s, _ = candidate_picks(model, b.image, ex, cfg.stride_px, cfg.nms_distance, cfg.matching)
-        n += int((s >= auto_threshold(s, DEFAULT_RULE)).sum()) if len(s) else 0
+        n += int((s >= auto_threshold(s, PARTICLE_RULE)).sum()) if len(s) else 0
         area += b.image.size
     return float(min(0.5, n * np.pi * (d / 2) ** 2 / max(area, 1)))
 
