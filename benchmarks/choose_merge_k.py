@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from bench_cluster2d import make_set  # noqa: E402  (benchmarks/ on sys.path when run as a script)
+from choose_k_rule import dev_stars  # noqa: E402  (benchmarks/ on sys.path when run as a script)
 
 from cryoshot.data.particles2d import prepare_images
 from cryoshot.embedding.cluster import agreement, elbow_curve, kmeans, kneedle, reduce_dimensions
@@ -29,7 +29,6 @@ from cryoshot.embedding.workflow import ClusterConfig, _ctf_params, embed_images
 from cryoshot.io.images2d import load_particle_images
 from cryoshot.models.siamese2d import load_siamese
 from cryoshot.pretrained import resolve_siamese_model
-from cryoshot.simulate.splits import TRAIN_STRUCTURES
 from cryoshot.utils.threads import configure_threads
 
 RHOS = (0.8, 0.85, 0.9, 0.95)
@@ -44,19 +43,11 @@ def main() -> None:
     args = ap.parse_args()
     configure_threads()
     net, _ = load_siamese(resolve_siamese_model(args.model))
-    sets = [((s,), 6, 100) for s in TRAIN_STRUCTURES[:4]]
-    sets += [
-        (tuple(TRAIN_STRUCTURES[4:7]), 3, 70),
-        ((TRAIN_STRUCTURES[0], TRAIN_STRUCTURES[5], TRAIN_STRUCTURES[7]), 3, 70),
-    ]
     cc = ClusterConfig()
     mcfg = MRAConfig(**{**asdict(cc.mra), "iterations": cc.refine_iterations, "work_box_px": cc.refine_box_px,
                         "fine_search": cc.refine_fine, "seed": 0})  # fmt: skip
     rows = []
-    if args.large:  # made by choose_refinement.py (training maps, SNR 0.1)
-        stars = sorted(Path("../runs/choose_refinement").glob("*/particles.star"))
-    else:
-        stars = [make_set(args.root, structs, views, per, snr) for snr in (0.1, 0.02) for structs, views, per in sets]
+    stars = dev_stars(args.root, args.large)
     for star in stars:
         p = load_particle_images(star, label_column="rlnClassNumber", progress=False)
         k_true = len(np.unique(p.labels))

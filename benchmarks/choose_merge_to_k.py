@@ -22,7 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from bench_cluster2d import make_set  # noqa: E402  (benchmarks/ on sys.path when run as a script)
+from choose_k_rule import dev_stars  # noqa: E402  (benchmarks/ on sys.path when run as a script)
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
@@ -34,7 +34,6 @@ from cryoshot.embedding.workflow import ClusterConfig, _ctf_params, embed_images
 from cryoshot.io.images2d import load_particle_images
 from cryoshot.models.siamese2d import load_siamese
 from cryoshot.pretrained import resolve_siamese_model
-from cryoshot.simulate.splits import TRAIN_STRUCTURES
 from cryoshot.utils.threads import configure_threads
 
 
@@ -55,16 +54,7 @@ def main() -> None:
     cc = ClusterConfig()
     mcfg = MRAConfig(**{**asdict(cc.mra), "iterations": cc.refine_iterations, "work_box_px": cc.refine_box_px,
                         "fine_search": cc.refine_fine, "seed": 0})  # fmt: skip
-    if args.large:
-        stars = sorted(Path("../runs/choose_refinement").glob("*/particles.star"))
-        if not stars:
-            raise SystemExit("run choose_refinement.py first: it makes the 6,000-image sets")
-    else:
-        args.root.mkdir(parents=True, exist_ok=True)
-        sets = [((s,), 6, 100) for s in TRAIN_STRUCTURES[:4]]
-        sets += [(tuple(TRAIN_STRUCTURES[4:7]), 3, 70),
-                 ((TRAIN_STRUCTURES[0], TRAIN_STRUCTURES[5], TRAIN_STRUCTURES[7]), 3, 70)]  # fmt: skip
-        stars = [make_set(args.root, structs, views, per, snr) for snr in (0.1, 0.02) for structs, views, per in sets]
+    stars = dev_stars(args.root, args.large)
     res = {"k-means at k, refined (shipped)": [], "merged to k": [], "merged to k, refined": [],
            "merged to k, refined, gated": []}  # fmt: skip
     for star in stars:

@@ -27,6 +27,10 @@ from cryoshot.simulate.workflow import simulate_micrographs
 from cryoshot.utils.threads import configure_threads
 
 SEED = 7373  # never used elsewhere
+# the benchmark's micrographs (bench_picking.make_dataset) and a detector-like noise on top of them
+BENCH_LIKE = dict(size_px=2048, pixel_size_A=2.0, particle_box_px=128, n_particles=150, snr=0.02, n_ice_blobs=1)
+DETECTOR = dict(structural_noise=0.5, mtf_nyquist=0.6)
+DETECTOR_NAME = "half the noise structural, detector MTF 0.6 at Nyquist"
 # name: (target, distractors, diameter Å, MicrographConfig overrides)
 SETS = {
     "3cf3 alone, 1.5 Å/px, B 100, defocus 0.8-3.5 µm, 2 ice blobs": (
@@ -47,20 +51,12 @@ SETS = {
                                        snr=0.02, ice_gradient=1.0, ice_gradient_scale_px=340.0)),
     # the benchmark's 3cf3 and 1bxn compositions, each with and without a detector and structural noise (pairs
     # from one seed: the same particles, defocus and contaminants; only the noise's colour and the blur differ)
-    "3cf3 among 1u6g + 3gl1, 2 Å/px, SNR 0.02, white noise (control)": (
-        "3cf3", ("1u6g", "3gl1"), 170.0, dict(size_px=2048, pixel_size_A=2.0, particle_box_px=128, n_particles=150,
-                                              snr=0.02, n_ice_blobs=1)),
-    "3cf3 among 1u6g + 3gl1, 2 Å/px, SNR 0.02, half the noise structural, detector MTF 0.6 at Nyquist": (
-        "3cf3", ("1u6g", "3gl1"), 170.0, dict(size_px=2048, pixel_size_A=2.0, particle_box_px=128, n_particles=150,
-                                              snr=0.02, n_ice_blobs=1, structural_noise=0.5, mtf_nyquist=0.6,
-                                              seed=SEED + 5)),
-    "1bxn among 3gl1 + 3qm1, 2 Å/px, SNR 0.02, white noise (control)": (
-        "1bxn", ("3gl1", "3qm1"), 160.0, dict(size_px=2048, pixel_size_A=2.0, particle_box_px=128, n_particles=150,
-                                              snr=0.02, n_ice_blobs=1)),
-    "1bxn among 3gl1 + 3qm1, 2 Å/px, SNR 0.02, half the noise structural, detector MTF 0.6 at Nyquist": (
-        "1bxn", ("3gl1", "3qm1"), 160.0, dict(size_px=2048, pixel_size_A=2.0, particle_box_px=128, n_particles=150,
-                                              snr=0.02, n_ice_blobs=1, structural_noise=0.5, mtf_nyquist=0.6,
-                                              seed=SEED + 7)),
+    "3cf3 among 1u6g + 3gl1, 2 Å/px, SNR 0.02, white noise (control)": ("3cf3", ("1u6g", "3gl1"), 170.0, BENCH_LIKE),
+    f"3cf3 among 1u6g + 3gl1, 2 Å/px, SNR 0.02, {DETECTOR_NAME}": (
+        "3cf3", ("1u6g", "3gl1"), 170.0, {**BENCH_LIKE, **DETECTOR, "seed": SEED + 5}),
+    "1bxn among 3gl1 + 3qm1, 2 Å/px, SNR 0.02, white noise (control)": ("1bxn", ("3gl1", "3qm1"), 160.0, BENCH_LIKE),
+    f"1bxn among 3gl1 + 3qm1, 2 Å/px, SNR 0.02, {DETECTOR_NAME}": (
+        "1bxn", ("3gl1", "3qm1"), 160.0, {**BENCH_LIKE, **DETECTOR, "seed": SEED + 7}),
 }  # fmt: skip
 VARIANTS = {  # (template weight, view weight, background flattening in diameters; None: the default)
     "default (cosine 0.1, NCC 0.4, views 0.5)": (0.4, 0.5, None),
