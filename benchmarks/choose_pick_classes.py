@@ -16,13 +16,10 @@ that read only the exemplars. F1 over the queries against the target.
 from __future__ import annotations
 
 import argparse
-import pickle
 from pathlib import Path
 
 import numpy as np
-from choose_pick_cut import merit
-from choose_pick_rerank import MORE_SETS
-from choose_pick_threshold import DEV_SETS
+from choose_pick_cut import cached_sets, merit
 
 from cryoshot.data.particles2d import standardise
 from cryoshot.embedding.cluster import kmeans, reduce_dimensions
@@ -50,17 +47,6 @@ def crops(ds: Path, d: dict, views) -> tuple[list[np.ndarray], np.ndarray]:
     v = view_image(img, ps, views.net, d["side"] * 2.0)
     ex = read_star_table(ds / "ex.star")[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float)
     return out, standardise(views.polarity * crops_at(v, ex, box))
-
-
-def cached_sets(root: Path):
-    """(dataset folder, cached candidates) of each of ``choose_pick_cut.py``'s ten datasets found under ``root``."""
-    for target in {**DEV_SETS, **MORE_SETS}:
-        for snr in (0.02, 0.01):
-            ds = root / f"{target}_snr{snr:g}_a0"
-            if not (ds / "cut.pkl").exists():
-                print(f"{ds}/cut.pkl missing (run choose_pick_cut.py first): skipped")
-                continue
-            yield ds, pickle.loads((ds / "cut.pkl").read_bytes())
 
 
 def f1_kept(d: dict, keep: list[np.ndarray], qid: np.ndarray, sel: np.ndarray) -> float:

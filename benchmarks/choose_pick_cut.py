@@ -84,6 +84,17 @@ def collect(ds: Path, key: str) -> dict:
     return d
 
 
+def cached_sets(root: Path):
+    """(dataset folder, cached candidates) of each of ``choose_pick_cut.py``'s ten datasets found under ``root``."""
+    for target in {**DEV_SETS, **MORE_SETS}:
+        for snr in (0.02, 0.01):
+            ds = root / f"{target}_snr{snr:g}_a0"
+            if not (ds / "cut.pkl").exists():
+                print(f"{ds}/cut.pkl missing (run choose_pick_cut.py first): skipped")
+                continue
+            yield ds, pickle.loads((ds / "cut.pkl").read_bytes())
+
+
 def merit(q: dict, cfg: PickConfig) -> np.ndarray:
     return fuse_scores(q["cos"], [(q["ncc"], cfg.template_weight), (q["view"], cfg.view_weight)])
 

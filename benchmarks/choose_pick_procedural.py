@@ -23,14 +23,13 @@ from pathlib import Path
 
 import numpy as np
 from bench_picking import make_dataset, oracle_f1
-from choose_pick_classes import cached_sets
-from choose_pick_cut import collect, merit
+from choose_pick_cut import cached_sets, collect, merit
 from sklearn.mixture import GaussianMixture
 
 from cryoshot.data.micrograph_episodes import structure_diameter_A
 from cryoshot.io.star import read_star_table, write_star
 from cryoshot.picking.matching import MatchCounts, count_matches
-from cryoshot.picking.threshold import auto_threshold
+from cryoshot.picking.threshold import auto_threshold, gmm_threshold
 from cryoshot.picking.workflow import PickConfig
 from cryoshot.utils.threads import configure_threads
 
@@ -66,14 +65,7 @@ def dataset(root: Path, k: int, target: int, distractors: tuple[int, ...]) -> tu
 
 def gmm_posterior(s: np.ndarray, p: float, n: int = 2) -> float:
     """Lowest score whose posterior of the top component of an ``n``-component mixture is at least ``p``."""
-    x = np.asarray(s, float)[:, None]
-    if len(x) < 2 * n:
-        return float(x.min()) if len(x) else np.inf
-    gm = GaussianMixture(n, random_state=0).fit(x)
-    hi = int(np.argmax(gm.means_[:, 0]))
-    grid = np.linspace(x.min(), x.max(), 2001)[:, None]
-    ok = np.nonzero(gm.predict_proba(grid)[:, hi] >= p)[0]
-    return float(grid[ok[0], 0]) if len(ok) else float(x.max())
+    return gmm_threshold(s, components=n, posterior=p)
 
 
 def bic_mixture(s: np.ndarray, p: float = 0.5) -> float:
@@ -131,8 +123,8 @@ def main() -> None:
 
     rules = {"gmm (shipped)": lambda m: auto_threshold(m, "gmm", fisher=False)}
     rules |= {f"gmm posterior >= {p:g}": partial(gmm_posterior, p=p) for p in (0.7, 0.9, 0.97)}
-    rules |= {f"3-component gmm, top, posterior >= {p:g}": partial(gmm_posterior, p=p, n=3) for p in (0.5, 0.9)}
-    rules |= {f"3-component gmm, top, posterior >= {p:g}": partial(gmm_posterior, p=p, n=3) for p in (0.3, 0.7)}
+    rules |= {f"3-component gmm, top, posterior >= {p:g}": partial(gmm_posterior, p=p, n=3)
+              for p in (0.5, 0.9, 0.3, 0.7)}  # fmt: skip
     rules |= {f"2 or 3 components by BIC, top, posterior >= {p:g}": partial(bic_mixture, p=p) for p in (0.5, 0.9)}
     rules |= {f"gmm3 if its top two are D >= {c:g} apart, else gmm": partial(guarded, d_min=c)
               for c in (1.5, 2.0, 2.5, 3.0)}  # fmt: skip

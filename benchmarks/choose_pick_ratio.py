@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 from bench_picking import oracle_f1
-from choose_pick_classes import cached_sets, crops
+from choose_pick_classes import crops
+from choose_pick_cut import cached_sets
 from scipy.special import logsumexp
 
 from cryoshot.embedding.workflow import embed_images

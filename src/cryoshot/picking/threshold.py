@@ -58,8 +58,9 @@ def tail_threshold(scores: np.ndarray, false_alarms: float = 1.0) -> float:
     return float(med + z * sigma)
 
 
-def gmm_threshold(scores: np.ndarray, seed: int = 0, components: int = 2) -> float:
-    """Gaussian mixture on the scores: the lowest score at which the top component's posterior reaches 0.5.
+def gmm_threshold(scores: np.ndarray, seed: int = 0, components: int = 2, posterior: float = 0.5) -> float:
+    """Gaussian mixture on the scores: the lowest score at which the top component's posterior reaches
+    ``posterior`` (0.5: where it becomes the likelier of two).
 
     Two components split particles from background. Three (:func:`gmm3_threshold`) give the
     other proteins of a micrograph a component of their own between the background and the
@@ -74,7 +75,7 @@ def gmm_threshold(scores: np.ndarray, seed: int = 0, components: int = 2) -> flo
     hi = int(np.argmax(gm.means_[:, 0]))
     grid = np.linspace(s.min(), s.max(), 2001)[:, None]
     post = gm.predict_proba(grid)[:, hi]
-    above = np.nonzero(post >= 0.5)[0]
+    above = np.nonzero(post >= posterior)[0]
     return float(grid[above[0], 0]) if len(above) else float(s.max())
 
 
