@@ -140,7 +140,7 @@ def run_cryoshot(base: PickerMAE, ds: Path, target: str, cfg: PickConfig, n_ex: 
         if vnet is None
         else view_reference(
             vnet,
-            [(view_image(img, ps, vnet), ex[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float))],
+            [(view_image(img, ps, vnet, cfg.diameter_A), ex[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float))],
             cfg.diameter_A,
         )
     )
@@ -152,8 +152,9 @@ def run_cryoshot(base: PickerMAE, ds: Path, target: str, cfg: PickConfig, n_ex: 
         b = bin_micrograph(img, ps, cfg.diameter_A, net.config.particle_px)
         xy, s, _ = candidate_picks(net, b.image, feats, cfg.stride_px, cfg.nms_distance, cfg.matching)
         cos_cands.append((b.to_input(xy), s))
-        v = view_image(img, ps, vnet) if vnet is not None else None
-        xy, s, _ = rank_by_merit(b, xy, s, cfg, template, views, v)  # as pick_one ranks them
+        v = view_image(img, ps, vnet, cfg.diameter_A) if vnet is not None else None  # flattened, as pick's
+        nms_px = cfg.nms_distance * net.config.particle_px
+        xy, s, _ = rank_by_merit(b, xy, s, cfg, template, views, v, nms_px=nms_px)  # as pick_one ranks them
         secs.append(time.perf_counter() - t)
         cands.append((b.to_input(xy), s))
         rows = truth_df[(truth_df["rlnMicrographName"] == m.name) & (truth_df["cryoshotStructureName"] == target)]
@@ -207,6 +208,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--json", default=None)
     ap.add_argument("--speed", action="store_true", help="only the timing of a 4096^2 micrograph")
+    ap.add_argument(
+        "--view-shift",
+        type=float,
+        default=None,
+        help="view pixels a candidate may move to its best view score (default: PickConfig's)",
+    )
     a = ap.parse_args()
     configure_threads()
     root = Path(a.root)
@@ -223,6 +230,8 @@ def main() -> None:
     for k, (target, snr) in enumerate((t, s) for t in DATASETS for s in snrs):
         ds = make_dataset(root, target, snr, n_mic, 2048, k)
         cfg = PickConfig(diameter_A=DIAMETER_A[target], stage1=Stage1Config(steps=a.steps))
+        if a.view_shift is not None:
+            cfg.view_shift_px = a.view_shift
         side = DIAMETER_A[target] / 2.0
         cands, truths, info, (ref, ex_xy, queries) = run_cryoshot(base, ds, target, cfg, 15)
         fused = cfg.template_weight > 0 or cfg.view_weight > 0

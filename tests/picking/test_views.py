@@ -14,6 +14,7 @@ from cryoshot.picking.views import (
     view_image,
     view_reference,
     view_scores,
+    view_search,
 )
 from cryoshot.pretrained import resolve_siamese_model
 
@@ -64,13 +65,14 @@ def test_fourier_binning_keeps_the_low_frequencies_and_the_scale():
     np.testing.assert_allclose(small, expect, atol=1e-3)
 
 
-def test_the_shipped_network_prefers_the_exemplars_particle_to_another_one():
-    """Candidates of the exemplars' shape (in new in-plane angles, with noise) outscore round distractors."""
+def _l_and_disc_scene():
+    """The shipped network, and a 640^2 micrograph at 5 Å/px with a 6 x 6 grid of dark particles in random
+    in-plane angles, alternately L-shaped dimers and round discs; returns (net, view, xy (36, 2), is_l (36,))."""
     from cryoshot.models.siamese2d import load_siamese
 
     net, _ = load_siamese(resolve_siamese_model("default"))
     rng = np.random.default_rng(1)
-    size, n = 640, 36  # a 640^2 micrograph at 5 Å/px with a 6 x 6 grid of particles, protein dark
+    size, n = 640, 36
     img = np.zeros((size, size), np.float32)
     xy, kinds = [], []
     for k in range(n):
@@ -81,8 +83,13 @@ def test_the_shipped_network_prefers_the_exemplars_particle_to_another_one():
         xy.append((x, y))
         kinds.append(kind)
     img = ndimage.gaussian_filter(img, 1.0) + rng.normal(0, 0.3, img.shape).astype(np.float32)
-    xy, is_l = np.array(xy, float), np.array(kinds) == "l"
-    v = ViewImage(img, 1.0)
+    return net, ViewImage(img, 1.0), np.array(xy, float), np.array(kinds) == "l"
+
+
+def test_the_shipped_network_prefers_the_exemplars_particle_to_another_one():
+    """Candidates of the exemplars' shape (in new in-plane angles, with noise) outscore round distractors."""
+    net, v, xy, is_l = _l_and_disc_scene()
+    n = len(xy)
     ex = np.nonzero(is_l)[0][:5]
     ref = view_reference(net, [(v, xy[ex])], diameter_A=150.0)
     assert ref.polarity == -1.0 and ref.features.shape == (5, net.cfg.dense[-1])
@@ -92,3 +99,24 @@ def test_the_shipped_network_prefers_the_exemplars_particle_to_another_one():
     assert s[is_l[rest]].min() > s[~is_l[rest]].max()  # every L above every disc
     wrong = view_scores(type(ref)(net, ref.features, -ref.polarity), v, xy[rest])
     assert not np.allclose(wrong, s)  # the sign matters, so it is not a no-op
+
+
+def test_view_search_moves_an_off_centre_candidate_back_onto_its_particle():
+    net, v, xy, is_l = _l_and_disc_scene()
+    ex = np.nonzero(is_l)[0][:5]
+    ref = view_reference(net, [(v, xy[ex])], diameter_A=150.0)
+    targets = np.nonzero(is_l)[0][5:]  # the other L particles
+    rng = np.random.default_rng(3)
+    off = rng.choice([-1.0, 1.0], (len(targets), 1)) * np.where(rng.random((len(targets), 1)) < 0.5, [[3, 0]], [[0, 3]])
+    start = xy[targets] + off  # 3 px off along x or y
+    moved, s = view_search(ref, v, start, step=3)
+    before = np.linalg.norm(start - xy[targets], axis=1)
+    after = np.linalg.norm(moved - xy[targets], axis=1)
+    assert np.mean(after < before) >= 0.75  # most move back onto their particle (a polar embedding needs centring)
+    assert (s >= view_scores(ref, v, start) - 1e-9).all()  # the position kept is never worse than the start
+    np.testing.assert_allclose(s, view_scores(ref, v, moved), atol=1e-6)  # the score is the one where it ends
+    same, s0 = view_search(ref, v, start, step=0)
+    np.testing.assert_array_equal(same, start)
+    np.testing.assert_allclose(s0, view_scores(ref, v, start))
+    edge, _ = view_search(ref, v, np.array([[0.0, 0.0], [639.0, 639.0]]), step=3)
+    assert (edge >= 0).all() and (edge <= 639).all()  # never moved off the micrograph

@@ -28,6 +28,10 @@ from cryoshot.picking.micrograph import flatten_background, fourier_bin
 from cryoshot.picking.scan import windows_at
 
 VIEW_TOP = 3  # mean of the 3 best exemplar cosines (better than the best one alone on training structures)
+# each candidate is also embedded this many view pixels (10 Å) to either side along x and y, and moves to
+# the best of the five positions: the polar network is sensitive to centring, and the MAE's peaks are
+# placed on a grid of a sixth of a diameter (docs/benchmarks.md, "Re-centring the candidates")
+VIEW_STEP_PX = 2
 
 
 @dataclass
@@ -130,3 +134,31 @@ def view_scores(ref: ViewReference, view: ViewImage, xy_input: np.ndarray, top: 
     cos = e.astype(np.float64) @ ref.features.T.astype(np.float64)
     k = min(top, cos.shape[1])
     return np.sort(cos, axis=1)[:, -k:].mean(axis=1)
+
+
+def view_search(
+    ref: ViewReference, view: ViewImage, xy_input: np.ndarray, step: float = VIEW_STEP_PX, top: int = VIEW_TOP
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each candidate's view score at the best of five positions: where it is, and ``step`` view pixels
+    to either side along x and along y.
+
+    Parameters
+    ----------
+    xy_input : (N, 2) candidates, input pixels
+    step : the shift, view pixels (0: the scores where the candidates are)
+
+    Returns
+    -------
+    xy : (N, 2) the best position of each candidate, input pixels, kept inside the micrograph
+    score : (N,) the view score there (:func:`view_scores`)
+    """
+    xy = np.asarray(xy_input, float).reshape(-1, 2)
+    if step <= 0 or len(xy) == 0:
+        return xy, view_scores(ref, view, xy, top)
+    offsets = np.array([(0, 0), (step, 0), (-step, 0), (0, step), (0, -step)], float) * view.factor
+    high = (np.array(view.image.shape[::-1], float) - 1) * view.factor  # the last input pixel the view samples
+    pos = np.clip(xy[:, None, :] + offsets[None], 0.0, high).reshape(-1, 2)
+    s = view_scores(ref, view, pos, top).reshape(len(xy), len(offsets))
+    best = np.argmax(s, axis=1)  # a tie keeps the candidate where it is
+    rows = np.arange(len(xy))
+    return pos.reshape(len(xy), len(offsets), 2)[rows, best], s[rows, best]

@@ -36,11 +36,18 @@ from cryoshot.picking.micrograph import (
     micrograph_header,
     read_micrograph,
 )
-from cryoshot.picking.scan import candidate_picks, exemplar_features, windows_at
+from cryoshot.picking.scan import candidate_picks, exemplar_features, greedy_nms, windows_at
 from cryoshot.picking.stage1 import Stage1Config, fine_tune
 from cryoshot.picking.template import exemplar_template, ncc_at, ncc_map
 from cryoshot.picking.threshold import THRESHOLD_RULES, auto_threshold
-from cryoshot.picking.views import ViewImage, ViewReference, view_image, view_reference, view_scores
+from cryoshot.picking.views import (
+    VIEW_STEP_PX,
+    ViewImage,
+    ViewReference,
+    view_image,
+    view_reference,
+    view_search,
+)
 from cryoshot.pretrained import resolve_picker_model, resolve_siamese_model
 from cryoshot.utils.files import atomic_dir, check_output_free, output_lock
 from cryoshot.utils.hashing import file_sha256
@@ -80,6 +87,7 @@ class PickConfig:
     matching: str = "max"
     template_weight: float = TEMPLATE_WEIGHT
     view_weight: float = VIEW_WEIGHT
+    view_shift_px: float = VIEW_STEP_PX  # view pixels a candidate may move to the view opinion's best (0: none)
     seed: int = 0
     stage1: Stage1Config = field(default_factory=Stage1Config)
 
@@ -102,6 +110,8 @@ class PickConfig:
         if self.template_weight + self.view_weight > 1.0 + 1e-9:
             raise CryoshotError(f"--template-weight ({self.template_weight:g}) and --view-weight ({self.view_weight:g}) "
                                 "must sum to at most 1; the MAE's cosine gets the rest")  # fmt: skip
+        if not 0.0 <= self.view_shift_px <= 8.0:
+            raise CryoshotError(f"view shift must be 0..8 view pixels, got {self.view_shift_px}")
         if not 0.1 <= self.nms_distance <= 3:
             raise CryoshotError(f"NMS distance must be 0.1..3 diameters, got {self.nms_distance}")
         (self.stage1.loss.validate() if self.stage1.loss else None)
@@ -533,7 +543,8 @@ def score_candidates(
     fused : whether ``merit`` is the fused figure of merit (thresholds then take it as it is)
     """
     xy, s, maps = candidate_picks(net, b.image, ex_feats, cfg.stride_px, cfg.nms_distance, cfg.matching)
-    xy, merit, fused = rank_by_merit(b, xy, s, cfg, template, views, view)
+    nms_px = cfg.nms_distance * net.config.particle_px
+    xy, merit, fused = rank_by_merit(b, xy, s, cfg, template, views, view, nms_px=nms_px)
     return xy, merit, maps, fused
 
 
@@ -545,22 +556,35 @@ def rank_by_merit(
     template: np.ndarray | None = None,
     views: ViewReference | None = None,
     view: ViewImage | None = None,
+    *,
+    nms_px: float,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """Re-rank one micrograph's peaks (binned ``xy`` (N, 2), MAE ``cosine`` (N,)) by the figure of merit.
+
+    With the view opinion, each peak first moves to where the Siamese network sees the exemplars'
+    particle best (:func:`~cryoshot.picking.views.view_search`), the template's NCC is read there,
+    and peaks that came closer than ``nms_px`` (binned px) to a better one are dropped.
 
     Returns (xy, merit, fused), best first; without other opinions the cosine order is kept and
     ``fused`` is False.
     """
     opinions = []
+    moved = False
+    if views is not None and view is not None and cfg.view_weight > 0 and len(xy):
+        xin, vs = view_search(views, view, b.to_input(xy), cfg.view_shift_px)
+        xy, moved = b.to_binned(xin), cfg.view_shift_px > 0
+        opinions.append((vs, cfg.view_weight))
     if template is not None and cfg.template_weight > 0:
         opinions.append((ncc_at(ncc_map(b.image, template), xy), cfg.template_weight))
-    if views is not None and view is not None and cfg.view_weight > 0:
-        opinions.append((view_scores(views, view, b.to_input(xy)), cfg.view_weight))
     if not opinions or not len(cosine):
         return xy, cosine, bool(opinions)
     merit = fuse_scores(cosine, opinions)
     order = np.argsort(-merit, kind="stable")
-    return xy[order], merit[order], True
+    xy, merit = xy[order], merit[order]
+    if moved:
+        keep = greedy_nms(xy, nms_px)
+        xy, merit = xy[keep], merit[keep]
+    return xy, merit, True
 
 
 def pick_one(
