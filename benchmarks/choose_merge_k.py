@@ -15,7 +15,6 @@ median class reliability that gates the rule.
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from choose_k_rule import dev_stars  # noqa: E402  (benchmarks/ on sys.path when
 from cryoshot.data.particles2d import prepare_images
 from cryoshot.embedding.cluster import agreement, elbow_curve, kmeans, kneedle, reduce_dimensions
 from cryoshot.embedding.merge import merge_classes
-from cryoshot.embedding.mra import MRAConfig, mra_classify
+from cryoshot.embedding.mra import mra_classify
 from cryoshot.embedding.workflow import ClusterConfig, _ctf_params, embed_images, over_cluster
 from cryoshot.io.images2d import load_particle_images
 from cryoshot.models.siamese2d import load_siamese
@@ -44,8 +43,7 @@ def main() -> None:
     configure_threads()
     net, _ = load_siamese(resolve_siamese_model(args.model))
     cc = ClusterConfig()
-    mcfg = MRAConfig(**{**asdict(cc.mra), "iterations": cc.refine_iterations, "work_box_px": cc.refine_box_px,
-                        "fine_search": cc.refine_fine, "seed": 0})  # fmt: skip
+    mcfg = cc.refine_mra()  # the shipped refinement's settings (seed 0)
     rows = []
     stars = dev_stars(args.root, args.large)
     for star in stars:

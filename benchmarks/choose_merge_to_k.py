@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from scipy.spatial.distance import squareform
 from cryoshot.data.particles2d import prepare_images
 from cryoshot.embedding.cluster import agreement, kmeans, reduce_dimensions
 from cryoshot.embedding.merge import MIN_RELIABILITY, merge_classes
-from cryoshot.embedding.mra import MRAConfig, mra_classify
+from cryoshot.embedding.mra import mra_classify
 from cryoshot.embedding.workflow import ClusterConfig, _ctf_params, embed_images, over_cluster
 from cryoshot.io.images2d import load_particle_images
 from cryoshot.models.siamese2d import load_siamese
@@ -52,8 +51,7 @@ def main() -> None:
     configure_threads()
     net, _ = load_siamese(resolve_siamese_model("default"))
     cc = ClusterConfig()
-    mcfg = MRAConfig(**{**asdict(cc.mra), "iterations": cc.refine_iterations, "work_box_px": cc.refine_box_px,
-                        "fine_search": cc.refine_fine, "seed": 0})  # fmt: skip
+    mcfg = cc.refine_mra()  # the shipped refinement's settings (seed 0)
     stars = dev_stars(args.root, args.large)
     res = {"k-means at k, refined (shipped)": [], "merged to k": [], "merged to k, refined": [],
            "merged to k, refined, gated": []}  # fmt: skip

@@ -19,13 +19,12 @@ of target particles that some candidate matches (IoU >= 0.5) before any cut.
 from __future__ import annotations
 
 import argparse
-import pickle
 import warnings
 from pathlib import Path
 
 import numpy as np
 from choose_pick_cut import merit
-from choose_pick_shift import dev_sets
+from choose_pick_shift import cached_dev_data
 from sklearn.mixture import GaussianMixture
 
 from cryoshot.data.micrograph_episodes import structure_diameter_A
@@ -130,13 +129,7 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=Path("../runs"))
     a = ap.parse_args()
     configure_threads()
-    data = []
-    for group, ds in dev_sets(a.runs):
-        d = pickle.loads((ds / "cut.pkl").read_bytes())
-        if not (ds / "candidates.pkl").exists():
-            (ds / "candidates.pkl").write_bytes(pickle.dumps(collect(ds, d)))
-            print(f"{ds.name}: collected", flush=True)
-        data.append((group, d, pickle.loads((ds / "candidates.pkl").read_bytes())))
+    data = cached_dev_data(a.runs, "candidates.pkl", collect)
     groups = list(dict.fromkeys(g for g, *_ in data))
 
     def line(name, get_qs, rule, nms):

@@ -18,12 +18,11 @@ the same candidates and cuts them with gmm3; mean F1 per group.
 from __future__ import annotations
 
 import argparse
-import pickle
 from pathlib import Path
 
 import numpy as np
 from choose_pick_cut import merit
-from choose_pick_shift import dev_sets
+from choose_pick_shift import cached_dev_data
 from scipy.spatial import cKDTree
 
 from cryoshot.data.micrograph_episodes import structure_diameter_A
@@ -119,14 +118,7 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=Path("../runs"))
     a = ap.parse_args()
     configure_threads()
-    data = []
-    for group, ds in dev_sets(a.runs):
-        d = pickle.loads((ds / "cut.pkl").read_bytes())
-        if not (ds / "exemplar_set.pkl").exists():
-            (ds / "exemplar_set.pkl").write_bytes(pickle.dumps(collect(ds, d)))
-            print(f"{ds.name}: collected", flush=True)
-        emb, loo = pickle.loads((ds / "exemplar_set.pkl").read_bytes())
-        data.append((group, d, emb, loo))
+    data = [(group, d, *cached) for group, d, cached in cached_dev_data(a.runs, "exemplar_set.pkl", collect)]
     groups = list(dict.fromkeys(g for g, *_ in data))
     cfg = PickConfig(diameter_A=100.0)  # only the figure-of-merit weights are read
 

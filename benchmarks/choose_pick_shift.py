@@ -51,9 +51,22 @@ def dev_sets(runs: Path) -> list[tuple[str, Path]]:
     return out + [("training maps", ds) for ds, _ in cached_sets(runs / "choose_flatten")]
 
 
-def collect(ds: Path) -> dict:
-    """View scores (top-3 mean) and template NCC of every cached query candidate at each shift of GRID."""
-    d = pickle.loads((ds / "cut.pkl").read_bytes())
+def cached_dev_data(runs: Path, cache_name: str, collect) -> list[tuple[str, dict, object]]:
+    """(group, cached candidates (cut.pkl), what ``collect(ds, candidates)`` returns) for each dev set;
+    ``collect``'s result is kept in ``ds / cache_name`` and read from there on later runs."""
+    out = []
+    for group, ds in dev_sets(runs):
+        d = pickle.loads((ds / "cut.pkl").read_bytes())
+        cache = ds / cache_name
+        if not cache.exists():
+            cache.write_bytes(pickle.dumps(collect(ds, d)))
+            print(f"{ds.name}: collected", flush=True)
+        out.append((group, d, pickle.loads(cache.read_bytes())))
+    return out
+
+
+def collect(ds: Path, d: dict) -> dict:
+    """View scores (top-3 mean) and template NCC of every cached query candidate (``d``) at each shift of GRID."""
     net, _, template, views = _load_picker(str(ds / "cut_stage1" / "picker.pt"))
     cfg = PickConfig(diameter_A=round(structure_diameter_A(d["key"].split("_")[0]) / 10) * 10)
     qs = []
@@ -121,13 +134,7 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=Path("../runs"))
     a = ap.parse_args()
     configure_threads()
-    data = []
-    for group, ds in dev_sets(a.runs):
-        cache = ds / "shift_emb.pkl"
-        if not cache.exists():
-            cache.write_bytes(pickle.dumps(collect(ds)))
-            print(f"{ds.name}: candidates embedded at {len(GRID)} shifts", flush=True)
-        data.append((group, pickle.loads((ds / "cut.pkl").read_bytes()), pickle.loads(cache.read_bytes())))
+    data = cached_dev_data(a.runs, "shift_emb.pkl", collect)
     variants = [("view score where the peak is (until 2026-11-29)", CENTRE, False),
                 ("best of +-2 px along x, y (5 embeddings): score only", PLUS, False),
                 ("best of +-2 px along x, y (5 embeddings): moved there (shipped)", PLUS, True),

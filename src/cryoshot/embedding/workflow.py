@@ -88,6 +88,12 @@ class ClusterConfig:
         if self.k is not None and self.k < 2:
             raise CryoshotError(f"--k {self.k} is not a clustering: use at least 2 clusters, or --k auto")
 
+    def refine_mra(self) -> MRAConfig:
+        """The MRA settings of the refinement that starts from the embedding's clusters."""
+        return MRAConfig(**{**asdict(self.mra), "iterations": self.refine_iterations,
+                            "work_box_px": self.refine_box_px, "fine_search": self.refine_fine,
+                            "seed": self.seed})  # fmt: skip
+
 
 def _ctf_params(p: ParticleImages, mode: str) -> CTFParams | None:
     if mode == "none":
@@ -228,9 +234,7 @@ def cluster_images(
         extra["embeddings"] = z
         k_used = cl.k
         if raw is not None:  # MRA started from the embedding's clusters: a few cheap iterations
-            mcfg = MRAConfig(**{**asdict(cfg.mra), "iterations": cfg.refine_iterations,
-                                "work_box_px": cfg.refine_box_px, "fine_search": cfg.refine_fine,
-                                "seed": cfg.seed})  # fmt: skip
+            mcfg = cfg.refine_mra()
             res = None
             if cfg.k is None and cfg.merge_k:  # over-cluster, refine, merge the classes that show the same thing
                 res, k_merged, extra["merge"] = _refine_and_merge(raw, feats, k_used, mcfg, cfg.seed, progress)
