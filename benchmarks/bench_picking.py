@@ -14,7 +14,7 @@ cross-correlation with the rotationally averaged exemplar mean) with the tail ru
 with its best threshold; ablations (no self-cross similarity loss, no PU adjustment,
 no pre-training, mean matching, 1/5/25 exemplars, strides) with seconds per micrograph.
 
-    .venv/bin/python benchmarks/bench_picking.py [--model PATH] [--quick] [--ablations]
+    .venv/bin/python benchmarks/bench_picking.py [--model PATH] [--quick] [--ablations] [--replicate N]
     .venv/bin/python benchmarks/bench_picking.py --speed   # seconds for a 4096^2 micrograph at 1 Å/px
 """
 
@@ -202,7 +202,13 @@ def speed(root: Path, model: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
-    ap.add_argument("--root", default="runs/bench_picking")
+    ap.add_argument("--root", default=None, help="datasets folder (default runs/bench_picking, or _rN for a replicate)")
+    ap.add_argument(
+        "--replicate",
+        type=int,
+        default=0,
+        help="N > 0: other micrographs and exemplars of the same targets (seed BENCH_SEED + 1000 N)",
+    )
     ap.add_argument("--quick", action="store_true", help="one SNR, 3 micrographs per dataset")
     ap.add_argument("--ablations", action="store_true")
     ap.add_argument("--steps", type=int, default=150)
@@ -216,7 +222,7 @@ def main() -> None:
     )
     a = ap.parse_args()
     configure_threads()
-    root = Path(a.root)
+    root = Path(a.root or ("runs/bench_picking" + (f"_r{a.replicate}" if a.replicate else "")))
     root.mkdir(parents=True, exist_ok=True)
     if a.speed:
         speed(root, a.model)
@@ -228,7 +234,7 @@ def main() -> None:
     print(f"model {a.model}; queries: every micrograph of a dataset but the first (2048^2 at 2 Å/px), 15 exemplars; "
           "precision recall F1 over the queries")  # fmt: skip
     for k, (target, snr) in enumerate((t, s) for t in DATASETS for s in snrs):
-        ds = make_dataset(root, target, snr, n_mic, 2048, k)
+        ds = make_dataset(root, target, snr, n_mic, 2048, k, seed=BENCH_SEED + 1000 * a.replicate)
         cfg = PickConfig(diameter_A=DIAMETER_A[target], stage1=Stage1Config(steps=a.steps))
         if a.view_shift is not None:
             cfg.view_shift_px = a.view_shift

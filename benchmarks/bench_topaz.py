@@ -35,8 +35,18 @@ def run(cmd: list[str]) -> None:
         raise SystemExit(f"{' '.join(map(str, cmd[:2]))} failed:\n{r.stderr[-2000:]}")
 
 
-def picks_table(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t")
+def topaz_counts(ds: Path, target: str, picks: Path, pix: float = 2.0) -> MatchCounts:
+    """Counts over a dataset's queries (every micrograph but the first) of Topaz's picks (``topaz extract``'s
+    table, in input pixels) at the best threshold of each micrograph, chosen from the truth."""
+    p = pd.read_csv(picks, sep="\t")
+    truth = read_star_table(ds / "coordinates.star")
+    c = MatchCounts(0, 0, 0)
+    for mq in sorted(ds.glob("mic_*.mrc"))[1:]:
+        pp = p[p["image_name"] == mq.stem]
+        t = truth[(truth["rlnMicrographName"] == mq.name) & (truth["cryoshotStructureName"] == target)]
+        c = c + oracle_f1(pp[["x_coord", "y_coord"]].to_numpy(float), pp["score"].to_numpy(float),
+                          t[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float), DIAMETER_A[target] / pix)[0]  # fmt: skip
+    return c
 
 
 def main() -> None:
@@ -87,15 +97,7 @@ def main() -> None:
             for name, m in (("Topaz, 15 exemplars", model), ("Topaz general (resnet16_u64)", "resnet16_u64")):
                 out = work / f"picks_{'trained' if m == model else 'general'}.txt"
                 run([TOPAZ, "extract", "-m", m, "-r", radius, "-x", scale, "-o", out, "-d", "-1", *queries])
-                p = picks_table(out)
-                c = MatchCounts(0, 0, 0)
-                for mq in mics[1:]:
-                    pp = p[p["image_name"] == mq.stem]
-                    t = truth[(truth["rlnMicrographName"] == mq.name) & (truth["cryoshotStructureName"] == target)]
-                    c = c + oracle_f1(pp[["x_coord", "y_coord"]].to_numpy(float), pp["score"].to_numpy(float),
-                                      t[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float),
-                                      DIAMETER_A[target] / pix)[0]  # fmt: skip
-                rows[name] = c
+                rows[name] = topaz_counts(ds, target, out)
             print(f"\n{target} (+{', '.join(DATASETS[target])}) SNR {snr:g}: preprocess + train {t_train:.0f} s")
             for r, c in rows.items():
                 print(

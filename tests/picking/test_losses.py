@@ -59,3 +59,19 @@ def test_loss_has_gradients():
     fl = torch.randn(3, 4, requires_grad=True)
     scs_loss(fl, torch.randn(5, 4), pi=0.1).backward()
     assert fl.grad is not None and torch.isfinite(fl.grad).all() and fl.grad.abs().sum() > 0
+
+
+def test_stage1_on_exemplars_alone_trains_the_reconstruction_only():
+    """No unlabelled windows (paper Fig. 7a): stage 1 still runs, on the MSE of the exemplar windows alone."""
+    from cryoshot.models.mae2d import MAEConfig, PickerMAE
+    from cryoshot.picking.stage1 import Stage1Config, fine_tune, random_windows
+
+    assert random_windows([np.zeros((40, 40), np.float32)], 0, 12, np.random.default_rng(0)).shape == (0, 1, 12, 12)
+    torch.manual_seed(0)
+    net = PickerMAE(MAEConfig(dim=16, depth=1, heads=2, decoder_dim=8, decoder_depth=1))
+    before = [p.detach().clone() for p in net.parameters()]
+    img = np.random.default_rng(1).normal(size=(96, 96)).astype(np.float32)
+    out = fine_tune(net, [img], [(0, 40.0, 40.0), (0, 60.0, 30.0)], Stage1Config(steps=3, n_unlabeled=0, n_shifted=0),
+                    pi=0.2, progress=False)  # fmt: skip
+    assert out["steps"] == 3 and out["scs"] == 0.0 and out["mse"] > 0
+    assert any((a != b).any() for a, b in zip(before, net.parameters(), strict=True))

@@ -90,7 +90,9 @@ class Stage1Config:
 
 
 def random_windows(images: list[np.ndarray], n: int, window: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` windows at uniform random positions over the images (chosen in proportion to area)."""
+    """``n`` windows at uniform random positions over the images (chosen in proportion to area); (n, 1, W, W)."""
+    if n <= 0:
+        return np.zeros((0, 1, window, window), np.float32)
     areas = np.array([im.size for im in images], float)
     which = rng.choice(len(images), size=n, p=areas / areas.sum())
     out = []
