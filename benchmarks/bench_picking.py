@@ -12,7 +12,8 @@ Rows: cryoshot (stage 1 + stage 2) with each automatic threshold, and with the b
 threshold chosen from the truth (an upper bound); a classical baseline (normalised
 cross-correlation with the rotationally averaged exemplar mean) with the tail rule and
 with its best threshold; ablations (no self-cross similarity loss, no PU adjustment,
-no pre-training, mean matching, 1/5/25 exemplars, strides) with seconds per micrograph.
+no pre-training, mean matching, no template or no view opinion in the figure of merit,
+1/5/25 exemplars, strides) with seconds per micrograph.
 
     .venv/bin/python benchmarks/bench_picking.py [--model PATH] [--quick] [--ablations] [--replicate N]
     .venv/bin/python benchmarks/bench_picking.py --speed   # seconds for a 4096^2 micrograph at 1 Å/px
@@ -257,13 +258,16 @@ def main() -> None:
                 "SCS without PU (pi=0)": dict(stage1=Stage1Config(steps=a.steps, loss=LossConfig(pi=0.0))),
                 "no stage 1": dict(stage1=Stage1Config(steps=0)),
                 "mean matching": dict(matching="mean"),
+                "no template opinion (template weight 0)": dict(template_weight=0.0),
+                "no view opinion (view weight 0)": dict(view_weight=0.0),
                 "stride 2": dict(stride_px=2),
                 "stride 6": dict(stride_px=6),
                 "stride 8": dict(stride_px=8),
             }
             for name, kw in variants.items():
                 c2, t2, inf2, _ = run_cryoshot(base, ds, target, PickConfig(diameter_A=DIAMETER_A[target], **kw), 15)
-                rows[f"{name} [{inf2['s_per_mic']:.2f} s/mic]"] = evaluate_rows(c2, t2, side, not fused)[DEFAULT_RULE]
+                rows[name] = evaluate_rows(c2, t2, side, not fused)[DEFAULT_RULE]
+                info[f"s_per_mic {name}"] = inf2["s_per_mic"]
             c2, t2, _, _ = run_cryoshot(base, ds, target, cfg, 15, pretrained=False)
             rows["no pre-training"] = evaluate_rows(c2, t2, side, not fused)[DEFAULT_RULE]
             for n_ex in (1, 5, 25):
@@ -273,7 +277,8 @@ def main() -> None:
         print(f"\n{name}: stage 1 {info['stage1_s']:.1f} s, stage 2 {info['s_per_mic']:.2f} s per micrograph, "
               f"pi {info['pi']:.3f}")  # fmt: skip
         for r, c in rows.items():
-            print(f"  {r:42s} {fmt(c)}   ({c.n_picks} picks, {c.n_truth} particles)")
+            sec = f" [{info[f's_per_mic {r}']:.2f} s/mic]" if f"s_per_mic {r}" in info else ""
+            print(f"  {r:42s} {fmt(c)}   ({c.n_picks} picks, {c.n_truth} particles){sec}")
         results[name] = {r: c.as_dict() for r, c in rows.items()} | {"info": info}
     print("\nmean F1 over datasets:")
     keys = list(next(iter(results.values())).keys())

@@ -8,7 +8,7 @@ exemplars (``-n`` set to the true number of target particles there, which favour
 model (resnet16_u64), and precision / recall / F1 at the best threshold chosen from the truth
 (which favours Topaz again), scored as in bench_picking.py.
 
-    .venv/bin/python benchmarks/bench_topaz.py [--epochs 5] [--epoch-size 200] [--targets 3cf3] [--work topaz_r2]
+    .venv/bin/python benchmarks/bench_topaz.py [--epochs 5] [--epoch-size 200] [--targets 3cf3] [--snrs 0.01] [--work topaz_r2]
 
 Topaz's training is not seeded, so a repeat (another ``--work`` folder) measures its run-to-run spread.
 """
@@ -56,10 +56,13 @@ def main() -> None:
     ap.add_argument("--epoch-size", type=int, default=200)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--targets", nargs="+", choices=sorted(DATASETS), default=sorted(DATASETS))
+    ap.add_argument(
+        "--snrs", nargs="+", type=float, default=None, help="SNR levels (default: all, or 0.02 with --quick)"
+    )
     ap.add_argument("--work", default="topaz", help="folder name inside each dataset (a repeat writes its own)")
     a = ap.parse_args()
     root = Path(a.root)
-    snrs = SNRS[:1] if a.quick else SNRS
+    snrs = a.snrs if a.snrs else (SNRS[:1] if a.quick else SNRS)
     print("Topaz 0.3.20 (CPU); precision recall F1 over the queries at the best threshold (chosen from the truth)")
     for target in a.targets:
         for snr in snrs:

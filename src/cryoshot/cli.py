@@ -757,7 +757,11 @@ def pick_cmd(
     ],
     exemplars: Annotated[
         Path | None,
-        typer.Option("--exemplars", help="STAR of picked particles (rlnMicrographName, rlnCoordinateX/Y in pixels)."),
+        typer.Option(
+            "--exemplars",
+            help="STAR of picked particles (rlnMicrographName, rlnCoordinateX/Y in pixels), or one micrograph's "
+            "RELION coordinate file (<micrograph>_manualpick.star).",
+        ),
     ] = None,
     model: Annotated[
         str, typer.Option("--model", help="'default' (shipped MAE), a pre-trained MAE, or an earlier picker.pt.")

@@ -41,3 +41,17 @@ def test_a_name_that_matches_no_micrograph_or_two_is_refused(tmp_path):
         read_exemplars(_star(tmp_path / "x.star", ["Micrographs/mic_0000.mrc"]), mics)  # two share the name
     with pytest.raises(CryoshotError, match="not among the micrographs"):
         read_exemplars(_star(tmp_path / "y.star", ["nosuch.mrc"]), mics[:1])
+
+
+def test_a_relion_coordinate_file_without_micrograph_names_belongs_to_the_micrograph_it_is_named_after(tmp_path):
+    mics = _mics(tmp_path / "Movies", ["mic_0000.mrc", "mic_0001.mrc", "mic_0002.mrc"])
+    xy = pd.DataFrame({"rlnCoordinateX": [10.0, 20.0], "rlnCoordinateY": [12.0, 14.0]})
+    write_star(tmp_path / "mic_0001_manualpick.star", xy)
+    assert read_exemplars(tmp_path / "mic_0001_manualpick.star", mics)["mic"].tolist() == [1, 1]
+    write_star(tmp_path / "mic_0002.star", xy)
+    assert read_exemplars(tmp_path / "mic_0002.star", mics)["mic"].tolist() == [2, 2]
+    # one micrograph given: the coordinates are on it, whatever the file is called
+    assert read_exemplars(tmp_path / "mic_0001_manualpick.star", mics[2:])["mic"].tolist() == [0, 0]
+    write_star(tmp_path / "exemplars.star", xy)
+    with pytest.raises(CryoshotError, match="lacks rlnMicrographName"):
+        read_exemplars(tmp_path / "exemplars.star", mics)

@@ -192,6 +192,31 @@ def _resolve_exemplar_names(star: Path, names: list[str], mics: list[Path]) -> d
     return out
 
 
+COORDINATE_FILE_SUFFIXES = ("_manualpick", "_autopick", "_pick", "_coords")  # RELION's and common pickers' names
+
+
+def _micrograph_of_coordinate_file(star: Path, mics: list[Path]) -> int:
+    """The micrograph a per-micrograph coordinate file (no rlnMicrographName) belongs to.
+
+    One micrograph given: that one. Otherwise the file's name must name exactly one micrograph,
+    as RELION names its coordinate files (``mic_0001_manualpick.star`` for ``mic_0001.mrc``).
+    """
+    if len(mics) == 1:
+        return 0
+    stem = star.name.rsplit(".", 1)[0]
+    for suffix in ("", *COORDINATE_FILE_SUFFIXES):
+        if suffix and not stem.endswith(suffix):
+            continue
+        base = stem[: len(stem) - len(suffix)] if suffix else stem
+        same = [i for i, m in enumerate(mics) if m.name.rsplit(".", 1)[0] == base]
+        if len(same) == 1:
+            return same[0]
+    raise CryoshotError(
+        f"{star} lacks rlnMicrographName, and its name does not name one of the {len(mics)} micrographs given "
+        "(as RELION's <micrograph>_manualpick.star does); add the column, or give only the reference micrograph"
+    )
+
+
 def read_exemplars(star: str | os.PathLike, mics: list[Path]) -> pd.DataFrame:
     """Exemplar table with a ``mic`` column (index into ``mics``); checks names and counts."""
     star = require_input_file(star, "STAR")
@@ -200,10 +225,7 @@ def read_exemplars(star: str | os.PathLike, mics: list[Path]) -> pd.DataFrame:
     if len(df) < 1:
         raise CryoshotError(f"{star} holds no exemplars; pick at least one particle (15 is a good number)")
     if "rlnMicrographName" not in df.columns:
-        if len(mics) != 1:
-            raise CryoshotError(f"{star} lacks rlnMicrographName, so its exemplars cannot be placed on one of "
-                                f"{len(mics)} micrographs; add the column")  # fmt: skip
-        df = df.assign(mic=0)
+        df = df.assign(mic=_micrograph_of_coordinate_file(star, mics))
     else:
         names = [str(v) for v in df["rlnMicrographName"]]
         where = _resolve_exemplar_names(star, sorted(set(names)), mics)
