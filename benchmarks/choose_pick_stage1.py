@@ -20,8 +20,8 @@ import numpy as np
 from choose_pick_shift import dev_sets
 
 from cryoshot.data.micrograph_episodes import structure_diameter_A
-from cryoshot.io.star import read_star_table
-from cryoshot.picking.matching import MatchCounts, count_matches
+from cryoshot.evaluate.picks import evaluate_picks
+from cryoshot.picking.matching import MatchCounts
 from cryoshot.picking.stage1 import LossConfig, Stage1Config
 from cryoshot.picking.workflow import PickConfig, pick
 from cryoshot.utils.threads import configure_threads
@@ -44,18 +44,13 @@ def f1_of(ds: Path, variant: str, stage1: Stage1Config) -> MatchCounts:
         out.parent.mkdir(exist_ok=True)
         cfg = PickConfig(diameter_A=diameter, stage1=stage1)
         pick([str(m) for m in mics], ds / "ex.star", out, cfg, force=True, progress=False, log=lambda s: None)
-    picks = read_star_table(out / "picks.star")
-    truth = read_star_table(ds / "truth_queries.star")
+    # cryoshot evaluate-picks, summed over the queries (picks.star holds the reference's picks too)
+    r = evaluate_picks(ds / "truth_queries.star", out / "picks.star", diameter,
+                       class_column="cryoshotStructureName", target=target)  # fmt: skip
     tot = MatchCounts(0, 0, 0)
     for m in mics[1:]:
-        p = picks[[Path(str(n)).name == m.name for n in picks["rlnMicrographName"]]]
-        t = truth[(truth["rlnMicrographName"] == m.name) & (truth["cryoshotStructureName"] == target)]
-        tot = tot + count_matches(
-            p[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float),
-            t[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float),
-            diameter / 2.0,  # 2 Å/px: the diameter in input pixels
-            p["rlnAutopickFigureOfMerit"].to_numpy(float),
-        )
+        c = r["per_micrograph"].get(m.name)
+        tot = tot + (MatchCounts(c["true_positives"], c["n_picks"], c["n_truth"]) if c else MatchCounts(0, 0, 0))
     return tot
 
 

@@ -203,12 +203,10 @@ def _micrograph_of_coordinate_file(star: Path, mics: list[Path]) -> int:
     """
     if len(mics) == 1:
         return 0
-    stem = star.name.rsplit(".", 1)[0]
-    for suffix in ("", *COORDINATE_FILE_SUFFIXES):
-        if suffix and not stem.endswith(suffix):
-            continue
-        base = stem[: len(stem) - len(suffix)] if suffix else stem
-        same = [i for i, m in enumerate(mics) if m.name.rsplit(".", 1)[0] == base]
+    # the file's own stem first, then the stem without a picker's suffix
+    bases = [star.stem] + [star.stem.removesuffix(s) for s in COORDINATE_FILE_SUFFIXES if star.stem.endswith(s)]
+    for base in bases:
+        same = [i for i, m in enumerate(mics) if m.stem == base]
         if len(same) == 1:
             return same[0]
     raise CryoshotError(
