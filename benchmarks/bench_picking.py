@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cryoshot.data.micrograph_episodes import structure_diameter_A
 from cryoshot.io.star import read_star_table, write_star
 from cryoshot.models.mae2d import PickerMAE, load_mae
 from cryoshot.picking.matching import MatchCounts, count_matches
@@ -53,6 +54,12 @@ DATASETS = {  # target: distractors (all novel)
 }
 DIAMETER_A = {"1bxn": 160.0, "3cf3": 170.0, "4v4r": 310.0}
 SNRS = (0.02, 0.01)
+
+
+def typed_diameter_A(structure: str) -> int:
+    """A dev set's ``--diameter``: the structure's diameter (Å) rounded to 10 Å, as a user would type it
+    (an int, as the dev scripts have always passed it, so their cache keys and logs are unchanged)."""
+    return round(structure_diameter_A(structure) / 10) * 10
 
 
 def make_dataset(root: Path, target: str, snr: float, n_mic: int, size: int, k: int,

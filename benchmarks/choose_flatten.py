@@ -19,12 +19,11 @@ from pathlib import Path
 
 import mrcfile
 import numpy as np
-from bench_picking import make_dataset
+from bench_picking import make_dataset, typed_diameter_A
 from choose_pick_rerank import MORE_SETS
 from choose_pick_threshold import DEV_SEED, DEV_SETS
 from scipy import ndimage
 
-from cryoshot.data.micrograph_episodes import structure_diameter_A
 from cryoshot.evaluate.picks import evaluate_picks
 from cryoshot.io.star import read_star_table, write_star
 from cryoshot.picking import micrograph
@@ -75,7 +74,7 @@ def main() -> None:
     order = [f"{t}_snr{s:g}" for t in all_sets for s in (0.02, 0.01)]  # choose_pick_rerank's numbering
     for key in keys:
         target, snr = key.split("_")[0], float(key.split("_snr")[1])
-        diameter = round(structure_diameter_A(target) / 10) * 10
+        diameter = typed_diameter_A(target)
         # the same dataset as choose_pick_rerank.py --more makes (reused when it exists)
         make_dataset(a.root, target, snr, 5, 2048, order.index(key), all_sets[target], diameter, DEV_SEED)
         for amp in a.amps:

@@ -23,11 +23,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from bench_picking import typed_diameter_A
 from choose_pick_cut import merit
 from choose_pick_shift import cached_dev_data
 from sklearn.mixture import GaussianMixture
 
-from cryoshot.data.micrograph_episodes import structure_diameter_A
 from cryoshot.picking.matching import MatchCounts, count_matches, match_picks
 from cryoshot.picking.merit import fuse_scores, standardise_scores
 from cryoshot.picking.micrograph import bin_micrograph, read_micrograph
@@ -62,7 +62,7 @@ def recentre(ncc: np.ndarray, xy: np.ndarray, r: float) -> np.ndarray:
 def collect(ds: Path, d: dict) -> dict:
     """Per query: the candidates (input px) and their opinions for each radius and for the union."""
     net, ex_feats, template, views = _load_picker(str(ds / "cut_stage1" / "picker.pt"))
-    cfg = PickConfig(diameter_A=round(structure_diameter_A(d["key"].split("_")[0]) / 10) * 10)
+    cfg = PickConfig(diameter_A=typed_diameter_A(d["key"].split("_")[0]))
     p = net.config.particle_px
     per: dict = {r: [] for r in RADII} | {"union": []}
     for m in sorted(ds.glob("mic_*.mrc"))[1:]:

@@ -22,11 +22,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from bench_picking import oracle_f1
+from bench_picking import oracle_f1, typed_diameter_A
 from choose_pick_rerank import MORE_SETS
 from choose_pick_threshold import DEV_SETS
 
-from cryoshot.data.micrograph_episodes import structure_diameter_A
 from cryoshot.io.star import read_star_table
 from cryoshot.picking.matching import MatchCounts, count_matches, match_picks
 from cryoshot.picking.merit import fuse_scores
@@ -51,7 +50,7 @@ def opinions(net, ex_feats, template, views, cfg, img, ps) -> dict:
 def collect(ds: Path, key: str) -> dict:
     """Stage 1 as ``pick`` runs it, then the opinions on the queries and the exemplars' leave-one-out ones."""
     target = key.split("_")[0]
-    diameter = round(structure_diameter_A(target) / 10) * 10
+    diameter = typed_diameter_A(target)
     cfg = PickConfig(diameter_A=diameter)
     mics = sorted(ds.glob("mic_*.mrc"))
     out = ds / "cut_stage1"

@@ -21,11 +21,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from bench_picking import typed_diameter_A
 from choose_pick_cut import merit
 from choose_pick_shift import cached_dev_data
 from scipy.spatial import cKDTree
 
-from cryoshot.data.micrograph_episodes import structure_diameter_A
 from cryoshot.io.star import read_star_table
 from cryoshot.picking.matching import MatchCounts, count_matches
 from cryoshot.picking.merit import fuse_scores
@@ -50,7 +50,7 @@ def collect(ds: Path, d: dict) -> tuple[dict, dict]:
     """View embeddings (exemplars, mirrored exemplars, reference and query candidates), and the
     reference's candidates scored leave-one-out with the exemplar each belongs to."""
     net, ex_feats, template, views = _load_picker(str(ds / "cut_stage1" / "picker.pt"))
-    cfg = PickConfig(diameter_A=round(structure_diameter_A(d["key"].split("_")[0]) / 10) * 10)
+    cfg = PickConfig(diameter_A=typed_diameter_A(d["key"].split("_")[0]))
     p, box = net.config.particle_px, views.net.cfg.box_px
     mics = sorted(ds.glob("mic_*.mrc"))
     ex = read_star_table(ds / "ex.star")[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float)

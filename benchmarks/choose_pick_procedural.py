@@ -22,11 +22,10 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from bench_picking import make_dataset, oracle_f1
+from bench_picking import make_dataset, oracle_f1, typed_diameter_A
 from choose_pick_cut import cached_sets, collect, merit
 from sklearn.mixture import GaussianMixture
 
-from cryoshot.data.micrograph_episodes import structure_diameter_A
 from cryoshot.io.star import read_star_table, write_star
 from cryoshot.picking.matching import MatchCounts, count_matches
 from cryoshot.picking.threshold import auto_threshold, gmm_threshold
@@ -52,7 +51,7 @@ ALONE = (970036, 970045, 970032)  # 181, 156 and 120 Å
 def dataset(root: Path, k: int, target: int, distractors: tuple[int, ...]) -> tuple[Path, str]:
     """The dataset folder (made when missing, with ex.star and truth_queries.star) and its key."""
     t = f"procedural:{target}"
-    diameter = round(structure_diameter_A(t) / 10) * 10
+    diameter = typed_diameter_A(t)
     sub = root if distractors else root / "alone"
     ds = make_dataset(sub, t, 0.02, 5, 2048, k, tuple(f"procedural:{d}" for d in distractors), diameter, SEED)
     if not (ds / "ex.star").exists():

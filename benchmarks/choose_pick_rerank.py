@@ -19,10 +19,9 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-from bench_picking import make_dataset  # noqa: E402
+from bench_picking import make_dataset, typed_diameter_A  # noqa: E402
 from choose_pick_threshold import DEV_SEED, DEV_SETS, reference_stage1
 
-from cryoshot.data.micrograph_episodes import structure_diameter_A
 from cryoshot.io.star import read_star_table
 from cryoshot.models.mae2d import load_mae
 from cryoshot.picking.matching import MatchCounts, count_matches
@@ -94,7 +93,7 @@ def main() -> None:
     base, _ = load_mae(resolve_picker_model(a.model))
     data = {}
     for k, (target, snr) in enumerate((t, s) for t in sets for s in (0.02, 0.01)):
-        diameter = round(structure_diameter_A(target) / 10) * 10
+        diameter = typed_diameter_A(target)
         cache = a.root / f"{target}_snr{snr:g}_rerank.pkl"
         if not cache.exists():
             ds = make_dataset(a.root, target, snr, 5, 2048, k, sets[target], diameter, DEV_SEED)

@@ -24,9 +24,9 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+from bench_picking import typed_diameter_A
 from choose_pick_cut import cached_sets
 
-from cryoshot.data.micrograph_episodes import structure_diameter_A
 from cryoshot.picking.matching import MatchCounts, count_matches, match_picks
 from cryoshot.picking.merit import fuse_scores
 from cryoshot.picking.micrograph import bin_micrograph, read_micrograph
@@ -68,7 +68,7 @@ def cached_dev_data(runs: Path, cache_name: str, collect) -> list[tuple[str, dic
 def collect(ds: Path, d: dict) -> dict:
     """View scores (top-3 mean) and template NCC of every cached query candidate (``d``) at each shift of GRID."""
     net, _, template, views = _load_picker(str(ds / "cut_stage1" / "picker.pt"))
-    cfg = PickConfig(diameter_A=round(structure_diameter_A(d["key"].split("_")[0]) / 10) * 10)
+    cfg = PickConfig(diameter_A=typed_diameter_A(d["key"].split("_")[0]))
     qs = []
     for m, q in zip(sorted(ds.glob("mic_*.mrc"))[1:], d["queries"], strict=True):
         img, ps = read_micrograph(m)

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_picking import typed_diameter_A
 from choose_pick_shift import dev_sets
 
-from cryoshot.data.micrograph_episodes import structure_diameter_A
 from cryoshot.evaluate.picks import evaluate_picks
 from cryoshot.picking.matching import MatchCounts
 from cryoshot.picking.stage1 import LossConfig, Stage1Config
@@ -37,7 +37,7 @@ def f1_of(ds: Path, variant: str, stage1: Stage1Config) -> MatchCounts:
     """``cryoshot pick`` on the dataset's 5 micrographs with this stage 1; counts over the 4 queries."""
     key = ds.name
     target = key.split("_")[0]
-    diameter = round(structure_diameter_A(target) / 10) * 10
+    diameter = typed_diameter_A(target)
     out = ds / "stage1_variants" / variant.split(" (")[0].replace(" ", "_").replace(",", "")
     mics = sorted(ds.glob("mic_*.mrc"))
     if not (out / "picks.star").exists():

@@ -17,11 +17,10 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-from bench_picking import make_dataset  # noqa: E402  (benchmarks/ on sys.path when run as a script)
+from bench_picking import make_dataset, typed_diameter_A  # noqa: E402  (benchmarks/ on sys.path when run as a script)
 from scipy.stats import norm
 from sklearn.mixture import GaussianMixture
 
-from cryoshot.data.micrograph_episodes import structure_diameter_A
 from cryoshot.io.star import read_star_table
 from cryoshot.models.mae2d import load_mae
 from cryoshot.picking.matching import MatchCounts, count_matches
@@ -136,7 +135,7 @@ def main() -> None:
     base, _ = load_mae(resolve_picker_model(a.model))
     data = {}
     for k, (target, snr) in enumerate((t, s) for t in DEV_SETS for s in (0.02, 0.01)):
-        diameter = round(structure_diameter_A(target) / 10) * 10
+        diameter = typed_diameter_A(target)
         cache = a.root / (f"{target}_snr{snr:g}.pkl" if a.stride == 4 else f"{target}_snr{snr:g}_stride{a.stride}.pkl")
         if not cache.exists():
             ds = make_dataset(a.root, target, snr, 5, 2048, k, DEV_SETS[target], diameter, DEV_SEED)

@@ -17,10 +17,10 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+from bench_picking import typed_diameter_A
 from choose_pick_rerank import MORE_SETS, f1_of
 from choose_pick_threshold import DEV_SETS
 
-from cryoshot.data.micrograph_episodes import structure_diameter_A
 from cryoshot.io.star import read_star_table
 from cryoshot.models.siamese2d import load_siamese
 from cryoshot.picking.merit import fuse_scores
@@ -39,7 +39,7 @@ def add_views(net, root: Path, key: str, d: dict) -> None:
     """Each query candidate's view opinions (top-3 mean, best, mean), in place."""
     ds = root / key
     mics = sorted(ds.glob("mic_*.mrc"))
-    diameter = round(structure_diameter_A(key.split("_")[0]) / 10) * 10
+    diameter = typed_diameter_A(key.split("_")[0])
     ex = read_star_table(ds / "exemplars25.star").iloc[:15]
     img, ps = read_micrograph(mics[0])
     ref = view_reference(net, [(view_image(img, ps, net), ex[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float))],
