@@ -34,6 +34,8 @@ def dataset_folder(root: Path, name: str) -> tuple[Path, str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("pairs", nargs="+", help="ROOT=JSON: a datasets folder and bench_picking's --json for it")
+    ap.add_argument("--row", default=None, help="cryoshot's automatic row, e.g. 'cryoshot gmm3-pooled' (default: "
+                    "the row bench_picking marked '(default)' when it ran)")  # fmt: skip
     a = ap.parse_args()
     rows = []
     print(f"{'dataset':34s} {'cryoshot auto':>13s} {'best':>6s} {'baseline':>8s}   Topaz 15 ex., best threshold (runs)"
@@ -42,7 +44,7 @@ def main() -> None:
         root, js = (Path(p) for p in pair.split("=", 1))
         for name, res in json.loads(js.read_text()).items():
             ds, target = dataset_folder(root, name)
-            auto = next(v for k, v in res.items() if k.endswith(DEFAULT_ROW))
+            auto = res[a.row] if a.row else next(v for k, v in res.items() if k.endswith(DEFAULT_ROW))
             best = res["cryoshot best (oracle)"]["f1"]
             base = res[BASELINE_ROW]["f1"]
             runs = sorted(p.parent for p in ds.glob("*/picks_trained.txt"))

@@ -770,9 +770,11 @@ def pick_cmd(
         str,
         typer.Option(
             "--threshold",
-            help="auto (= gmm3: background, other proteins and the exemplars' kind, the top one kept), gmm (particles "
-            "against background), density (the paper's rule), tail, or a score on "
-            "the scale of rlnAutopickFigureOfMerit (with --template-weight 0 --view-weight 0: the cosine, -1..1).",
+            help="auto (= gmm3-pooled: a mixture of background, other proteins and the exemplars' kind fitted once "
+            "to the candidates of all micrographs, the top one kept), gmm3 (the same fitted to each micrograph "
+            "alone), gmm (particles against background), density (the paper's rule), tail, or a score on "
+            "the scale of rlnAutopickFigureOfMerit (with --template-weight 0 --view-weight 0: the cosine, -1..1). "
+            "OUTDIR/candidates keeps every candidate, for another cut.",
         ),
     ] = "auto",
     max_picks: Annotated[

@@ -5,7 +5,15 @@ import pytest
 
 from cryoshot.picking.matching import average_precision, box_iou, count_matches, match_picks
 from cryoshot.picking.scan import greedy_nms, peaks
-from cryoshot.picking.threshold import density_threshold, gmm3_threshold, gmm_threshold, tail_threshold
+from cryoshot.picking.threshold import (
+    auto_threshold,
+    density_threshold,
+    gmm3_threshold,
+    gmm_threshold,
+    pooled_threshold,
+    tail_threshold,
+)
+from cryoshot.picking.workflow import PickConfig, cut_candidates, micrograph_thresholds
 
 
 def test_box_iou_hand_values():
@@ -93,3 +101,35 @@ def test_density_threshold_finds_the_knee_of_a_synthetic_list():
     t = density_threshold(s)
     assert 0.4 < t < 0.5
     assert (s > t).sum() == 50
+
+
+def test_pooled_cut_is_one_fit_to_the_candidates_of_the_micrographs_it_is_fitted_on():
+    rng = np.random.default_rng(3)
+    # three micrographs: background, other proteins, the exemplars' kind; the third holds few of its kind
+    mics = [
+        np.concatenate([rng.normal(0, 0.5, 300), rng.normal(2, 0.3, 60), rng.normal(4, 0.3, n)]) for n in (60, 50, 3)
+    ]
+    t = pooled_threshold(mics, "gmm3-pooled", fisher=False)
+    assert t == auto_threshold(np.concatenate(mics), "gmm3", fisher=False)
+    assert 2.5 < t < 3.7  # between the other proteins and the exemplars' kind
+    # alone, the third micrograph's mixture gives its other proteins the top component
+    assert gmm3_threshold(mics[2]) < 2.5
+    # the workflow's cut: one threshold for all, fitted without the reference micrograph (index 0 here),
+    # where the exemplars match themselves
+    ref = np.concatenate([mics[0], np.full(15, 40.0)])
+    cfg = PickConfig(diameter_A=100.0, threshold="auto")
+    got = micrograph_thresholds([ref, mics[1], mics[2]], cfg, fused=True, fit_on=[1, 2])
+    assert got == [pooled_threshold(mics[1:], "gmm3", fisher=False)] * 3
+    per = micrograph_thresholds(mics, PickConfig(diameter_A=100.0, threshold="gmm3"), fused=True, fit_on=[0])
+    assert per == [gmm3_threshold(m) for m in mics]
+    assert micrograph_thresholds(mics, PickConfig(diameter_A=100.0, threshold="1.5"), True, [0]) == [1.5] * 3
+
+
+def test_cut_candidates_keeps_the_best_rows_at_or_above_the_threshold():
+    import pandas as pd
+
+    c = pd.DataFrame({"rlnCoordinateX": [1.0, 2, 3, 4], "rlnCoordinateY": [5.0, 6, 7, 8],
+                      "rlnAutopickFigureOfMerit": [3.0, 2.0, 1.0, 0.5]})  # fmt: skip
+    assert list(cut_candidates(c, 1.0, None)["rlnCoordinateX"]) == [1, 2, 3]
+    assert list(cut_candidates(c, 1.0, 2)["rlnCoordinateY"]) == [5, 6]
+    assert len(cut_candidates(c, 9.0, None)) == 0 and "rlnAnglePsi" in cut_candidates(c, 9.0, None).columns

@@ -53,9 +53,18 @@ def test_pick_finds_most_particles_of_an_easy_micrograph(easy):
     for col in ("rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit"):
         assert col in picks.columns
     assert set(picks["rlnMicrographName"]) <= {str(p) for p in (easy / "data").glob("mic_*.mrc")}
+    cands = []
     for mic in ("mic_0000", "mic_0001"):
         t = read_star_table(out / "coordinates" / f"{mic}_autopick.star")
         assert {"rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit"} <= set(t.columns)
+        # every candidate is kept; the picks are its best rows, cut at one threshold shared by both micrographs
+        c = read_star_table(out / "candidates" / f"{mic}_candidates.star")
+        assert len(c) > len(t) > 0
+        np.testing.assert_allclose(c["rlnCoordinateX"].to_numpy(float)[: len(t)], t["rlnCoordinateX"].to_numpy(float))
+        cands.append((c["rlnAutopickFigureOfMerit"].to_numpy(float), len(t)))
+    lowest_kept = min(fom[n - 1] for fom, n in cands)
+    highest_cut = max(fom[n] for fom, n in cands)
+    assert highest_cut < lowest_kept
     _, ck = load_mae(out / "picker.pt")
     assert ck["method"] == "picker" and len(ck["stages"]) >= 2  # pre-training + this stage 1
     assert ck["exemplars"]["n"] == 10
@@ -99,7 +108,7 @@ def test_interrupted_run_keeps_progress_that_continue_uses(easy, monkeypatch):
     import cryoshot.picking.workflow as wf
 
     out = easy / "out4"
-    real = wf.pick_one
+    real = wf.score_candidates
     calls = []
 
     def interrupt_second(*a, **k):
@@ -108,12 +117,12 @@ def test_interrupted_run_keeps_progress_that_continue_uses(easy, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(wf, "pick_one", interrupt_second)
+    monkeypatch.setattr(wf, "score_candidates", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         _run(easy, out, steps=2)
     partial = easy / ".out4.cryoshot-partial"
     assert not out.exists() and (partial / "picker.pt").exists()
-    monkeypatch.setattr(wf, "pick_one", real)
+    monkeypatch.setattr(wf, "score_candidates", real)
     res = _run(easy, out, steps=2, continue_=True)
     assert res.skipped == 1 and res.stage1 is None
     assert out.exists() and not partial.exists()

@@ -2,7 +2,9 @@
 
 Order of work: check everything (settings, output, micrographs, exemplars, model), run
 stage 1 on the reference micrograph(s), save ``picker.pt``, then run stage 2 on every
-micrograph. Progress is kept in a hidden folder beside the output
+micrograph (one work unit each: its candidates and their figure of merit), then cut every
+micrograph's candidates at the threshold (with ``auto``, one fitted to the candidates of all
+micrographs together). Progress is kept in a hidden folder beside the output
 (``.OUTDIR.cryoshot-partial``), so ``continue_=True`` after a kill skips finished
 micrographs and reuses the stage-1 model; the output folder appears, complete, only at
 the end.
@@ -39,7 +41,7 @@ from cryoshot.picking.micrograph import (
 from cryoshot.picking.scan import candidate_picks, exemplar_features, greedy_nms, windows_at
 from cryoshot.picking.stage1 import Stage1Config, fine_tune
 from cryoshot.picking.template import exemplar_template, ncc_at, ncc_map
-from cryoshot.picking.threshold import THRESHOLD_RULES, auto_threshold
+from cryoshot.picking.threshold import POOLED_RULES, THRESHOLD_RULES, auto_threshold, pooled_threshold
 from cryoshot.picking.views import (
     VIEW_STEP_PX,
     ViewImage,
@@ -63,8 +65,9 @@ from cryoshot.utils.workunits import (
 )
 
 # ``--threshold auto``: three Gaussian components, the top one kept (background, other proteins, the exemplars'
-# kind); chosen on held-out procedural molecules and training maps (benchmarks/choose_pick_procedural.py)
-DEFAULT_RULE = "gmm3"
+# kind; benchmarks/choose_pick_procedural.py), fitted once to the candidates of all micrographs but the
+# reference(s) (benchmarks/choose_pick_pooled_cut.py); both chosen on held-out procedural molecules and training maps
+DEFAULT_RULE = "gmm3-pooled"
 PARTICLE_RULE = "gmm"  # particles of any kind against background (the particle density behind pi)
 # weights of the exemplars' template NCC and of the Siamese network's view similarity in the figure of merit
 # (the MAE's cosine gets the rest); chosen on training structures (benchmarks/choose_pick_rerank.py;
@@ -239,6 +242,11 @@ def coordinate_file_name(mic: Path) -> str:
     return f"{mic.name.rsplit('.', 1)[0]}_autopick.star"
 
 
+def candidates_file_name(mic: Path) -> str:
+    """Every candidate of a micrograph before the threshold: ``<micrograph stem>_candidates.star``."""
+    return f"{mic.name.rsplit('.', 1)[0]}_candidates.star"
+
+
 # ---- the model ------------------------------------------------------------------------------
 def _picker_payload(model: PickerMAE, cfg: PickConfig, base: dict, base_path: Path, exemplar_feats: torch.Tensor,
                     exemplar_file: Path, stage1: dict, pi: float, template: np.ndarray,
@@ -328,7 +336,8 @@ def pick(
     micrographs : 2D MRC files (the exemplars' reference micrographs among them)
     exemplars : STAR with rlnMicrographName, rlnCoordinateX, rlnCoordinateY (pixels); may be None
         with a ``picker.pt`` model, whose stored exemplar features are then used
-    outdir : gets ``picks.star``, ``coordinates/<mic>_autopick.star``, ``picker.pt``
+    outdir : gets ``picks.star``, ``coordinates/<mic>_autopick.star``, ``picker.pt``, and
+        ``candidates/<mic>_candidates.star`` (every candidate before the threshold, for another cut)
     model : ``default`` (the shipped MAE), a pre-trained MAE, or an earlier run's ``picker.pt`` (no stage 1)
     continue_ : resume a killed run (or extend a finished one), skipping finished micrographs
     preview : folder for PNGs of the first ``n_preview`` micrographs (picks and similarity map)
@@ -392,7 +401,7 @@ def pick(
     w = net.config.window_px
     with output_lock(outdir):
         partial = outdir.parent / f".{outdir.name}.cryoshot-partial"
-        settings = {"config": config.to_dict(), "model": file_sha256(model_path),
+        settings = {"config": config.to_dict(), "model": file_sha256(model_path), "units": "candidates",
                     "exemplars": file_sha256(exemplars) if exemplars is not None else None}  # fmt: skip
         fresh = _prepare_partial(partial, outdir, settings, continue_, log)
         try:
@@ -450,20 +459,32 @@ def _run(net, ck, mics, micrographs, stems, headers, ex_df, exemplars, model_pat
     if not picker_path.exists():  # an earlier picker.pt as the model: its weights with these exemplars
         extra = {} if template is None else {"template": torch.from_numpy(template.copy())}
         save_checkpoint(picker_path, {**ck, "exemplar_features": ex_feats.clone(), **extra, **_views_payload(views)})
-    coord_dir = partial / "coordinates"
-    coord_dir.mkdir(exist_ok=True)
+    cand_dir, coord_dir = partial / "candidates", partial / "coordinates"
+    cand_dir.mkdir(exist_ok=True)
     units = [WorkUnit(stem.removesuffix(".star"), f"micrograph {micrographs[k]}", pick_micrograph_unit,
-                      (str(picker_path.resolve()), str(mic.resolve()), str(micrographs[k]), config), coord_dir / stem)
+                      (str(picker_path.resolve()), str(mic.resolve()), str(micrographs[k]), config),
+                      cand_dir / candidates_file_name(mic))
              for k, (mic, stem) in enumerate(zip(mics, stems, strict=True))]  # fmt: skip
     skipped = sum(u.done() for u in units)  # only a continued run has any
     runner_or_serial(runner).run(units, desc="picking", progress=progress)
-    results = [(str(micrographs[k]), read_star_table(u.out), headers[k][1]) for k, u in enumerate(units)]
+    # the cut: every micrograph's candidates at its threshold (one for all with a pooled rule)
+    cands = [read_star_table(u.out) for u in units]
+    refs_given = sorted(set(ex_df["mic"])) if ex_df is not None else []
+    fit_on = [k for k in range(len(mics)) if k not in refs_given] or list(range(len(mics)))
+    merits = [c["rlnAutopickFigureOfMerit"].to_numpy(float) if len(c) else np.zeros(0) for c in cands]
+    thresholds = micrograph_thresholds(merits, config, is_fused(config, template, views), fit_on)
+    coord_dir.mkdir(exist_ok=True)
+    results = []
+    for k, (c, thr) in enumerate(zip(cands, thresholds, strict=True)):
+        table = cut_candidates(c, thr, config.max_picks)
+        write_star(coord_dir / stems[k], {"": table}, force=True)
+        results.append((str(micrographs[k]), table, headers[k][1]))
     previews = []
     for k in range(min(n_preview, len(mics)) if preview is not None else 0):  # the maps, computed again here
         img, ps = read_micrograph(mics[k], config.angpix)
         b = bin_micrograph(img, ps, config.diameter_A, d_px)
         v = _view_of(img, ps, views, config)
-        r, maps = pick_one(net, b, ex_feats, config, str(micrographs[k]), template, views, v)
+        r, maps = pick_one(net, b, ex_feats, config, str(micrographs[k]), template, views, v, thresholds[k])
         previews.append((mics[k], b, r, maps))
     cols = ["rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit",
             "rlnMicrographPixelSize"]  # fmt: skip
@@ -493,14 +514,52 @@ def _load_picker(path: str, *_key) -> tuple[PickerMAE, torch.Tensor, np.ndarray 
 
 
 def pick_micrograph_unit(picker_path: str, mic: str, name: str, config: PickConfig, *, out: Path) -> None:
-    """Work unit: stage 2 on one micrograph with a ``picker.pt``; writes its autopick STAR to ``out``."""
+    """Work unit: stage 2 on one micrograph with a ``picker.pt``, up to the threshold; writes every candidate
+    (input pixels, best first, with its figure of merit) to the STAR file ``out``."""
     net, ex_feats, template, views = cached(_load_picker, *file_key(picker_path))  # once per process
     img, ps = read_micrograph(Path(mic), config.angpix)
     b = bin_micrograph(img, ps, config.diameter_A, net.config.particle_px)
     v = _view_of(img, ps, views, config)
     del img
-    r, _ = pick_one(net, b, ex_feats, config, name, template, views, v)
-    write_star(out, {"": _autopick_table(r)}, force=True)
+    xy, merit, _, _ = score_candidates(net, b, ex_feats, config, template, views, v)
+    xin = b.to_input(xy)
+    table = pd.DataFrame({"rlnCoordinateX": xin[:, 0], "rlnCoordinateY": xin[:, 1],
+                          "rlnAutopickFigureOfMerit": np.asarray(merit, float)})  # fmt: skip
+    write_star(out, {"": table}, force=True)
+
+
+def is_fused(cfg: PickConfig, template: np.ndarray | None, views: ViewReference | None) -> bool:
+    """Whether a picker's scores are the fused figure of merit (else the MAE's cosine, which thresholds
+    see as Fisher's z); as :func:`rank_by_merit` decides it."""
+    return (template is not None and cfg.template_weight > 0) or (views is not None and cfg.view_weight > 0)
+
+
+def micrograph_thresholds(merits: list[np.ndarray], cfg: PickConfig, fused: bool, fit_on: list[int]) -> list[float]:
+    """The threshold of each micrograph from its candidates' scores (``merits``, one (N_i,) array each).
+
+    A score given as ``--threshold`` is every micrograph's; a pooled rule (``auto``) is fitted once to
+    the candidates of the micrographs ``fit_on`` (those that are not a reference: there the exemplars
+    match themselves) and applies to all; any other rule is fitted to each micrograph alone.
+    """
+    rule = threshold_value(cfg.threshold)
+    if isinstance(rule, float):
+        return [rule] * len(merits)
+    if rule in POOLED_RULES:
+        t = pooled_threshold([merits[i] for i in fit_on], rule, fisher=not fused, seed=cfg.seed)
+        return [t] * len(merits)
+    return [auto_threshold(s, rule, fisher=not fused) if len(s) else np.inf for s in merits]
+
+
+def cut_candidates(cands: pd.DataFrame, threshold: float, max_picks: int | None) -> pd.DataFrame:
+    """One micrograph's candidates (best first) at and above ``threshold``, at most ``max_picks``: its autopick
+    table (RELION's columns)."""
+    kept = cands[cands["rlnAutopickFigureOfMerit"].to_numpy(float) >= threshold]
+    kept = kept.iloc[:max_picks] if max_picks is not None else kept
+    n = len(kept)
+    return pd.DataFrame({
+        "rlnCoordinateX": kept["rlnCoordinateX"].to_numpy(float), "rlnCoordinateY": kept["rlnCoordinateY"].to_numpy(float),
+        "rlnClassNumber": np.zeros(n, int), "rlnAutopickFigureOfMerit": kept["rlnAutopickFigureOfMerit"].to_numpy(float),
+        "rlnAnglePsi": np.full(n, -999.0)})  # fmt: skip
 
 
 def _view_of(img: np.ndarray, pixel_size_A: float, views: ViewReference | None, cfg: PickConfig) -> ViewImage | None:
@@ -616,25 +675,17 @@ def pick_one(
     template: np.ndarray | None = None,
     views: ViewReference | None = None,
     view: ViewImage | None = None,
+    threshold: float | None = None,
 ) -> tuple[MicrographPicks, tuple]:
-    """Stage 2 on one binned micrograph: :func:`score_candidates`, then the threshold; input pixels."""
+    """Stage 2 on one binned micrograph: :func:`score_candidates`, then the threshold (``threshold``, or
+    ``cfg.threshold``'s rule fitted to this micrograph alone); input pixels."""
     xy, s, maps, fused = score_candidates(net, b, ex_feats, cfg, template, views, view)
-    rule = threshold_value(cfg.threshold)
-    thr = float(rule) if isinstance(rule, float) else auto_threshold(s, rule, fisher=not fused) if len(s) else np.inf
+    thr = threshold if threshold is not None else micrograph_thresholds([s], cfg, fused, [0])[0]
     keep = s >= thr
     xy, s_kept = xy[keep], s[keep]
     if cfg.max_picks is not None:
         xy, s_kept = xy[: cfg.max_picks], s_kept[: cfg.max_picks]
     return MicrographPicks(name, b.to_input(xy), s_kept, thr, len(s)), maps
-
-
-def _autopick_table(r: MicrographPicks) -> pd.DataFrame:
-    """RELION autopick columns."""
-    n = len(r.xy)
-    return pd.DataFrame({
-        "rlnCoordinateX": r.xy[:, 0] if n else np.zeros(0), "rlnCoordinateY": r.xy[:, 1] if n else np.zeros(0),
-        "rlnClassNumber": np.zeros(n, int), "rlnAutopickFigureOfMerit": r.score.astype(float),
-        "rlnAnglePsi": np.full(n, -999.0)})  # fmt: skip
 
 
 def _prepare_partial(partial: Path, outdir: Path, settings: dict, continue_: bool, log) -> bool:
@@ -646,8 +697,8 @@ def _prepare_partial(partial: Path, outdir: Path, settings: dict, continue_: boo
     if fresh and continue_ and outdir.exists():
         if (outdir / "picker.pt").exists():
             shutil.copy2(outdir / "picker.pt", partial / "picker.pt")
-        if (outdir / "coordinates").is_dir():
-            shutil.copytree(outdir / "coordinates", partial / "coordinates")
+        if (outdir / "candidates").is_dir():
+            shutil.copytree(outdir / "candidates", partial / "candidates")
     return fresh
 
 
@@ -655,6 +706,7 @@ def _finish(partial: Path, outdir: Path) -> None:
     """Move the finished files into ``outdir`` atomically, then drop the progress folder."""
     with atomic_dir(outdir, force=True) as tmp:
         shutil.copytree(partial / "coordinates", tmp / "coordinates")
+        shutil.copytree(partial / "candidates", tmp / "candidates")
         for f in ("picks.star", "picker.pt"):
             if (partial / f).exists():
                 shutil.copy2(partial / f, tmp / f)
