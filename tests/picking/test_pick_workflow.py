@@ -36,7 +36,9 @@ def easy(tmp_path_factory) -> Path:
 
 def _run(easy: Path, out: Path, **kw):
     mics = sorted(str(p) for p in (easy / "data").glob("mic_*.mrc"))
-    cfg = PickConfig(diameter_A=DIAMETER, stage1=Stage1Config(steps=kw.pop("steps", 15)))
+    cfg = PickConfig(
+        diameter_A=DIAMETER, stage1=Stage1Config(steps=kw.pop("steps", 15), time_budget_s=1e6)
+    )  # no budget: same steps under load
     return pick(mics, kw.pop("exemplars", easy / "data" / "ex.star"), out, cfg, progress=False, log=lambda s: None,
                 **kw)  # fmt: skip
 
@@ -77,7 +79,9 @@ def test_pick_finds_most_particles_of_an_easy_micrograph(easy):
 def test_weights_zero_is_the_papers_cosine_ranking(easy):
     out = easy / "out_cosine"
     mics = sorted(str(p) for p in (easy / "data").glob("mic_*.mrc"))
-    cfg = PickConfig(diameter_A=DIAMETER, template_weight=0.0, view_weight=0.0, stage1=Stage1Config(steps=15))
+    cfg = PickConfig(
+        diameter_A=DIAMETER, template_weight=0.0, view_weight=0.0, stage1=Stage1Config(steps=15, time_budget_s=1e6)
+    )
     pick(mics, easy / "data" / "ex.star", out, cfg, progress=False, log=lambda s: None)
     fom = read_star_table(out / "picks.star")["rlnAutopickFigureOfMerit"].to_numpy(float)
     assert len(fom) and (np.abs(fom) <= 1).all()  # cosine similarities

@@ -473,6 +473,10 @@ def _run(net, ck, mics, micrographs, stems, headers, ex_df, exemplars, model_pat
     fit_on = [k for k in range(len(mics)) if k not in refs_given] or list(range(len(mics)))
     merits = [c["rlnAutopickFigureOfMerit"].to_numpy(float) if len(c) else np.zeros(0) for c in cands]
     thresholds = micrograph_thresholds(merits, config, is_fused(config, template, views), fit_on)
+    rule = threshold_value(config.threshold)
+    if rule in POOLED_RULES:
+        log(f"threshold {thresholds[0]:.4g} ({rule}, fitted to the candidates of {len(fit_on)} micrograph(s)); "
+            f"--threshold {thresholds[0]:.4g} cuts another batch the same way")  # fmt: skip
     coord_dir.mkdir(exist_ok=True)
     results = []
     for k, (c, thr) in enumerate(zip(cands, thresholds, strict=True)):
@@ -514,8 +518,9 @@ def _load_picker(path: str, *_key) -> tuple[PickerMAE, torch.Tensor, np.ndarray 
 
 
 def pick_micrograph_unit(picker_path: str, mic: str, name: str, config: PickConfig, *, out: Path) -> None:
-    """Work unit: stage 2 on one micrograph with a ``picker.pt``, up to the threshold; writes every candidate
-    (input pixels, best first, with its figure of merit) to the STAR file ``out``."""
+    """Work unit: stage 2 on one micrograph with a ``picker.pt``, all but the threshold (which needs every
+    micrograph's candidates); writes every candidate (input pixels, best first, with its figure of merit) to the
+    STAR file ``out``."""
     net, ex_feats, template, views = cached(_load_picker, *file_key(picker_path))  # once per process
     img, ps = read_micrograph(Path(mic), config.angpix)
     b = bin_micrograph(img, ps, config.diameter_A, net.config.particle_px)
