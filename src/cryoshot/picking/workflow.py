@@ -237,14 +237,10 @@ def read_exemplars(star: str | os.PathLike, mics: list[Path]) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def coordinate_file_name(mic: Path) -> str:
-    """RELION's autopick naming: ``<micrograph stem>_autopick.star``."""
-    return f"{mic.name.rsplit('.', 1)[0]}_autopick.star"
-
-
-def candidates_file_name(mic: Path) -> str:
-    """Every candidate of a micrograph before the threshold: ``<micrograph stem>_candidates.star``."""
-    return f"{mic.name.rsplit('.', 1)[0]}_candidates.star"
+def coordinate_file_name(mic: Path, kind: str = "autopick") -> str:
+    """RELION's autopick naming, ``<micrograph stem>_autopick.star``; ``kind="candidates"`` names the file of
+    every candidate before the threshold."""
+    return f"{mic.name.rsplit('.', 1)[0]}_{kind}.star"
 
 
 # ---- the model ------------------------------------------------------------------------------
@@ -463,7 +459,7 @@ def _run(net, ck, mics, micrographs, stems, headers, ex_df, exemplars, model_pat
     cand_dir.mkdir(exist_ok=True)
     units = [WorkUnit(stem.removesuffix(".star"), f"micrograph {micrographs[k]}", pick_micrograph_unit,
                       (str(picker_path.resolve()), str(mic.resolve()), str(micrographs[k]), config),
-                      cand_dir / candidates_file_name(mic))
+                      cand_dir / coordinate_file_name(mic, "candidates"))
              for k, (mic, stem) in enumerate(zip(mics, stems, strict=True))]  # fmt: skip
     skipped = sum(u.done() for u in units)  # only a continued run has any
     runner_or_serial(runner).run(units, desc="picking", progress=progress)
@@ -471,7 +467,7 @@ def _run(net, ck, mics, micrographs, stems, headers, ex_df, exemplars, model_pat
     cands = [read_star_table(u.out) for u in units]
     refs_given = sorted(set(ex_df["mic"])) if ex_df is not None else []
     fit_on = [k for k in range(len(mics)) if k not in refs_given] or list(range(len(mics)))
-    merits = [c["rlnAutopickFigureOfMerit"].to_numpy(float) if len(c) else np.zeros(0) for c in cands]
+    merits = [c["rlnAutopickFigureOfMerit"].to_numpy(float) for c in cands]
     thresholds = micrograph_thresholds(merits, config, is_fused(config, template, views), fit_on)
     rule = threshold_value(config.threshold)
     if rule in POOLED_RULES:
@@ -488,7 +484,7 @@ def _run(net, ck, mics, micrographs, stems, headers, ex_df, exemplars, model_pat
         img, ps = read_micrograph(mics[k], config.angpix)
         b = bin_micrograph(img, ps, config.diameter_A, d_px)
         v = _view_of(img, ps, views, config)
-        r, maps = pick_one(net, b, ex_feats, config, str(micrographs[k]), template, views, v, thresholds[k])
+        r, maps = pick_one(net, b, ex_feats, config, str(micrographs[k]), template, views, v, threshold=thresholds[k])
         previews.append((mics[k], b, r, maps))
     cols = ["rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit",
             "rlnMicrographPixelSize"]  # fmt: skip
@@ -680,17 +676,17 @@ def pick_one(
     template: np.ndarray | None = None,
     views: ViewReference | None = None,
     view: ViewImage | None = None,
-    threshold: float | None = None,
+    *,
+    threshold: float,
 ) -> tuple[MicrographPicks, tuple]:
-    """Stage 2 on one binned micrograph: :func:`score_candidates`, then the threshold (``threshold``, or
-    ``cfg.threshold``'s rule fitted to this micrograph alone); input pixels."""
-    xy, s, maps, fused = score_candidates(net, b, ex_feats, cfg, template, views, view)
-    thr = threshold if threshold is not None else micrograph_thresholds([s], cfg, fused, [0])[0]
-    keep = s >= thr
+    """Stage 2 on one binned micrograph: :func:`score_candidates`, then ``threshold`` (the run's, from
+    :func:`micrograph_thresholds`); input pixels."""
+    xy, s, maps, _ = score_candidates(net, b, ex_feats, cfg, template, views, view)
+    keep = s >= threshold
     xy, s_kept = xy[keep], s[keep]
     if cfg.max_picks is not None:
         xy, s_kept = xy[: cfg.max_picks], s_kept[: cfg.max_picks]
-    return MicrographPicks(name, b.to_input(xy), s_kept, thr, len(s)), maps
+    return MicrographPicks(name, b.to_input(xy), s_kept, threshold, len(s)), maps
 
 
 def _prepare_partial(partial: Path, outdir: Path, settings: dict, continue_: bool, log) -> bool:
