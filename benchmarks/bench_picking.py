@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -91,6 +92,15 @@ def oracle_f1(xy, s, truth, side) -> tuple[MatchCounts, float]:
     return best, float(best_t)
 
 
+def baseline_inputs(ds: Path, diameter_A: float, particle_px: int, n_ex: int = 15):
+    """The reference and the queries binned for ``diameter_A`` itself, with the exemplars on that scale: the
+    baseline's inputs however cryoshot bins (``PickConfig.diameter_scale``)."""
+    mics = sorted(ds.glob("mic_*.mrc"))
+    binned = [bin_micrograph(*read_micrograph(m), diameter_A, particle_px) for m in mics]
+    ex = read_star_table(ds / "exemplars25.star").iloc[:n_ex][["rlnCoordinateX", "rlnCoordinateY"]].to_numpy()
+    return binned[0], [(0, float(x), float(y)) for x, y in binned[0].to_binned(ex)], binned[1:]
+
+
 def template_baseline(refs, ex_xy, queries, particle_px: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Exemplar average, rotationally averaged (in-plane angles unknown), matched by NCC."""
     w = 24
@@ -133,7 +143,7 @@ def run_cryoshot(base: PickerMAE, ds: Path, target: str, cfg: PickConfig, n_ex: 
     mics = sorted(ds.glob("mic_*.mrc"))
     ex = read_star_table(ds / "exemplars25.star").iloc[:n_ex]
     img, ps = read_micrograph(mics[0])
-    ref = bin_micrograph(img, ps, cfg.diameter_A, net.config.particle_px)
+    ref = bin_micrograph(img, ps, cfg.work_diameter_A, net.config.particle_px)
     ex_xy = [(0, float(x), float(y)) for x, y in ref.to_binned(ex[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy())]
     t0 = time.perf_counter()
     base_feats = _features(net, [ref], ex_xy, net.config.window_px)
@@ -150,8 +160,13 @@ def run_cryoshot(base: PickerMAE, ds: Path, target: str, cfg: PickConfig, n_ex: 
         if vnet is None
         else view_reference(
             vnet,
-            [(view_image(img, ps, vnet, cfg.diameter_A), ex[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float))],
-            cfg.diameter_A,
+            [
+                (
+                    view_image(img, ps, vnet, cfg.work_diameter_A),
+                    ex[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float),
+                )
+            ],
+            cfg.work_diameter_A,
         )
     )
     cands, cos_cands, truths, secs, queries = [], [], [], [], []
@@ -159,10 +174,10 @@ def run_cryoshot(base: PickerMAE, ds: Path, target: str, cfg: PickConfig, n_ex: 
     for m in mics[1:]:
         t = time.perf_counter()
         img, ps = read_micrograph(m)
-        b = bin_micrograph(img, ps, cfg.diameter_A, net.config.particle_px)
+        b = bin_micrograph(img, ps, cfg.work_diameter_A, net.config.particle_px)
         xy, s, _ = candidate_picks(net, b.image, feats, cfg.stride_px, cfg.nms_distance, cfg.matching)
         cos_cands.append((b.to_input(xy), s))
-        v = view_image(img, ps, vnet, cfg.diameter_A) if vnet is not None else None  # flattened, as pick's
+        v = view_image(img, ps, vnet, cfg.work_diameter_A) if vnet is not None else None  # flattened, as pick's
         nms_px = cfg.nms_distance * net.config.particle_px
         xy, s, _ = rank_by_merit(b, xy, s, cfg, template, views, v, nms_px=nms_px)  # as pick_one ranks them
         secs.append(time.perf_counter() - t)
@@ -230,6 +245,13 @@ def main() -> None:
         default=None,
         help="view pixels a candidate may move to its best view score (default: PickConfig's)",
     )
+    ap.add_argument(
+        "--diameter-scale",
+        type=float,
+        default=None,
+        help="the fraction of the typed diameter cryoshot bins for (default: PickConfig's)",
+    )
+    ap.add_argument("--targets", nargs="+", default=list(DATASETS), choices=list(DATASETS), help="targets to run")
     a = ap.parse_args()
     configure_threads()
     root = Path(a.root or ("runs/bench_picking" + (f"_r{a.replicate}" if a.replicate else "")))
@@ -244,10 +266,14 @@ def main() -> None:
     print(f"model {a.model}; queries: every micrograph of a dataset but the first (2048^2 at 2 Å/px), 15 exemplars; "
           "precision recall F1 over the queries")  # fmt: skip
     for k, (target, snr) in enumerate((t, s) for t in DATASETS for s in snrs):
+        if target not in a.targets:  # k (the dataset's seed) stays that of the full benchmark
+            continue
         ds = make_dataset(root, target, snr, n_mic, 2048, k, seed=BENCH_SEED + 1000 * a.replicate)
         cfg = PickConfig(diameter_A=DIAMETER_A[target], stage1=Stage1Config(steps=a.steps))
         if a.view_shift is not None:
             cfg.view_shift_px = a.view_shift
+        if a.diameter_scale is not None:
+            cfg.diameter_scale = a.diameter_scale
         side = DIAMETER_A[target] / 2.0
         cands, truths, info, (ref, ex_xy, queries) = run_cryoshot(base, ds, target, cfg, 15)
         fused = cfg.template_weight > 0 or cfg.view_weight > 0
@@ -257,6 +283,8 @@ def main() -> None:
             rows |= {f"cryoshot cosine only (paper) {r}": c
                      for r, c in evaluate_rows(info.pop("cosine_cands"), truths, side).items()}  # fmt: skip
         info.pop("cosine_cands", None)
+        if cfg.work_diameter_A != cfg.diameter_A:  # the baseline as it always was, binned for the typed diameter
+            ref, ex_xy, queries = baseline_inputs(ds, cfg.diameter_A, base.config.particle_px)
         base_c = template_baseline([ref], ex_xy, queries, base.config.particle_px)
         b_rows = evaluate_rows(base_c, truths, side)
         rows["template NCC tail"] = b_rows["tail"]
@@ -274,7 +302,7 @@ def main() -> None:
                 "stride 8": dict(stride_px=8),
             }
             for name, kw in variants.items():
-                c2, t2, inf2, _ = run_cryoshot(base, ds, target, PickConfig(diameter_A=DIAMETER_A[target], **kw), 15)
+                c2, t2, inf2, _ = run_cryoshot(base, ds, target, dataclasses.replace(cfg, **kw), 15)
                 rows[name] = evaluate_rows(c2, t2, side, not fused)[DEFAULT_RULE]
                 info[f"s_per_mic {name}"] = inf2["s_per_mic"]
             c2, t2, _, _ = run_cryoshot(base, ds, target, cfg, 15, pretrained=False)

@@ -231,3 +231,26 @@ def test_a_picker_file_without_a_template_or_views_still_picks_by_cosine(easy, t
     res = _run(easy, tmp_path / "out", model=str(old), exemplars=None)
     fom = read_star_table(res.picks_star)["rlnAutopickFigureOfMerit"].to_numpy(float)
     assert len(fom) and (np.abs(fom) <= 1).all()  # cosine similarities: no template to mix in
+
+
+def test_the_picker_works_at_the_scaled_diameter(easy, tmp_path):
+    """``diameter_scale`` s with --diameter D/s picks exactly as scale 1 with D: every internal size (binning,
+    views, NMS) follows the working diameter; a scale outside 0.5..1.5 is refused; the default caps large ones."""
+    mics = sorted(str(p) for p in (easy / "data").glob("mic_*.mrc"))
+    st = Stage1Config(steps=5, time_budget_s=1e6)
+    outs = []
+    for k, (d, s) in enumerate([(DIAMETER, 1.0), (DIAMETER / 0.8, 0.8)]):
+        cfg = PickConfig(diameter_A=d, diameter_scale=s, stage1=st)
+        assert cfg.work_diameter_A == pytest.approx(DIAMETER)
+        pick(mics, easy / "data" / "ex.star", tmp_path / f"o{k}", cfg, progress=False, log=lambda s: None)
+        outs.append(read_star_table(tmp_path / f"o{k}" / "candidates" / "mic_0001_candidates.star"))
+    np.testing.assert_allclose(outs[0].to_numpy(float), outs[1].to_numpy(float))
+    with pytest.raises(Exception, match="diameter scale"):
+        PickConfig(diameter_A=DIAMETER, diameter_scale=0.3).validate()
+    # by default a particle above 256 Å is binned as if it were 256 Å, but at least 0.65 of its size
+    assert [PickConfig(diameter_A=d).work_diameter_A for d in (160.0, 256.0, 320.0, 1000.0)] == [
+        160.0,
+        256.0,
+        256.0,
+        650.0,
+    ]

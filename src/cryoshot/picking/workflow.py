@@ -74,6 +74,12 @@ PARTICLE_RULE = "gmm"  # particles of any kind against background (the particle 
 # docs/benchmarks.md, "The Siamese network's opinion"). Both 0: the paper's cosine alone.
 TEMPLATE_WEIGHT = 0.4
 VIEW_WEIGHT = 0.5
+# A particle larger than 256 Å is binned as if it were 256 Å (but at least 0.65 of its size, so that it still fits the
+# model's 24 px window): a binned pixel is then never coarser than 16 Å (the model's 16 px per diameter). On the dev sets
+# the large particles (330 and 360 Å) picked better at 0.65-0.8 of their size and the smaller ones (150-220 Å) no better
+# on the whole (benchmarks/choose_pick_scale.py; docs/benchmarks.md, "The working scale of large particles")
+MAX_WORK_DIAMETER_A = 256.0
+MIN_DIAMETER_SCALE = 0.65
 PARTIAL_MARK = "cryoshot-pick-partial.json"
 
 
@@ -91,6 +97,7 @@ class PickConfig:
     template_weight: float = TEMPLATE_WEIGHT
     view_weight: float = VIEW_WEIGHT
     view_shift_px: float = VIEW_STEP_PX  # view pixels a candidate may move to the view opinion's best (0: none)
+    diameter_scale: float | None = None  # the fraction of the typed diameter the picker bins for (None: automatic)
     seed: int = 0
     stage1: Stage1Config = field(default_factory=Stage1Config)
 
@@ -115,12 +122,23 @@ class PickConfig:
                                 "must sum to at most 1; the MAE's cosine gets the rest")  # fmt: skip
         if not 0.0 <= self.view_shift_px <= 8.0:
             raise CryoshotError(f"view shift must be 0..8 view pixels, got {self.view_shift_px}")
+        if self.diameter_scale is not None and not 0.5 <= self.diameter_scale <= 1.5:
+            raise CryoshotError(f"diameter scale must be 0.5..1.5, got {self.diameter_scale}")
         if not 0.1 <= self.nms_distance <= 3:
             raise CryoshotError(f"NMS distance must be 0.1..3 diameters, got {self.nms_distance}")
         (self.stage1.loss.validate() if self.stage1.loss else None)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def work_diameter_A(self) -> float:
+        """The diameter (Å) the picker bins for and measures its distances in: ``diameter_scale`` x the typed one,
+        or by default the typed one capped at ``MAX_WORK_DIAMETER_A`` (not below ``MIN_DIAMETER_SCALE`` of it). The
+        outputs, the previews and any IoU keep the typed diameter."""
+        if self.diameter_scale is not None:
+            return self.diameter_A * self.diameter_scale
+        return max(MIN_DIAMETER_SCALE * self.diameter_A, min(self.diameter_A, MAX_WORK_DIAMETER_A))
 
 
 def threshold_value(text: str) -> str | float:
@@ -430,13 +448,13 @@ def _run(net, ck, mics, micrographs, stems, headers, ex_df, exemplars, model_pat
         if ex_df is not None:
             for i in sorted(set(ex_df["mic"])):
                 img, ps = read_micrograph(mics[i], config.angpix)
-                refs[i] = bin_micrograph(img, ps, config.diameter_A, d_px)
+                refs[i] = bin_micrograph(img, ps, config.work_diameter_A, d_px)
                 xy = ex_df.loc[ex_df["mic"] == i, ["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float)
                 ex_xy += [(len(refs) - 1, float(x), float(y)) for x, y in refs[i].to_binned(xy)]
                 if vnet is not None:
-                    ref_views.append((view_image(img, ps, vnet, config.diameter_A), xy))
+                    ref_views.append((view_image(img, ps, vnet, config.work_diameter_A), xy))
         ref_list = list(refs.values())
-        views = view_reference(vnet, ref_views, config.diameter_A) if ref_views else None
+        views = view_reference(vnet, ref_views, config.work_diameter_A) if ref_views else None
         if views is not None and stored is not None:
             views.source = stored.source
         if is_picker and ex_df is None:
@@ -482,7 +500,7 @@ def _run(net, ck, mics, micrographs, stems, headers, ex_df, exemplars, model_pat
     previews = []
     for k in range(min(n_preview, len(mics)) if preview is not None else 0):  # the maps, computed again here
         img, ps = read_micrograph(mics[k], config.angpix)
-        b = bin_micrograph(img, ps, config.diameter_A, d_px)
+        b = bin_micrograph(img, ps, config.work_diameter_A, d_px)
         v = _view_of(img, ps, views, config)
         r, maps = pick_one(net, b, ex_feats, config, str(micrographs[k]), template, views, v, threshold=thresholds[k])
         previews.append((mics[k], b, r, maps))
@@ -519,7 +537,7 @@ def pick_micrograph_unit(picker_path: str, mic: str, name: str, config: PickConf
     STAR file ``out``."""
     net, ex_feats, template, views = cached(_load_picker, *file_key(picker_path))  # once per process
     img, ps = read_micrograph(Path(mic), config.angpix)
-    b = bin_micrograph(img, ps, config.diameter_A, net.config.particle_px)
+    b = bin_micrograph(img, ps, config.work_diameter_A, net.config.particle_px)
     v = _view_of(img, ps, views, config)
     del img
     xy, merit, _, _ = score_candidates(net, b, ex_feats, config, template, views, v)
@@ -566,7 +584,9 @@ def cut_candidates(cands: pd.DataFrame, threshold: float, max_picks: int | None)
 def _view_of(img: np.ndarray, pixel_size_A: float, views: ViewReference | None, cfg: PickConfig) -> ViewImage | None:
     """The micrograph at the Siamese network's pixel size, when its view opinion is used (else None)."""
     return (
-        view_image(img, pixel_size_A, views.net, cfg.diameter_A) if views is not None and cfg.view_weight > 0 else None
+        view_image(img, pixel_size_A, views.net, cfg.work_diameter_A)
+        if views is not None and cfg.view_weight > 0
+        else None
     )
 
 
