@@ -34,31 +34,41 @@ def main() -> None:
     ap.add_argument("--factors", type=float, nargs="+", default=[1.0, 0.8, 0.65])
     ap.add_argument("--auto", action="store_true", help="also PickConfig's default (its cap on large particles)")
     ap.add_argument("--snrs", type=float, nargs="+", default=[0.02, 0.01])
+    ap.add_argument(
+        "--procedural",
+        action="store_true",
+        help="the 9 procedural dev sets of choose_pick_procedural.py (110-180 Å) instead of the training maps",
+    )
     a = ap.parse_args()
     configure_threads()
     table: dict[float | str, list[tuple[float, float]]] = {}
-    for target in {**DEV_SETS, **MORE_SETS}:
-        for snr in a.snrs:
-            ds = a.runs / "choose_flatten" / f"{target}_snr{snr:g}_a0"
-            diameter = float(typed_diameter_A(target))
-            auto = PickConfig(diameter_A=diameter).work_diameter_A / diameter
-            for label in a.factors + (["auto"] if a.auto else []):
-                f = round(auto, 4) if label == "auto" else label
-                work = ds / f"scale_{f:g}"
-                res = work / "result.json"
-                if not res.exists():
-                    shutil.rmtree(work, ignore_errors=True)
-                    work.mkdir()
-                    # a fixed fraction: --diameter f x the true one, binned for exactly that; auto: PickConfig's
-                    # default, which bins the true diameter times ``auto`` (the same run as the fraction ``auto``)
-                    typed, scale = (diameter, None) if label == "auto" else (diameter * f, 1.0)
-                    r, best = pick_and_score(ds, target, diameter, typed, ds / "ex.star", work, scale)
-                    res.write_text(json.dumps({"auto": r["f1"], "precision": r["precision"], "recall": r["recall"],
-                                               "n_picks": r["n_picks"], "best": best}))  # fmt: skip
-                r = json.loads(res.read_text())
-                table.setdefault(label, []).append((r["auto"], r["best"]))
-                print(f"{ds.name:18s} {label!s:>5} (x{f:g}) auto F1 {r['auto']:.3f} (P {r['precision']:.3f} "
-                      f"R {r['recall']:.3f}, {r['n_picks']} picks)  best-threshold F1 {r['best']:.3f}", flush=True)  # fmt: skip
+    if a.procedural:
+        sets = [(p.parent, p.parent.name.split("_")[0])
+                for p in sorted((a.runs / "choose_pick_procedural").glob("**/cut.pkl"))]  # fmt: skip
+    else:
+        sets = [
+            (a.runs / "choose_flatten" / f"{t}_snr{snr:g}_a0", t) for t in {**DEV_SETS, **MORE_SETS} for snr in a.snrs
+        ]
+    for ds, target in sets:
+        diameter = float(typed_diameter_A(target))
+        auto = PickConfig(diameter_A=diameter).work_diameter_A / diameter
+        for label in a.factors + (["auto"] if a.auto else []):
+            f = round(auto, 4) if label == "auto" else label
+            work = ds / f"scale_{f:g}"
+            res = work / "result.json"
+            if not res.exists():
+                shutil.rmtree(work, ignore_errors=True)
+                work.mkdir()
+                # a fixed fraction: --diameter f x the true one, binned for exactly that; auto: PickConfig's
+                # default, which bins the true diameter times ``auto`` (the same run as the fraction ``auto``)
+                typed, scale = (diameter, None) if label == "auto" else (diameter * f, 1.0)
+                r, best = pick_and_score(ds, target, diameter, typed, ds / "ex.star", work, scale)
+                res.write_text(json.dumps({"auto": r["f1"], "precision": r["precision"], "recall": r["recall"],
+                                           "n_picks": r["n_picks"], "best": best}))  # fmt: skip
+            r = json.loads(res.read_text())
+            table.setdefault(label, []).append((r["auto"], r["best"]))
+            print(f"{ds.name:18s} {label!s:>5} (x{f:g}) auto F1 {r['auto']:.3f} (P {r['precision']:.3f} "
+                  f"R {r['recall']:.3f}, {r['n_picks']} picks)  best-threshold F1 {r['best']:.3f}", flush=True)  # fmt: skip
     print("\nmean over the sets (auto / best threshold):")
     ref = table[a.factors[0]]
     for f, v in table.items():
