@@ -39,7 +39,7 @@ from cryoshot.picking.micrograph import bin_micrograph, read_micrograph
 from cryoshot.picking.scan import candidate_picks, peaks, windows_at
 from cryoshot.picking.stage1 import LossConfig, Stage1Config, fine_tune
 from cryoshot.picking.template import exemplar_template, ncc_map
-from cryoshot.picking.threshold import POOLED_RULES, THRESHOLD_RULES, auto_threshold, pooled_threshold
+from cryoshot.picking.threshold import THRESHOLD_RULES, rule_thresholds
 from cryoshot.picking.views import view_image, view_reference
 from cryoshot.picking.workflow import DEFAULT_RULE, PickConfig, _features, _view_net, estimate_pi, rank_by_merit
 from cryoshot.pretrained import resolve_picker_model
@@ -120,9 +120,8 @@ def evaluate_rows(cands, truths, side_px, fisher: bool = True) -> dict[str, Matc
     rows = {}
     for rule in THRESHOLD_RULES:
         c = MatchCounts(0, 0, 0)
-        pooled = pooled_threshold([s for _, s in cands], rule, fisher) if rule in POOLED_RULES else None
-        for (xy, s), t in zip(cands, truths, strict=True):
-            thr = pooled if pooled is not None else auto_threshold(s, rule, fisher) if len(s) else np.inf
+        thresholds = rule_thresholds([s for _, s in cands], rule, fisher)
+        for (xy, s), t, thr in zip(cands, truths, thresholds, strict=True):
             c = c + count_matches(xy[s >= thr], t, side_px, s[s >= thr])
         rows[rule] = c
     c = MatchCounts(0, 0, 0)

@@ -130,3 +130,15 @@ def pooled_threshold(score_lists: list[np.ndarray], rule: str, fisher: bool = Tr
     if len(s) > POOLED_MAX_SCORES:
         s = np.random.default_rng(seed).choice(s, POOLED_MAX_SCORES, replace=False)
     return auto_threshold(s, rule, fisher) if len(s) else np.inf
+
+
+def rule_thresholds(
+    score_lists: list[np.ndarray], rule: str, fisher: bool = True, fit_on: list[int] | None = None, seed: int = 0
+) -> list[float]:
+    """The threshold of each micrograph (one (N_i,) score array each) under ``rule``: a pooled rule is fitted
+    once to the micrographs ``fit_on`` (default: all) and shared by all; any other is fitted to each micrograph
+    alone (no cut, ``inf``, for one without candidates)."""
+    if rule in POOLED_RULES:
+        fit = score_lists if fit_on is None else [score_lists[i] for i in fit_on]
+        return [pooled_threshold(fit, rule, fisher, seed)] * len(score_lists)
+    return [auto_threshold(s, rule, fisher) if len(s) else np.inf for s in score_lists]

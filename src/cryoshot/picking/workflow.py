@@ -41,7 +41,7 @@ from cryoshot.picking.micrograph import (
 from cryoshot.picking.scan import candidate_picks, exemplar_features, greedy_nms, windows_at
 from cryoshot.picking.stage1 import Stage1Config, fine_tune
 from cryoshot.picking.template import exemplar_template, ncc_at, ncc_map
-from cryoshot.picking.threshold import POOLED_RULES, THRESHOLD_RULES, auto_threshold, pooled_threshold
+from cryoshot.picking.threshold import POOLED_RULES, THRESHOLD_RULES, auto_threshold, rule_thresholds
 from cryoshot.picking.views import (
     VIEW_STEP_PX,
     ViewImage,
@@ -563,10 +563,7 @@ def micrograph_thresholds(merits: list[np.ndarray], cfg: PickConfig, fused: bool
     rule = threshold_value(cfg.threshold)
     if isinstance(rule, float):
         return [rule] * len(merits)
-    if rule in POOLED_RULES:
-        t = pooled_threshold([merits[i] for i in fit_on], rule, fisher=not fused, seed=cfg.seed)
-        return [t] * len(merits)
-    return [auto_threshold(s, rule, fisher=not fused) if len(s) else np.inf for s in merits]
+    return rule_thresholds(merits, rule, fisher=not fused, fit_on=fit_on, seed=cfg.seed)
 
 
 def cut_candidates(cands: pd.DataFrame, threshold: float, max_picks: int | None) -> pd.DataFrame:
