@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from bench_picking import typed_diameter_A
 from choose_pick_cut import DEV_SETS, MORE_SETS
-from robust_picking_user import pick_and_score
+from robust_picking import pick_and_score
 
 from cryoshot.picking.workflow import PickConfig
 from cryoshot.utils.threads import configure_threads
@@ -62,7 +62,8 @@ def main() -> None:
                 # a fixed fraction: --diameter f x the true one, binned for exactly that; auto: PickConfig's
                 # default, which bins the true diameter times ``auto`` (the same run as the fraction ``auto``)
                 typed, scale = (diameter, None) if label == "auto" else (diameter * f, 1.0)
-                r, best = pick_and_score(ds, target, diameter, typed, ds / "ex.star", work, scale)
+                r, best = pick_and_score(ds, target, diameter, PickConfig(diameter_A=typed, diameter_scale=scale),
+                                         ds / "ex.star", work)  # fmt: skip
                 res.write_text(json.dumps({"auto": r["f1"], "precision": r["precision"], "recall": r["recall"],
                                            "n_picks": r["n_picks"], "best": best}))  # fmt: skip
             r = json.loads(res.read_text())

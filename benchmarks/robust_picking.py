@@ -17,10 +17,14 @@ import argparse
 import shutil
 from pathlib import Path
 
+from bench_picking import oracle_f1
+
 from cryoshot.evaluate.picks import evaluate_picks
 from cryoshot.io.star import read_star_table, write_star
 from cryoshot.picking import micrograph
-from cryoshot.picking.workflow import PickConfig, pick
+from cryoshot.picking.matching import MatchCounts
+from cryoshot.picking.micrograph import micrograph_header
+from cryoshot.picking.workflow import PickConfig, coordinate_file_name, pick
 from cryoshot.simulate.micrographs import MicrographConfig
 from cryoshot.simulate.optics import Microscope
 from cryoshot.simulate.workflow import simulate_micrographs
@@ -82,6 +86,33 @@ def make(root: Path, k: int, target: str, distractors: tuple, over: dict, n_mic:
     return out
 
 
+def pick_and_score(
+    ds: Path, target: str, diameter_A: float, cfg: PickConfig, ex: Path, work: Path
+) -> tuple[dict, float]:
+    """``cryoshot pick`` with ``cfg`` (its diameter the one typed) on every micrograph of ``ds``, into ``work/picks``;
+    scored on the queries (all but ``mic_0000.mrc``) against the target's truth at its true ``diameter_A``:
+    (``evaluate_picks``'s result for the automatic threshold, F1 at each query's best threshold over the written
+    candidates)."""
+    mics = sorted(str(p) for p in ds.glob("mic_*.mrc"))
+    out = work / "picks"
+    pick(mics, ex, out, cfg, progress=False, log=lambda s: None)
+    picks = read_star_table(out / "picks.star")
+    picks = picks[[not str(m).endswith("mic_0000.mrc") for m in picks["rlnMicrographName"]]]
+    write_star(work / "picks_queries.star", picks, force=True)
+    r = evaluate_picks(ds / "truth_queries.star", work / "picks_queries.star", diameter_A,
+                       class_column="cryoshotStructureName", target=target)  # fmt: skip
+    truth = read_star_table(ds / "truth_queries.star")
+    truth = truth[truth["cryoshotStructureName"] == target]
+    ps = micrograph_header(mics[0])[1]
+    best = MatchCounts(0, 0, 0)
+    for m in mics[1:]:
+        c = read_star_table(out / "candidates" / coordinate_file_name(Path(m), "candidates"))
+        t = truth[truth["rlnMicrographName"] == Path(m).name][["rlnCoordinateX", "rlnCoordinateY"]].to_numpy()
+        best = best + oracle_f1(c[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(),
+                                c["rlnAutopickFigureOfMerit"].to_numpy(), t, diameter_A / ps)[0]  # fmt: skip
+    return r, best.f1
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=Path("runs/robust_picking"))
@@ -100,19 +131,15 @@ def main() -> None:
         for vi, (vname, (tw, vw, flatten)) in enumerate(VARIANTS.items()):
             if a.variants is not None and vi not in a.variants:
                 continue
-            out = ds / f"picks_{tw}_{vw}_{flatten}"
-            shutil.rmtree(out, ignore_errors=True)
+            work = ds / f"picks_{tw}_{vw}_{flatten}"
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir()
             micrograph.FLATTEN_DIAMETERS = default_flatten if flatten is None else flatten
             try:
-                pick(mics, ds / "ex.star", out, PickConfig(diameter_A=diameter, template_weight=tw, view_weight=vw),
-                     progress=False, log=lambda s: None)  # fmt: skip
+                cfg = PickConfig(diameter_A=diameter, template_weight=tw, view_weight=vw)
+                r, _ = pick_and_score(ds, target, diameter, cfg, ds / "ex.star", work)
             finally:
                 micrograph.FLATTEN_DIAMETERS = default_flatten
-            picks = read_star_table(out / "picks.star")
-            picks = picks[[not str(m).endswith("mic_0000.mrc") for m in picks["rlnMicrographName"]]]
-            write_star(out / "picks_queries.star", picks, force=True)
-            r = evaluate_picks(ds / "truth_queries.star", out / "picks_queries.star", diameter,
-                               class_column="cryoshotStructureName", target=target)  # fmt: skip
             print(f"  {vname:44s} precision {r['precision']:.3f} recall {r['recall']:.3f} F1 {r['f1']:.3f} "
                   f"({r['n_picks']} picks, {r['n_truth']} particles)", flush=True)  # fmt: skip
 

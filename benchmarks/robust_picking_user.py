@@ -20,14 +20,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from bench_picking import oracle_f1, typed_diameter_A
-from robust_picking import SETS
+from bench_picking import typed_diameter_A
+from robust_picking import SETS, pick_and_score
 
-from cryoshot.evaluate.picks import evaluate_picks
 from cryoshot.io.star import read_star_table, write_star
-from cryoshot.picking.matching import MatchCounts
 from cryoshot.picking.micrograph import micrograph_header
-from cryoshot.picking.workflow import PickConfig, coordinate_file_name, pick
+from cryoshot.picking.workflow import PickConfig
 from cryoshot.utils.threads import configure_threads
 
 SEED = 5151  # the perturbations' seed, never used elsewhere
@@ -51,33 +49,6 @@ def perturbed_exemplars(ex: Path, out: Path, diameter_px: float, click_sd: float
         df[c] = df[c] + rng.normal(0.0, click_sd * diameter_px, len(df))
     write_star(out, df, force=True)
     return out
-
-
-def pick_and_score(
-    ds: Path, target: str, diameter_A: float, typed_A: float, ex: Path, work: Path, scale: float | None = None
-) -> tuple[dict, float]:
-    """``cryoshot pick`` on every micrograph of ``ds`` with ``--diameter typed_A`` (and ``PickConfig.diameter_scale``
-    ``scale``: None is the default); scored on the queries (all but
-    ``mic_0000.mrc``) against the target's truth at its true ``diameter_A``: (``evaluate_picks``'s result for the
-    automatic threshold, F1 at each query's best threshold over the written candidates)."""
-    mics = sorted(str(p) for p in ds.glob("mic_*.mrc"))
-    out = work / "picks"
-    pick(mics, ex, out, PickConfig(diameter_A=typed_A, diameter_scale=scale), progress=False, log=lambda s: None)
-    picks = read_star_table(out / "picks.star")
-    picks = picks[[not str(m).endswith("mic_0000.mrc") for m in picks["rlnMicrographName"]]]
-    write_star(work / "picks_queries.star", picks, force=True)
-    r = evaluate_picks(ds / "truth_queries.star", work / "picks_queries.star", diameter_A,
-                       class_column="cryoshotStructureName", target=target)  # fmt: skip
-    truth = read_star_table(ds / "truth_queries.star")
-    truth = truth[truth["cryoshotStructureName"] == target]
-    ps = micrograph_header(mics[0])[1]
-    best = MatchCounts(0, 0, 0)
-    for m in mics[1:]:
-        c = read_star_table(out / "candidates" / coordinate_file_name(Path(m), "candidates"))
-        t = truth[truth["rlnMicrographName"] == Path(m).name][["rlnCoordinateX", "rlnCoordinateY"]].to_numpy()
-        best = best + oracle_f1(c[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(),
-                                c["rlnAutopickFigureOfMerit"].to_numpy(), t, diameter_A / ps)[0]  # fmt: skip
-    return r, best.f1
 
 
 def datasets(runs: Path, dev: bool, sets: list[int] | None) -> list[tuple[str, Path, str, float]]:
@@ -111,7 +82,7 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir()
             ex = perturbed_exemplars(ds / "ex.star", work / "ex.star", diameter / ps, click_sd, n_ex, SEED + vi)
-            r, best = pick_and_score(ds, target, diameter, diameter * factor, ex, work)
+            r, best = pick_and_score(ds, target, diameter, PickConfig(diameter_A=diameter * factor), ex, work)
             f1s.setdefault(vname, []).append(r["f1"])
             print(f"  {vname:36s} precision {r['precision']:.3f} recall {r['recall']:.3f} F1 {r['f1']:.3f} "
                   f"({r['n_picks']} picks, {r['n_truth']} particles); best threshold F1 {best:.3f}", flush=True)  # fmt: skip
