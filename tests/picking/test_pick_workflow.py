@@ -247,10 +247,11 @@ def test_the_picker_works_at_the_scaled_diameter(easy, tmp_path):
     np.testing.assert_allclose(outs[0].to_numpy(float), outs[1].to_numpy(float))
     with pytest.raises(Exception, match="diameter scale"):
         PickConfig(diameter_A=DIAMETER, diameter_scale=0.3).validate()
-    # by default a particle above 256 Å is binned as if it were 256 Å, but at least 0.65 of its size
-    assert [PickConfig(diameter_A=d).work_diameter_A for d in (160.0, 256.0, 320.0, 1000.0)] == [
+    # by default a particle above 180 Å is binned as if it were 180 Å, but at least 0.65 of its size
+    assert [PickConfig(diameter_A=d).work_diameter_A for d in (160.0, 180.0, 256.0, 320.0, 1000.0)] == [
         160.0,
-        256.0,
-        256.0,
+        180.0,
+        180.0,
+        208.0,
         650.0,
     ]

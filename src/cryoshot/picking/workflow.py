@@ -74,11 +74,13 @@ PARTICLE_RULE = "gmm"  # particles of any kind against background (the particle 
 # docs/benchmarks.md, "The Siamese network's opinion"). Both 0: the paper's cosine alone.
 TEMPLATE_WEIGHT = 0.4
 VIEW_WEIGHT = 0.5
-# A particle larger than 256 Å is binned as if it were 256 Å (but at least 0.65 of its size, so that it still fits the
-# model's 24 px window): a binned pixel is then never coarser than 16 Å (the model's 16 px per diameter). On the dev sets
-# the large particles (330 and 360 Å) picked better at 0.65-0.8 of their size; the smaller ones (110-220 Å) no better on
-# the whole, the smallest worse (benchmarks/choose_pick_scale.py; docs/benchmarks.md, "The working scale of large particles")
-MAX_WORK_DIAMETER_A = 256.0
+# A particle larger than 180 Å is binned as if it were 180 Å (but at least 0.65 of its size, so that it still fits the
+# model's 24 px window): a binned pixel is then never coarser than about 11 Å (the model's 16 px per diameter). On the
+# dev sets of both simulators (cryoshot's and benchmarks/othersim.py's, training structures only) the particles of
+# 216-360 Å picked better at 0.65-0.8 of their size; those of 95-180 Å no better on the whole, the smallest worse
+# (benchmarks/choose_pick_scale.py, othersim_picking.py --dev; docs/benchmarks.md, "The working scale of large
+# particles" and "A second simulator")
+MAX_WORK_DIAMETER_A = 180.0
 MIN_DIAMETER_SCALE = 0.65
 PARTIAL_MARK = "cryoshot-pick-partial.json"
 
