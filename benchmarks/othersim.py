@@ -13,9 +13,9 @@ SNR. Data from elsewhere are made otherwise, so this one shares none of its code
   from the imaginary potential) is propagated through the wave aberration (defocus with
   astigmatism, Cs 2.7 mm, 300 kV) and a coherence envelope; the image is its intensity, so
   Thon rings, delocalisation and the dark-protein contrast of underfocus arise from the physics.
-- **Amorphous ice** as a phase field with a 1/k spectrum imaged through the same CTF, a slow
-  thickness gradient, **ice crystals** (strongly scattering discs that absorb) and an optional
-  **carbon edge** (extra phase and absorption over a region bounded by a curve).
+- **Amorphous ice** as a phase field with a 1/k spectrum (sd half the particles' phase sd) imaged
+  through the same CTF, a slow thickness gradient, **ice crystals** (strongly scattering discs
+  that absorb) and an optional **carbon edge** (extra phase and absorption over a region bounded by a curve).
 - **Counts.** The expected image is blurred by a counting detector's MTF (a sinc), then Poisson
   counts at a dose in e/Å² are drawn. The files hold counts (float32, or int16 with ``int16=True``),
   not standardised values. The potential's scale is set so that the SNR over the particle discs,
@@ -140,7 +140,7 @@ def _ice_field(rng, shape, ps):
     return g / g.std()
 
 
-def simulate_one(cfg: OtherConfig, m: int, atoms: dict, diam_A: dict) -> tuple[np.ndarray, pd.DataFrame]:
+def simulate_one(cfg: OtherConfig, m: int, atoms: dict, diam_A: dict) -> tuple[np.ndarray, pd.DataFrame, float]:
     """Micrograph ``m`` of ``cfg`` (counts, (H, W)), its truth table and the SNR over the particle discs."""
     rng = np.random.default_rng([cfg.seed, m])
     shape, ps = cfg.size_px, cfg.pixel_size_A
@@ -156,8 +156,8 @@ def simulate_one(cfg: OtherConfig, m: int, atoms: dict, diam_A: dict) -> tuple[n
     for (x, y), s in zip(xy, who, strict=True):
         box = int(np.ceil(diam_px[s] * 1.3 / 2)) * 2 + 8
         rot = Rotation.random(random_state=rng).as_matrix()
-        sub = rng.uniform(-0.5, 0.5, 2)
-        img = project(atoms[s][0] + 0.0, atoms[s][1], rot, ps, box, cfg.b_factor_A2)
+        sub = rng.uniform(-0.5, 0.5, 2)  # a sub-pixel offset the truth does not carry (at most 0.5 px)
+        img = project(atoms[s][0], atoms[s][1], rot, ps, box, cfg.b_factor_A2)
         img = ndimage.shift(img, (sub[1], sub[0]), order=1)
         x0, y0 = int(round(x)) - box // 2, int(round(y)) - box // 2
         ys, xs = slice(max(y0, 0), min(y0 + box, shape[0])), slice(max(x0, 0), min(x0 + box, shape[1]))
