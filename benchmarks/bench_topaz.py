@@ -118,11 +118,14 @@ def main() -> None:
                     help="the datasets of othersim_picking.py in --root (each set*/ with its config.json and ex.star); "
                          "typed diameter as there: the target's extent rounded to 10 Å")  # fmt: skip
     ap.add_argument("--general-only", action="store_true", help="only Topaz's general model (no training)")
+    ap.add_argument("--sets", nargs="*", help="with --othersim: only these set folders (e.g. set3 set4)")
     a = ap.parse_args()
     root = Path(a.root)
     print("Topaz 0.3.20 (CPU); precision recall F1 over the queries at the best threshold (chosen from the truth)")
     if a.othersim:
         for ds in sorted(p.parent for p in root.glob("set*/config.json")):
+            if a.sets and ds.name not in a.sets:
+                continue
             meta = json.loads((ds / "config.json").read_text())
             target = meta["target"]
             typed = float(round(meta["diameters_A"][target] / 10) * 10)
