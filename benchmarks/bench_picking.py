@@ -92,12 +92,12 @@ def oracle_f1(xy, s, truth, side) -> tuple[MatchCounts, float]:
     return best, float(best_t)
 
 
-def baseline_inputs(ds: Path, diameter_A: float, particle_px: int, n_ex: int = 15):
-    """The reference and the queries binned for ``diameter_A`` itself, with the exemplars on that scale: the
-    baseline's inputs however cryoshot bins (``PickConfig.diameter_scale``)."""
+def baseline_inputs(ds: Path, diameter_A: float, particle_px: int, n_ex: int = 15, exemplars: str = "exemplars25.star"):
+    """The reference and the queries binned for ``diameter_A`` itself, with the first ``n_ex`` exemplars of
+    ``ds / exemplars`` on that scale: the baseline's inputs however cryoshot bins (``PickConfig.diameter_scale``)."""
     mics = sorted(ds.glob("mic_*.mrc"))
     binned = [bin_micrograph(*read_micrograph(m), diameter_A, particle_px) for m in mics]
-    ex = read_star_table(ds / "exemplars25.star").iloc[:n_ex][["rlnCoordinateX", "rlnCoordinateY"]].to_numpy()
+    ex = read_star_table(ds / exemplars).iloc[:n_ex][["rlnCoordinateX", "rlnCoordinateY"]].to_numpy()
     return binned[0], [(0, float(x), float(y)) for x, y in binned[0].to_binned(ex)], binned[1:]
 
 

@@ -205,8 +205,8 @@ def simulate_one(cfg: OtherConfig, m: int, atoms: dict, diam_A: dict) -> tuple[n
     kx, ky = _radial_k(shape, ps)
     mtf = np.sinc(kx * ps) * np.sinc(ky * ps)  # counting detector (pixel aperture)
 
-    def image(scale: float) -> np.ndarray:
-        ph = scale * (phi + ice)
+    def image(scale: float, particles: bool = True) -> np.ndarray:
+        ph = scale * (phi + ice if particles else ice)
         wave = np.exp(1j * ph - 0.07 * ph - absorb)
         inten = np.abs(np.fft.ifft2(np.fft.fft2(wave) * prop)) ** 2
         return np.fft.irfft2(np.fft.rfft2(inten) * mtf, s=shape)
@@ -217,7 +217,7 @@ def simulate_one(cfg: OtherConfig, m: int, atoms: dict, diam_A: dict) -> tuple[n
     scale = unit if cfg.snr is None else 0.05
     for _ in range(1 if cfg.snr is None else 2):
         ref_img = image(scale)
-        sig = dose * (ref_img - _no_particles(image, scale, phi))[inside]
+        sig = dose * (ref_img - image(scale, particles=False))[inside]
         snr_now = sig.var() / (dose * ref_img[inside].mean())
         if cfg.snr is not None:
             scale *= np.sqrt(cfg.snr / snr_now)
@@ -225,15 +225,6 @@ def simulate_one(cfg: OtherConfig, m: int, atoms: dict, diam_A: dict) -> tuple[n
     counts = rng.poisson(expected).astype(np.float32)
     truth = pd.DataFrame({"rlnCoordinateX": xy[:, 0], "rlnCoordinateY": xy[:, 1], "cryoshotStructureName": who})
     return counts, truth, float(snr_now)
-
-
-def _no_particles(image, scale, phi):
-    saved = phi.copy()
-    phi[:] = 0
-    try:
-        return image(scale)
-    finally:
-        phi[:] = saved
 
 
 def simulate_dataset(out: Path, cfg: OtherConfig, n_mic: int, target: str, n_ex: int = 15) -> Path:

@@ -21,12 +21,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_picking import evaluate_rows, template_baseline
+from bench_picking import baseline_inputs, evaluate_rows, template_baseline
 from othersim import OtherConfig, simulate_dataset
 from robust_picking import pick_and_score
 
 from cryoshot.io.star import read_star_table
-from cryoshot.picking.micrograph import bin_micrograph, read_micrograph
 from cryoshot.picking.workflow import PickConfig
 from cryoshot.utils.threads import configure_threads
 
@@ -71,17 +70,13 @@ DEV_SETS = {
 
 def baseline_f1(ds: Path, target: str, diameter_A: float, particle_px: int = 16) -> tuple[float, float]:
     """The template baseline, binned for ``diameter_A``: F1 with the tail threshold and at the best threshold."""
-    mics = sorted(ds.glob("mic_*.mrc"))
-    binned = [bin_micrograph(*read_micrograph(m), diameter_A, particle_px) for m in mics]
-    ex = read_star_table(ds / "ex.star")[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy()
-    ex_xy = [(0, float(x), float(y)) for x, y in binned[0].to_binned(ex)]
-    cands = template_baseline([binned[0]], ex_xy, binned[1:], particle_px)
+    ref, ex_xy, queries = baseline_inputs(ds, diameter_A, particle_px, exemplars="ex.star")
+    cands = template_baseline([ref], ex_xy, queries, particle_px)
     truth = read_star_table(ds / "coordinates.star")
     truth = truth[truth["cryoshotStructureName"] == target]
     truths = [truth[truth["rlnMicrographName"] == m.name][["rlnCoordinateX", "rlnCoordinateY"]].to_numpy()
-              for m in mics[1:]]  # fmt: skip
-    ps = read_micrograph(mics[0])[1]
-    rows = evaluate_rows(cands, truths, diameter_A / ps)
+              for m in sorted(ds.glob("mic_*.mrc"))[1:]]  # fmt: skip
+    rows = evaluate_rows(cands, truths, diameter_A / ref.pixel_size_A)
     return rows["tail"].f1, rows["best (oracle)"].f1
 
 
@@ -102,10 +97,11 @@ def main() -> None:
         t0 = time.time()
         ds = simulate_dataset(a.root / f"{'dev' if a.dev else 'set'}{k}", cfg, 4, target)
         truth = read_star_table(ds / "coordinates.star")
-        extent = json.loads((ds / "config.json").read_text())["diameters_A"][target]
+        meta = json.loads((ds / "config.json").read_text())
+        extent = meta["diameters_A"][target]
         typed = float(round(extent / 10) * 10)
         n_t = int((truth["cryoshotStructureName"] == target).sum())
-        snr = np.mean(json.loads((ds / "config.json").read_text())["snr_over_particle_discs"])
+        snr = np.mean(meta["snr_over_particle_discs"])
         print(f"\n{name}: target {target} ({extent:.0f} Å, typed {typed:g}), {n_t} target particles in 4 "
               f"micrographs, SNR over the particle discs {snr:.3f} (simulated in {time.time() - t0:.0f} s)",
               flush=True)  # fmt: skip
