@@ -140,8 +140,14 @@ def _ice_field(rng, shape, ps):
     return g / g.std()
 
 
-def simulate_one(cfg: OtherConfig, m: int, atoms: dict, diam_A: dict) -> tuple[np.ndarray, pd.DataFrame, float]:
-    """Micrograph ``m`` of ``cfg`` (counts, (H, W)), its truth table and the SNR over the particle discs."""
+def simulate_one(
+    cfg: OtherConfig, m: int, atoms: dict, diam_A: dict, parts: dict | None = None
+) -> tuple[np.ndarray, pd.DataFrame, float]:
+    """Micrograph ``m`` of ``cfg`` (counts, (H, W)), its truth table and the SNR over the particle discs.
+
+    ``parts``, when given, receives the expected counts (``expected``), those without the particles
+    (``background``), the particle-disc mask (``inside``) and where ice crystals or carbon lie
+    (``contaminated``), for measuring where the signal lies."""
     rng = np.random.default_rng([cfg.seed, m])
     shape, ps = cfg.size_px, cfg.pixel_size_A
     names = list(cfg.abundance)
@@ -186,6 +192,7 @@ def simulate_one(cfg: OtherConfig, m: int, atoms: dict, diam_A: dict) -> tuple[n
         carbon = ndimage.gaussian_filter((d > 0).astype(float), 3)
         absorb += 0.25 * carbon
         ice += carbon * (2.0 + 1.5 * _ice_field(rng, shape, ps))
+    contaminated = absorb > 0.05  # ice crystals and carbon
     gradient = ndimage.gaussian_filter(rng.normal(size=(8, 8)), 1.5)
     absorb += (
         0.1
@@ -223,6 +230,13 @@ def simulate_one(cfg: OtherConfig, m: int, atoms: dict, diam_A: dict) -> tuple[n
             scale *= np.sqrt(cfg.snr / snr_now)
     expected = dose * np.clip(image(scale), 0, None)
     counts = rng.poisson(expected).astype(np.float32)
+    if parts is not None:
+        parts.update(
+            expected=expected,
+            background=dose * np.clip(image(scale, particles=False), 0, None),
+            inside=inside,
+            contaminated=contaminated,
+        )
     truth = pd.DataFrame({"rlnCoordinateX": xy[:, 0], "rlnCoordinateY": xy[:, 1], "cryoshotStructureName": who})
     return counts, truth, float(snr_now)
 
@@ -255,3 +269,19 @@ def simulate_dataset(out: Path, cfg: OtherConfig, n_mic: int, target: str, n_ex:
     meta = asdict(cfg) | {"diameters_A": diam, "target": target, "snr_over_particle_discs": snrs}
     (out / "config.json").write_text(json.dumps(meta, indent=1, default=str))
     return out
+
+
+def contamination_mask(ds: Path, m: int) -> np.ndarray:
+    """(H, W) bool: where ice crystals or carbon lie on micrograph ``m`` of the dataset ``ds`` (simulated again
+    from its config.json, the same micrograph bit for bit, and cached as ``contaminated_<m>.npy``)."""
+    cache = ds / f"contaminated_{m:04d}.npy"
+    if cache.exists():
+        return np.load(cache)
+    meta = json.loads((ds / "config.json").read_text())
+    fields = OtherConfig.__dataclass_fields__
+    cfg = OtherConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta.items() if k in fields})
+    atoms = {s: load_atoms(s) for s in cfg.abundance}
+    parts: dict = {}
+    simulate_one(cfg, m, atoms, meta["diameters_A"], parts)
+    np.save(cache, parts["contaminated"])
+    return parts["contaminated"]

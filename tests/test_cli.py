@@ -67,7 +67,7 @@ def test_bad_simulation_input(tmp_path, capsys, args, msg):
 def test_micrographs_and_projections(tmp_path):
     args = ["-o", str(tmp_path / "m"), "-n", "2", "--size", "256", "--particle-box", "32", "--angpix", "8"]
     args += ["--particles", "8", "--carbon-edge", "--ice-blobs", "1", "--preview", str(tmp_path / "m.png")]
-    args += ["--structural-noise", "0.5", "--mtf-nyquist", "0.6"]
+    args += ["--structural-noise", "0.5", "--mtf-nyquist", "0.6", "--ice-texture", "0.8"]
     assert main(["simulate", "micrographs", "-s", "1bxn", *args]) == 0
     df = read_star_table(tmp_path / "m" / "coordinates.star")
     assert set(df["rlnMicrographName"]) == {"mic_0000.mrc", "mic_0001.mrc"}

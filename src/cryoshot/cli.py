@@ -248,6 +248,14 @@ def simulate_micrographs(
         int, typer.Option("--ice-blobs", min=0, max=10_000, help="Ice contaminants per micrograph.")
     ] = 0,
     carbon_edge: Annotated[bool, typer.Option("--carbon-edge", help="Add a carbon edge.")] = False,
+    ice_texture: Annotated[
+        float,
+        typer.Option(
+            "--ice-texture",
+            parser=real(0, 10),
+            help="Amorphous ice's texture (a 1/k phase field through the CTF), its sd in noise sd (0: none).",
+        ),
+    ] = 0.0,  # fmt: skip
     structural_noise: StructuralNoise = 0.0,
     mtf_nyquist: MtfNyquist = 1.0,
     invert: Invert = False,
@@ -268,7 +276,7 @@ def simulate_micrographs(
         size_px=size, pixel_size_A=angpix, particle_box_px=particle_box, n_particles=particles, snr=snr,
         defocus_min_um=defocus_min, defocus_max_um=defocus_max, ice_gradient=ice_gradient,
         ice_gradient_scale_px=ice_scale, n_ice_blobs=ice_blobs, carbon_edge=carbon_edge, invert=invert, seed=seed,
-        structural_noise=structural_noise, mtf_nyquist=mtf_nyquist,
+        structural_noise=structural_noise, mtf_nyquist=mtf_nyquist, ice_texture=ice_texture,
         microscope=Microscope(voltage_kv=voltage, cs_mm=cs, amplitude_contrast=amplitude_contrast, b_factor_A2=b_factor),
     )  # fmt: skip
     with dist.runner() as runner:
@@ -386,9 +394,10 @@ def train_cmd(
             "(cross-entropy + λ supervised contrastive, then base-class statistics) on class-balanced batches "
             "of --batch-classes x --batch-items (default 32 x 4 = 128, the FSCC paper's batch); validation is WAY-way SHOT-shot episodes; "
             "mae: the particle picker's MAE on simulated micrographs (uses --episodes as steps, --time-budget, --lr, "
-            "--procedural, --val-every, --device, --seed, --resume); siamese: the 2D particle embedding (triplet loss) on "
+            "--procedural, --val-every, --device, --seed, --resume, --init-from, and --simulator "
+            "ice_texture_max=SD,flatten=1); siamese: the 2D particle embedding (triplet loss) on "
             "simulated projections (uses --episodes as steps, --lr, --procedural, --val-every, --patience, --margin, "
-            "--backbone, --backbone-weights, --structures).",
+            "--backbone, --backbone-weights, --structures, --init-from, and --simulator p_textured=P).",
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (best on validation).")],
@@ -437,7 +446,9 @@ def train_cmd(
     init_from: Annotated[
         Path | None,
         typer.Option(
-            "--init-from", help="protonet-ce: the trained model (protonet, finetune or fscc) whose encoder is frozen."
+            "--init-from",
+            help="protonet-ce: the trained model (protonet, finetune or fscc) whose encoder is frozen; "
+            "mae, siamese: the model to continue from.",
         ),
     ] = None,
     supcon_weight: Annotated[
@@ -495,18 +506,38 @@ def train_cmd(
     if method == "mae":
         from cryoshot.train.mae import MAETrainConfig, train_mae
 
+        sim = parse_key_values(simulator)
+        unknown = set(sim) - {"ice_texture_max", "flatten"}
+        if unknown:
+            raise CryoshotError(f"--simulator for mae takes ice_texture_max=SD and flatten=0/1, not {sorted(unknown)}")
+        try:
+            tex, flat = float(sim.get("ice_texture_max", 0)), bool(int(sim.get("flatten", 0)))
+        except ValueError as e:
+            raise CryoshotError(f"--simulator for mae: ice_texture_max=SD (a number), flatten=0 or 1 ({e})") from e
         mcfg = MAETrainConfig(steps=episodes, time_budget_s=time_budget, lr=3e-4 if lr is None else lr,
-                              n_procedural=procedural, val_every=val_every, seed=seed, device=device)  # fmt: skip
+                              n_procedural=procedural, val_every=val_every, seed=seed, device=device,
+                              ice_texture_max=tex, flatten=flat, init_from=str(init_from) if init_from else None)  # fmt: skip
         res = train_mae(mcfg, output, resume=resume, force=force)
         typer.echo(f"trained mae for {res['episodes']} steps in {res['seconds']:.0f} s; "
                    f"best validation AP {res['best_val_ap']:.3f} -> {output}")  # fmt: skip
         return
     if method == "siamese":
+        from cryoshot.data.projection_triplets import TripletDataConfig
         from cryoshot.models.siamese2d import SiameseConfig
         from cryoshot.train.siamese import SiameseTrainConfig, train_siamese
 
+        sim = parse_key_values(simulator)
+        if set(sim) - {"p_textured"}:
+            raise CryoshotError(f"--simulator for siamese takes p_textured=P, not {sorted(set(sim) - {'p_textured'})}")
+        try:
+            data = TripletDataConfig(p_textured=float(sim.get("p_textured", 0.0)))
+        except ValueError as e:
+            raise CryoshotError(f"--simulator for siamese: p_textured=P, a share in 0..1 ({e})") from e
+        if not 0 <= data.p_textured <= 1:
+            raise CryoshotError(f"--simulator for siamese: p_textured must be in 0..1, got {data.p_textured}")
         scfg = SiameseTrainConfig(
             steps=episodes, time_budget_s=time_budget, lr=1e-4 if lr is None else lr, margin=margin,
+            init_from=str(init_from) if init_from else None, data=data,
             n_procedural=procedural, structures=_split(structures) if structures else [], val_every=val_every, patience=patience,
             backbone_weights=str(backbone_weights) if backbone_weights else None,
             freeze_backbone=backbone_weights is not None, seed=seed, device=device,

@@ -95,6 +95,14 @@ def test_train_siamese_runs_resumes_and_records_provenance(tmp_path, capsys):
     assert main([*args[:7], "4", *args[8:], "--resume"]) == 0, capsys.readouterr().err
     last = torch.load(tmp_path / "s.pt.last", weights_only=True)
     assert last["episode"] == 4
+    # a second stage from this model, with ice texture: both stages recorded
+    ft = tmp_path / "ft.pt"
+    assert main([*args[:3], str(ft), *args[4:], "--init-from", str(out), "--simulator", "p_textured=0.5"]) == 0
+    ck = torch.load(ft, weights_only=True)
+    assert [s["file"]["name"] if s["file"] else None for s in ck["stages"]] == ["s.pt", None]
+    assert ck["config"]["data"]["p_textured"] == 0.5 and ck["config"]["init_from"] == str(out)
+    assert main([*args[:3], str(tmp_path / "x.pt"), *args[4:], "--simulator", "snr=3"]) != 0
+    assert "p_textured" in capsys.readouterr().err
 
 
 def test_classify_takes_2d_particle_stacks_with_a_siamese_model(toy, tmp_path, capsys):
@@ -120,3 +128,15 @@ def test_classify_takes_2d_particle_stacks_with_a_siamese_model(toy, tmp_path, c
     assert main(["classify", "--support", str(star.parent / "support.star"), "--query", str(star), "-o",
                  str(tmp_path / "p2.star"), "--model", str(m3)]) != 0  # fmt: skip
     assert "Siamese" in capsys.readouterr().err
+
+
+def test_siamese_training_images_with_ice_texture_differ_only_in_the_images():
+    import torch
+
+    from cryoshot.data.projection_triplets import ProjectionTriplets, TripletDataConfig
+
+    cfg = TripletDataConfig(n_structures=2, n_views=2, per_view=2)
+    a = ProjectionTriplets(["procedural:0-3"], cfg).batch(0)
+    b = ProjectionTriplets(["procedural:0-3"], TripletDataConfig(**{**cfg.__dict__, "p_textured": 1.0})).batch(0)
+    assert (a.labels == b.labels).all() and (a.structure == b.structure).all()
+    assert not torch.allclose(a.images, b.images)

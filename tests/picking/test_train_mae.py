@@ -1,5 +1,8 @@
 """``train mae``: pre-training on simulated micrograph episodes, resumable, best kept, provenance."""
 
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
 
@@ -47,3 +50,33 @@ def test_killed_run_resumes_to_the_same_model(tmp_path):
         train_mae(_cfg(6, lr=1e-2), tmp_path / "b.pt", resume=True, progress=False)
     with pytest.raises(CryoshotError, match="exists"):
         train_mae(_cfg(2), tmp_path / "a.pt", progress=False)
+
+
+def test_ice_texture_and_the_pickers_preparation_change_only_the_image():
+    from cryoshot.train.mae import prepare_like_picker
+
+    plain = PickEpisodeSampler(training_specs(5), size_px=160)
+    textured = PickEpisodeSampler(training_specs(5), size_px=160, ice_texture_max=1.5, prepare=prepare_like_picker)
+    changed = 0
+    for i in range(4):
+        a, b = plain.episode(i), textured.episode(i)
+        np.testing.assert_array_equal(a.target_xy, b.target_xy)  # every other draw is as without them
+        np.testing.assert_array_equal(a.exemplar_xy, b.exemplar_xy)
+        changed += not np.allclose(a.image, b.image)
+        # prepared like a micrograph: robust standardisation, clipped at ±5, background flattened
+        assert np.abs(b.image).max() <= 5 and abs(float(np.median(b.image))) < 0.1
+    assert changed == 4
+
+
+def test_a_run_can_start_from_an_earlier_mae_and_records_it(tmp_path):
+    train_mae(_cfg(2), tmp_path / "base.pt", progress=False)
+    train_mae(_cfg(2, init_from=str(tmp_path / "base.pt"), ice_texture_max=1.0, flatten=True), tmp_path / "ft.pt",
+              progress=False)  # fmt: skip
+    _, ck = load_mae(tmp_path / "ft.pt")
+    stages = ck["stages"]
+    assert len(stages) == 2 and stages[0]["file"]["name"] == "base.pt" and stages[1]["file"] is None
+    assert stages[1]["config"]["ice_texture_max"] == 1.0 and stages[1]["config"]["init_from"].endswith("base.pt")
+    other = _cfg(2, init_from=str(tmp_path / "base.pt"))
+    other.model = dataclasses.replace(TINY, dim=8)
+    with pytest.raises(CryoshotError, match="another shape"):
+        train_mae(other, tmp_path / "x.pt", progress=False)

@@ -200,3 +200,35 @@ def test_detector_settings_out_of_range_are_refused():
         MicrographConfig(structural_noise=1.5).validate()
     with pytest.raises(CryoshotError, match="MTF at Nyquist"):
         ProjectionConfig(mtf_nyquist=0.0).validate()
+
+
+def test_ice_texture_is_a_power_law_field_through_the_ctf_on_top_of_an_unchanged_micrograph(structs):
+    from cryoshot.simulate.noise import power_law_field
+
+    # the field: unit variance, and its power falls as k^(-2 exponent) where the spectrum is not flat
+    rng = np.random.default_rng(0)
+    f = power_law_field(rng, (256, 256), 1.0, k_min=1 / 128).numpy()
+    assert f.std() == pytest.approx(1.0, rel=1e-4) and abs(f.mean()) < 1e-4
+    p = _radial_power(f[None], 16)
+    slope = np.polyfit(np.log((np.arange(4, 16) + 0.5) / 32), np.log(p[4:]), 1)[0]
+    assert slope == pytest.approx(-2.0, abs=0.25)
+    p_white = _radial_power(power_law_field(rng, (256, 256), 0.0, k_min=1 / 128).numpy()[None], 16)
+    assert p_white.max() / p_white.min() < 1.5
+
+    base = dict(size_px=256, pixel_size_A=8.0, particle_box_px=32, n_particles=10, snr=0.1, ice_gradient=0.0,
+                defocus_min_um=2.0, defocus_max_um=2.0)  # fmt: skip
+    plain = MicrographSimulator(structs, MicrographConfig(**base)).simulate(0)
+    textured = MicrographSimulator(structs, MicrographConfig(**base, ice_texture=1.0)).simulate(0)
+    np.testing.assert_array_equal(plain.coords_px, textured.coords_px)
+    np.testing.assert_allclose(plain.clean, textured.clean)
+    tex = textured.image - plain.image  # the texture alone, in units of the noise sd
+    noise_sd = (plain.image - plain.clean).std()
+    assert tex.std() == pytest.approx(noise_sd, rel=0.01)
+    from cryoshot.simulate.optics import Microscope, ctf
+
+    k_A = (np.arange(16) + 0.5) / 16 * 0.5 / 8.0
+    # imaged through the CTF: its spectrum has the CTF's zeros, with far more power at low frequency than high
+    ratio = _radial_power(tex[None], 16) / ctf(k_A, 2.0, Microscope()) ** 2
+    assert ratio[2] > 4 * ratio[12]
+    with pytest.raises(CryoshotError, match="ice texture"):
+        MicrographConfig(ice_texture=-1.0).validate()

@@ -4,12 +4,14 @@ Each episode is one fresh micrograph, simulated already on the picker's binned s
 a target structure whose diameter spans 16 px times a random factor in [0.8, 1.25]
 (a user's diameter is an estimate), two or three distractor structures, and random
 imaging: SNR, defocus, amplitude contrast, B-factor, ice gradient, ice blobs, a carbon
-edge, contrast sign (raw data: dark protein) and a mild blur that colours the noise.
+edge, contrast sign (raw data: dark protein) and a mild blur that colours the noise; on
+request, amorphous ice's texture, and the image prepared as the picker prepares a micrograph.
 The exemplars are target particles (with a pixel of click error), as a user would give.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +32,7 @@ from cryoshot.utils.seeding import item_rng
 LEVELS_A = tuple(3.75 * 1.4**k for k in range(6))
 RENDER_BOX = 48
 _EPISODE_STREAM = 11
+_TEXTURE_STREAM = 12
 
 
 def structure_diameter_A(spec: str) -> float:
@@ -64,9 +67,18 @@ class PickEpisode:
 class PickEpisodeSampler:
     """Episodes from a list of structure specs (training: procedural + the 8 training maps)."""
 
-    def __init__(self, specs: list[str], size_px: int = 320, n_exemplars: int = 15, seed: int = 0):
+    def __init__(
+        self, specs: list[str], size_px: int = 320, n_exemplars: int = 15, seed: int = 0,
+        ice_texture_max: float = 0.0, prepare: Callable[[np.ndarray, float], np.ndarray] | None = None,
+    ):  # fmt: skip
+        """``ice_texture_max`` > 0: 70% of the micrographs get amorphous ice's texture, its sd drawn in
+        [0.2, ice_texture_max] noise sd and its spectral exponent in [0.5, 1.5] (from a stream of their
+        own, so every other draw stays as without it); ``prepare(image, particle_px)``, when given, turns
+        the simulated image into the network's input (the picker's preparation of a micrograph) instead
+        of the default standardisation and clipping at ±5."""
         self.specs = expand_specs(specs)
         self.size_px, self.n_exemplars, self.seed = size_px, n_exemplars, seed
+        self.ice_texture_max, self.prepare = ice_texture_max, prepare
         self.diam = np.array([structure_diameter_A(s) for s in self.specs])
         self._cache: dict[tuple[str, int], Structure] = {}
 
@@ -106,19 +118,27 @@ class PickEpisodeSampler:
             min_distance_px=float(rng.uniform(0.8, 1.3)) * particle_px,
             seed=int(rng.integers(2**31)),
         )  # fmt: skip
+        if self.ice_texture_max > 0:
+            tex_rng = item_rng(self.seed, index, stream=_TEXTURE_STREAM)
+            if tex_rng.random() < 0.7:
+                cfg.ice_texture = float(tex_rng.uniform(0.2, self.ice_texture_max))
+                cfg.ice_texture_exponent = float(tex_rng.uniform(0.5, 1.5))
         sim = MicrographSimulator(structs, cfg)
         mic = sim.simulate(0)
         img = mic.image
         blur = float(rng.uniform(0, 0.8))
         if blur > 0.1:
             img = ndimage.gaussian_filter(img, blur)
-        img = (img - np.median(img)) / (img.std() + 1e-6)
+        if self.prepare is not None:
+            img = self.prepare(img, particle_px)
+        else:
+            img = np.clip((img - np.median(img)) / (img.std() + 1e-6), -5, 5)
         tgt = mic.coords_px[mic.labels == 0]
         m = min(self.n_exemplars, len(tgt))
         ex = tgt[rng.choice(len(tgt), size=m, replace=False)] if m else np.zeros((0, 2))
         ex = ex + rng.normal(0, 0.7, size=ex.shape)
         d = float(2 * sim.radius_px[0])
-        return PickEpisode(np.clip(img, -5, 5).astype(np.float32), tgt, ex, mic.coords_px, d)
+        return PickEpisode(img.astype(np.float32), tgt, ex, mic.coords_px, d)
 
 
 def training_specs(n_procedural: int) -> list[str]:

@@ -10,7 +10,9 @@ must ignore varies between the images of a view, drawn per image:
   shift (up to ``max_shift_px`` from the centre);
 - the CTF: defocus, astigmatism and its angle, voltage, amplitude contrast, B-factor;
 - the noise: SNR log-uniform in ``snr_range`` (whole-image variance, as the simulator's),
-  white or partly coloured (a low-passed component);
+  white or partly coloured (a low-passed component); on top of it, for ``p_textured`` of the
+  images, amorphous ice's texture (a power-law field through the image's CTF, its spectral
+  exponent in [0.5, 1.5], its sd in ``texture_range`` noise sd; drawn from a stream of its own);
 - the preparation: phase-flipped with a slightly wrong defocus, or (``p_unflipped``) not
   at all, as for data without CTF columns.
 
@@ -26,11 +28,13 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from cryoshot.data.particles2d import CTFParams, phase_flip, standardise
+from cryoshot.simulate.noise import power_law_field
 from cryoshot.simulate.optics import Microscope, ctf_2d_batch
 from cryoshot.simulate.projector import FourierProjector
 from cryoshot.simulate.structures import load_structures
 
 _STREAM = 21
+_TEXTURE_STREAM = 22
 
 
 @dataclass
@@ -51,6 +55,8 @@ class TripletDataConfig:
     amplitude_contrast_range: tuple[float, float] = (0.05, 0.15)
     voltages_kv: tuple[float, ...] = (200.0, 300.0)
     p_coloured: float = 0.5
+    p_textured: float = 0.0  # share of images with amorphous ice's texture on top of the noise
+    texture_range: tuple[float, float] = (0.2, 1.5)  # its sd after the CTF, in noise sd
     p_unflipped: float = 0.2
     defocus_error_um: float = 0.05
 
@@ -87,8 +93,13 @@ class ProjectionTriplets:
         self.structures = load_structures(specs, config.pixel_size_A, config.box_px)
         self.projector = FourierProjector(np.stack([s.density for s in self.structures]))
 
-    def render(self, structure: np.ndarray, views: Rotation, rng: np.random.Generator) -> np.ndarray:
-        """Noisy, CTF-filtered, prepared images of ``structure[i]`` seen near ``views[i]``. (B, D, D)."""
+    def render(
+        self, structure: np.ndarray, views: Rotation, rng: np.random.Generator,
+        texture_rng: np.random.Generator | None = None,
+    ) -> np.ndarray:  # fmt: skip
+        """Noisy, CTF-filtered, prepared images of ``structure[i]`` seen near ``views[i]``. (B, D, D).
+
+        ``texture_rng`` draws the ice texture (when ``p_textured`` > 0), so every other draw stays as without it."""
         c, n, d = self.config, len(structure), self.config.box_px
         jit = Rotation.from_rotvec(
             rng.normal(size=(n, 3)) / np.sqrt(3) * np.deg2rad(c.jitter_deg) * rng.uniform(size=(n, 1))
@@ -125,7 +136,14 @@ class ProjectionTriplets:
         snr = np.exp(rng.uniform(np.log(c.snr_range[0]), np.log(c.snr_range[1]), n)).astype(np.float32)
         vs = clean.var(dim=(-2, -1))
         vn = noise.var(dim=(-2, -1)).clamp_min(1e-12)
-        images = (clean + noise * torch.sqrt(vs / (torch.from_numpy(snr) * vn))[:, None, None]).numpy()
+        noise_sd = torch.sqrt(vs / (torch.from_numpy(snr) * vn))
+        images = (clean + noise * noise_sd[:, None, None]).numpy()
+        if c.p_textured > 0 and texture_rng is not None:
+            for i in np.nonzero(texture_rng.uniform(size=n) < c.p_textured)[0]:
+                field = power_law_field(texture_rng, (d, d), float(texture_rng.uniform(0.5, 1.5)), 1.0 / d)
+                tex = torch.fft.irfft2(torch.fft.rfft2(field) * torch.from_numpy(ctfs[i]), s=(d, d))
+                amp = texture_rng.uniform(*c.texture_range) * float(noise_sd[i] * noise[i].std())
+                images[i] += (amp / float(tex.std().clamp_min(1e-12)) * tex).numpy()
         flip = rng.uniform(size=n) >= c.p_unflipped
         if flip.any():
             err = rng.uniform(-c.defocus_error_um, c.defocus_error_um, int(flip.sum()))
@@ -143,5 +161,5 @@ class ProjectionTriplets:
         structure = np.repeat(chosen, c.n_views * c.per_view)
         labels = np.repeat(np.arange(s_count * c.n_views), c.per_view)
         views = Rotation.random(s_count * c.n_views, random_state=rng)[labels]
-        images = self.render(structure, views, rng)
+        images = self.render(structure, views, rng, np.random.default_rng([self.seed, _TEXTURE_STREAM, int(b)]))
         return ImageBatch(torch.from_numpy(images)[:, None], torch.from_numpy(labels), structure)

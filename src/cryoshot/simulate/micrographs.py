@@ -7,8 +7,10 @@ whole field, so delocalisation crosses particle boundaries), optional contaminan
 whose variance gives the requested SNR, measured over the particle pixels:
 ``SNR = var(CTF-filtered particle signal inside the particle discs) / var(noise)``.
 The noise is white, or partly structural (``structural_noise``: imaged through the same
-CTF, as the ice and solvent are); a detector MTF (``mtf_nyquist``) then blurs the whole
-recorded image, signal and noise alike (the SNR is the one before the detector).
+CTF, as the ice and solvent are); amorphous ice's texture (``ice_texture``), a phase field
+with a power-law spectrum imaged through the CTF, can be added on top of the noise; a detector
+MTF (``mtf_nyquist``) then blurs the whole recorded image, signal and noise alike (the SNR is
+the one before the detector, without the texture).
 
 Micrograph ``m`` is a pure function of ``(seed, m)``.
 """
@@ -25,7 +27,7 @@ from scipy.spatial.transform import Rotation
 from scipy.special import expit
 
 from cryoshot.errors import CryoshotError
-from cryoshot.simulate.noise import check_detector, check_snr, mix_structural
+from cryoshot.simulate.noise import check_detector, check_snr, mix_structural, power_law_field
 from cryoshot.simulate.optics import Microscope, check_imaging, ctf, detector_mtf_2d
 from cryoshot.simulate.projector import FourierProjector
 from cryoshot.simulate.structures import Structure
@@ -53,6 +55,8 @@ class MicrographConfig:
     carbon_edge: bool = False
     structural_noise: float = 0.0  # share of the noise variance imaged through the CTF (ice, solvent)
     mtf_nyquist: float = 1.0  # the detector's MTF at Nyquist (1: perfect), applied to the whole image
+    ice_texture: float = 0.0  # sd of amorphous ice's phase texture after the CTF, in units of the noise sd
+    ice_texture_exponent: float = 1.0  # its amplitude spectrum ~ 1/k^exponent (flat beyond 4 particle diameters)
     invert: bool = False
     seed: int = 0
 
@@ -72,6 +76,9 @@ class MicrographConfig:
             raise CryoshotError(f"pixel size must be positive, got {self.pixel_size_A} Å")
         if self.n_particles < 0:
             raise CryoshotError("number of particles must be >= 0")
+        if not (0 <= self.ice_texture <= 10 and 0 <= self.ice_texture_exponent <= 3):
+            raise CryoshotError(f"ice texture must be 0..10 noise sd with an exponent 0..3, got {self.ice_texture} "
+                                f"and {self.ice_texture_exponent}")  # fmt: skip
         if self.n_ice_blobs < 0:
             raise CryoshotError("number of ice blobs must be >= 0")
         if self.min_distance_px is not None and self.min_distance_px < 0:
@@ -268,6 +275,10 @@ class MicrographSimulator:
                                    c.structural_noise)[0].numpy()  # fmt: skip
         noise *= np.float32(sigma / noise.std())  # exact SNR for every micrograph
         image = image + noise
+        if c.ice_texture > 0:  # drawn only then, so micrographs without it stay as they were
+            k_min = 1.0 / (8.0 * float(self.radius_px.mean()))  # 4 mean footprint diameters
+            tex = self._apply(power_law_field(rng, (size, size), c.ice_texture_exponent, k_min).numpy(), h)
+            image = image + np.float32(c.ice_texture * sigma / (tex.std() + 1e-12)) * tex
         if c.mtf_nyquist < 1:  # the detector blurs everything it records
             mtf = torch.from_numpy(detector_mtf_2d((size, size), c.mtf_nyquist))
             image, clean = self._apply(image, mtf), self._apply(clean, mtf)

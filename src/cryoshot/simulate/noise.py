@@ -81,3 +81,33 @@ def mix_structural(white: torch.Tensor, structural: torch.Tensor, fraction: floa
         return x / x.std(dim=(-2, -1), keepdim=True).clamp_min(1e-30)
 
     return math.sqrt(1.0 - fraction) * unit(white) + math.sqrt(fraction) * unit(structural)
+
+
+def power_law_field(rng, shape: tuple[int, int], exponent: float, k_min: float) -> torch.Tensor:
+    """A zero-mean Gaussian random field with a power-law amplitude spectrum, unit variance.
+
+    Amorphous ice is not white: its thickness and density vary over every length, so the phase
+    it adds has most power at low frequencies (an amplitude spectrum near 1/k). Imaged through
+    the CTF like a particle, it puts particle-sized bumps and rings all over a micrograph.
+
+    Parameters
+    ----------
+    rng : numpy Generator
+    shape : (H, W) pixels
+    exponent : amplitude ~ 1 / max(k, k_min)^exponent (0: white)
+    k_min : spatial frequency (1/px) below which the spectrum is flat, so scales beyond
+        1 / k_min (which a picker's background removal takes away anyway) do not dominate
+
+    Returns
+    -------
+    (H, W) float32 tensor
+    """
+    h, w = shape
+    ky = torch.fft.fftfreq(h)[:, None]
+    kx = torch.fft.rfftfreq(w)[None, :]
+    amp = torch.hypot(kx, ky).clamp_min(k_min) ** -exponent
+    spec = torch.from_numpy(rng.standard_normal((2, h, w // 2 + 1)).astype("float32"))
+    f = torch.complex(spec[0], spec[1]) * amp
+    f[0, 0] = 0
+    g = torch.fft.irfft2(f, s=(h, w))
+    return g / g.std().clamp_min(1e-30)

@@ -27,6 +27,7 @@ from cryoshot.errors import CryoshotError
 from cryoshot.models.checkpoint import load_checkpoint, save_checkpoint
 from cryoshot.models.mae2d import MAEConfig, PickerMAE
 from cryoshot.picking.matching import average_precision
+from cryoshot.picking.micrograph import flatten_background, robust_standardise
 from cryoshot.picking.scan import candidate_picks, exemplar_features, windows_at
 from cryoshot.picking.stage1 import LossConfig, dihedral_np, picker_loss, random_windows, shifted_windows
 from cryoshot.train.loop import check_model_output, pick_device, refuse_changed_settings, stage_record
@@ -52,6 +53,9 @@ class MAETrainConfig:
     val_episodes: int = 12
     seed: int = 0
     device: str = "auto"
+    ice_texture_max: float = 0.0  # amorphous ice's texture in 70% of the micrographs, up to this many noise sd
+    flatten: bool = False  # the input prepared as cryoshot pick prepares it (else standardised)
+    init_from: str | None = None  # an MAE file to start from (its stages go into this one's provenance)
     model: MAEConfig = field(default_factory=MAEConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 
@@ -60,11 +64,19 @@ class MAETrainConfig:
         self.loss.validate()
         if self.steps < 1 or self.val_every < 1:
             raise CryoshotError("--episodes and --val-every must be at least 1")
+        if not 0 <= self.ice_texture_max <= 10:
+            raise CryoshotError(f"ice_texture_max must be 0..10 noise sd, got {self.ice_texture_max}")
         if self.size_px < 4 * self.model.window_px:
             raise CryoshotError(f"training micrographs of {self.size_px} px are too small for the window")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def prepare_like_picker(img: np.ndarray, particle_px: float) -> np.ndarray:
+    """A simulated micrograph on the picker's scale made into the MAE's input as ``cryoshot pick`` makes a binned
+    micrograph (:func:`~cryoshot.picking.micrograph.bin_micrograph` without the binning)."""
+    return robust_standardise(flatten_background(img, particle_px))
 
 
 def _pi(ep) -> float:
@@ -100,6 +112,15 @@ def _train(cfg: MAETrainConfig, out_path: Path, device: torch.device, resume: bo
     last = out_path.with_name(out_path.name + ".last")
     torch.manual_seed(cfg.seed)
     model = PickerMAE(cfg.model).to(device)
+    earlier_stages: list[dict] = []
+    if cfg.init_from:
+        base = load_checkpoint(cfg.init_from, method="mae")
+        if base["config"]["model"] != cfg.model.to_dict():
+            raise CryoshotError(f"{cfg.init_from} holds an MAE of another shape ({base['config']['model']}); "
+                                "start from a model of this run's shape, or without --init-from")  # fmt: skip
+        model.load_state_dict(base["state_dict"])
+        earlier_stages = list(base.get("stages") or [stage_record(base, None)])
+        earlier_stages[-1] = {**earlier_stages[-1], "file": stage_record(base, cfg.init_from)["file"]}
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.05)
     step, best, best_step, history, elapsed0, best_state = 0, -1.0, 0, [], 0.0, None
     if resume and last.exists():
@@ -109,10 +130,12 @@ def _train(cfg: MAETrainConfig, out_path: Path, device: torch.device, resume: bo
         opt.load_state_dict(ck["optimizer"])
         step, best, best_step = ck["episode"], ck["best_val_ap"], ck["best_episode"]
         history, elapsed0, best_state = ck["history"], ck["seconds"], ck["best_state_dict"]
-    train_eps = PickEpisodeSampler(training_specs(cfg.n_procedural), cfg.size_px, seed=cfg.seed)
+    data = {"ice_texture_max": cfg.ice_texture_max, "prepare": prepare_like_picker if cfg.flatten else None}
+    train_eps = PickEpisodeSampler(training_specs(cfg.n_procedural), cfg.size_px, seed=cfg.seed, **data)
     val_specs = [f"procedural:{VAL_OFFSET}-{VAL_OFFSET + 40}"]
     val_eps = [
-        PickEpisodeSampler(val_specs, cfg.size_px, seed=cfg.seed + 1000).episode(i) for i in range(cfg.val_episodes)
+        PickEpisodeSampler(val_specs, cfg.size_px, seed=cfg.seed + 1000, **data).episode(i)
+        for i in range(cfg.val_episodes)
     ]
     w = cfg.model.window_px
 
@@ -120,7 +143,7 @@ def _train(cfg: MAETrainConfig, out_path: Path, device: torch.device, resume: bo
         out = {"state_dict": model.state_dict(), "config": cfg.to_dict(), "method": "mae", "seed": cfg.seed,
                "episode": step, "best_episode": best_step, "best_val_ap": best, "best_val_accuracy": best,
                "history": history, "seconds": seconds}  # fmt: skip
-        out["stages"] = [stage_record({**out, "version": __version__, "argv": list(sys.argv)}, None)]
+        out["stages"] = [*earlier_stages, stage_record({**out, "version": __version__, "argv": list(sys.argv)}, None)]
         return out
 
     t0 = time.perf_counter() - elapsed0

@@ -60,6 +60,7 @@ class SiameseTrainConfig:
     freeze_backbone: bool = False
     seed: int = 0
     device: str = "auto"
+    init_from: str | None = None  # a Siamese file to start from (its stages go into this one's provenance)
     model: SiameseConfig = field(default_factory=SiameseConfig)
     data: TripletDataConfig = field(default_factory=TripletDataConfig)
 
@@ -137,6 +138,15 @@ def _train(cfg: SiameseTrainConfig, out_path: Path, device: torch.device, resume
     if cfg.freeze_backbone:
         for p in net.backbone.parameters():
             p.requires_grad_(False)
+    earlier_stages: list[dict] = []
+    if cfg.init_from:
+        base = load_checkpoint(cfg.init_from, method="siamese")
+        if base["config"]["model"] != cfg.model.to_dict():
+            raise CryoshotError(f"{cfg.init_from} holds a Siamese network of another shape ({base['config']['model']}); "
+                                "start from one of this run's shape, or without --init-from")  # fmt: skip
+        net.load_state_dict(base["state_dict"])
+        earlier_stages = list(base.get("stages") or [stage_record(base, None)])
+        earlier_stages[-1] = {**earlier_stages[-1], "file": stage_record(base, cfg.init_from)["file"]}
     net = net.to(device)
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr)
     step, best, best_step, history, elapsed0, best_state, stale = 0, float("inf"), 0, [], 0.0, None, 0
@@ -155,7 +165,7 @@ def _train(cfg: SiameseTrainConfig, out_path: Path, device: torch.device, resume
                "episode": step, "best_episode": best_step, "best_val_loss": best, "history": history,
                "seconds": seconds, "stale": stale,
                "best_val_ari": next((h["val_ari"] for h in history if h["episode"] == best_step), None)}  # fmt: skip
-        out["stages"] = [stage_record({**out, "version": __version__, "argv": list(sys.argv)}, None)]
+        out["stages"] = [*earlier_stages, stage_record({**out, "version": __version__, "argv": list(sys.argv)}, None)]
         return out
 
     t0 = time.perf_counter() - elapsed0
