@@ -273,6 +273,20 @@ def stage_record(checkpoint: dict, path: str | os.PathLike | None) -> dict:
     }  # fmt: skip
 
 
+def continue_from(path: str, method: str, model: torch.nn.Module, model_config: dict) -> list[dict]:
+    """Load the weights of the ``method`` model file ``path`` (``--init-from``) into ``model``, whose shape must be
+    ``model_config`` too; returns the provenance stages of that file (the last naming it, with its SHA-256), for
+    the new model's ``stages`` to start with."""
+    base = load_checkpoint(path, method=method)
+    if base["config"]["model"] != model_config:
+        raise CryoshotError(f"{path} holds a {method} model of another shape ({base['config']['model']}); "
+                            "start from one of this run's shape, or without --init-from")  # fmt: skip
+    model.load_state_dict(base["state_dict"])
+    stages = list(base.get("stages") or [stage_record(base, None)])
+    stages[-1] = {**stages[-1], "file": stage_record(base, path)["file"]}
+    return stages
+
+
 def make_step(family: str, model, pool: VolumePool, cfg: TrainConfig, device, autocast, progress: bool = True):
     """One training step of a family: ``step(rng) -> (loss tensor, accuracy)`` for a seeded generator.
 

@@ -30,7 +30,13 @@ from cryoshot.picking.matching import average_precision
 from cryoshot.picking.micrograph import flatten_background, robust_standardise
 from cryoshot.picking.scan import candidate_picks, exemplar_features, windows_at
 from cryoshot.picking.stage1 import LossConfig, dihedral_np, picker_loss, random_windows, shifted_windows
-from cryoshot.train.loop import check_model_output, pick_device, refuse_changed_settings, stage_record
+from cryoshot.train.loop import (
+    check_model_output,
+    continue_from,
+    pick_device,
+    refuse_changed_settings,
+    stage_record,
+)
 from cryoshot.utils.files import output_lock
 from cryoshot.utils.threads import configure_threads
 
@@ -112,15 +118,7 @@ def _train(cfg: MAETrainConfig, out_path: Path, device: torch.device, resume: bo
     last = out_path.with_name(out_path.name + ".last")
     torch.manual_seed(cfg.seed)
     model = PickerMAE(cfg.model).to(device)
-    earlier_stages: list[dict] = []
-    if cfg.init_from:
-        base = load_checkpoint(cfg.init_from, method="mae")
-        if base["config"]["model"] != cfg.model.to_dict():
-            raise CryoshotError(f"{cfg.init_from} holds an MAE of another shape ({base['config']['model']}); "
-                                "start from a model of this run's shape, or without --init-from")  # fmt: skip
-        model.load_state_dict(base["state_dict"])
-        earlier_stages = list(base.get("stages") or [stage_record(base, None)])
-        earlier_stages[-1] = {**earlier_stages[-1], "file": stage_record(base, cfg.init_from)["file"]}
+    earlier_stages = continue_from(cfg.init_from, "mae", model, cfg.model.to_dict()) if cfg.init_from else []
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.05)
     step, best, best_step, history, elapsed0, best_state = 0, -1.0, 0, [], 0.0, None
     if resume and last.exists():

@@ -32,7 +32,13 @@ from cryoshot.models.siamese2d import (
     batch_triplet_loss,
     load_backbone_weights,
 )
-from cryoshot.train.loop import check_model_output, pick_device, refuse_changed_settings, stage_record
+from cryoshot.train.loop import (
+    check_model_output,
+    continue_from,
+    pick_device,
+    refuse_changed_settings,
+    stage_record,
+)
 from cryoshot.utils.files import output_lock
 from cryoshot.utils.threads import configure_threads
 
@@ -138,15 +144,7 @@ def _train(cfg: SiameseTrainConfig, out_path: Path, device: torch.device, resume
     if cfg.freeze_backbone:
         for p in net.backbone.parameters():
             p.requires_grad_(False)
-    earlier_stages: list[dict] = []
-    if cfg.init_from:
-        base = load_checkpoint(cfg.init_from, method="siamese")
-        if base["config"]["model"] != cfg.model.to_dict():
-            raise CryoshotError(f"{cfg.init_from} holds a Siamese network of another shape ({base['config']['model']}); "
-                                "start from one of this run's shape, or without --init-from")  # fmt: skip
-        net.load_state_dict(base["state_dict"])
-        earlier_stages = list(base.get("stages") or [stage_record(base, None)])
-        earlier_stages[-1] = {**earlier_stages[-1], "file": stage_record(base, cfg.init_from)["file"]}
+    earlier_stages = continue_from(cfg.init_from, "siamese", net, cfg.model.to_dict()) if cfg.init_from else []
     net = net.to(device)
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=cfg.lr)
     step, best, best_step, history, elapsed0, best_state, stale = 0, float("inf"), 0, [], 0.0, None, 0
