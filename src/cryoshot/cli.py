@@ -533,8 +533,6 @@ def train_cmd(
             data = TripletDataConfig(p_textured=float(sim.get("p_textured", 0.0)))
         except ValueError as e:
             raise CryoshotError(f"--simulator for siamese: p_textured=P, a share in 0..1 ({e})") from e
-        if not 0 <= data.p_textured <= 1:
-            raise CryoshotError(f"--simulator for siamese: p_textured must be in 0..1, got {data.p_textured}")
         scfg = SiameseTrainConfig(
             steps=episodes, time_budget_s=time_budget, lr=1e-4 if lr is None else lr, margin=margin,
             init_from=str(init_from) if init_from else None, data=data,

@@ -103,6 +103,8 @@ def test_train_siamese_runs_resumes_and_records_provenance(tmp_path, capsys):
     assert ck["config"]["data"]["p_textured"] == 0.5 and ck["config"]["init_from"] == str(out)
     assert main([*args[:3], str(tmp_path / "x.pt"), *args[4:], "--simulator", "snr=3"]) != 0
     assert "p_textured" in capsys.readouterr().err
+    assert main([*args[:3], str(tmp_path / "x.pt"), *args[4:], "--simulator", "p_textured=2"]) != 0
+    assert "p_textured" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
 
 
 def test_classify_takes_2d_particle_stacks_with_a_siamese_model(toy, tmp_path, capsys):

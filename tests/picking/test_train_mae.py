@@ -80,3 +80,12 @@ def test_a_run_can_start_from_an_earlier_mae_and_records_it(tmp_path):
     other.model = dataclasses.replace(TINY, dim=8)
     with pytest.raises(CryoshotError, match="another shape"):
         train_mae(other, tmp_path / "x.pt", progress=False)
+
+
+def test_train_mae_refuses_bad_simulator_settings_before_any_work(tmp_path, capsys):
+    from cryoshot.cli import main
+
+    for bad in ("snr=3", "flatten=x", "ice_texture_max=-1"):
+        assert main(["train", "mae", "-o", str(tmp_path / "m.pt"), "--simulator", bad]) != 0
+        err = capsys.readouterr().err
+        assert ("ice_texture_max" in err or "flatten" in err) and not (tmp_path / "m.pt").exists()

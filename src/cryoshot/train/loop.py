@@ -273,6 +273,14 @@ def stage_record(checkpoint: dict, path: str | os.PathLike | None) -> dict:
     }  # fmt: skip
 
 
+def stages_of(base: dict, path: str | os.PathLike) -> list[dict]:
+    """The provenance stages of the model file ``path`` (checkpoint ``base``), the last naming that file with its
+    SHA-256: what a model trained on from it records before its own stage."""
+    stages = list(base.get("stages") or [stage_record(base, None)])
+    stages[-1] = {**stages[-1], "file": stage_record(base, path)["file"]}
+    return stages
+
+
 def continue_from(path: str, method: str, model: torch.nn.Module, model_config: dict) -> list[dict]:
     """Load the weights of the ``method`` model file ``path`` (``--init-from``) into ``model``, whose shape must be
     ``model_config`` too; returns the provenance stages of that file (the last naming it, with its SHA-256), for
@@ -282,9 +290,7 @@ def continue_from(path: str, method: str, model: torch.nn.Module, model_config: 
         raise CryoshotError(f"{path} holds a {method} model of another shape ({base['config']['model']}); "
                             "start from one of this run's shape, or without --init-from")  # fmt: skip
     model.load_state_dict(base["state_dict"])
-    stages = list(base.get("stages") or [stage_record(base, None)])
-    stages[-1] = {**stages[-1], "file": stage_record(base, path)["file"]}
-    return stages
+    return stages_of(base, path)
 
 
 def make_step(family: str, model, pool: VolumePool, cfg: TrainConfig, device, autocast, progress: bool = True):
@@ -380,8 +386,7 @@ def _train(cfg: TrainConfig, out_path: Path, *, resume: bool, progress: bool) ->
                                 f"'{cfg.encoder}'; pass --encoder {base_encoder}")  # fmt: skip
         enc_state = {k[len("encoder.") :]: v for k, v in base["state_dict"].items() if k.startswith("encoder.")}
         model.encoder.load_state_dict(enc_state)
-        earlier_stages = list(base.get("stages") or [stage_record(base, None)])
-        earlier_stages[-1] = {**earlier_stages[-1], "file": stage_record(base, cfg.init_from)["file"]}
+        earlier_stages = stages_of(base, cfg.init_from)
         for p in model.encoder.parameters():
             p.requires_grad_(False)
         model.encoder.eval()
