@@ -70,6 +70,7 @@ def test_pick_finds_most_particles_of_an_easy_micrograph(easy):
     _, ck = load_mae(out / "picker.pt")
     assert ck["method"] == "picker" and len(ck["stages"]) >= 2  # pre-training + this stage 1
     assert ck["exemplars"]["n"] == 10
+    assert [m["name"] for m in ck["exemplars"]["micrographs"]] == ["mic_0000.mrc"]  # the reference, with its sha256
     assert tuple(ck["template"].shape) == (ck["config"]["model"]["window_px"],) * 2  # the exemplars' template
     v = ck["views"]  # the Siamese opinion: the network itself, the exemplars' embeddings, their polarity
     assert tuple(v["features"].shape) == (10, v["config"]["dense"][-1]) and v["polarity"] == -1.0  # dark protein
@@ -255,3 +256,21 @@ def test_the_picker_works_at_the_scaled_diameter(easy, tmp_path):
         208.0,
         650.0,
     ]
+
+
+def test_a_stored_pickers_reference_micrographs_are_known_by_name_and_content(tmp_path):
+    """A reused picker.pt leaves its reference micrographs out of the pooled cut's fit, as the run that made it did;
+    a file of the same name with other content is not its reference."""
+    from cryoshot.picking.workflow import _exemplars_entry, _stored_references
+
+    ex = tmp_path / "ex.star"
+    ex.write_text("data_\n")
+    a, b = tmp_path / "a" / "mic_0000.mrc", tmp_path / "b" / "mic_0000.mrc"
+    for p, text in ((a, "one"), (b, "two")):
+        p.parent.mkdir()
+        p.write_text(text)
+    other = tmp_path / "mic_0001.mrc"
+    other.write_text("one")  # the reference's content under another name
+    ck = {"exemplars": _exemplars_entry(ex, 3, [a])}
+    assert _stored_references(ck, [other, a, b]) == [1]
+    assert _stored_references({"exemplars": {"name": "ex.star", "n": 3}}, [a]) == []  # a picker.pt from before

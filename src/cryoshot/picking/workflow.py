@@ -264,9 +264,24 @@ def coordinate_file_name(mic: Path, kind: str = "autopick") -> str:
 
 
 # ---- the model ------------------------------------------------------------------------------
+def _exemplars_entry(exemplar_file: Path, n: int, ref_mics: list[Path]) -> dict:
+    """picker.pt's ``exemplars`` entry: the STAR file, how many, and the reference micrographs (name and sha256),
+    so that a run reusing the picker on them leaves them out of the pooled cut's fit, as the first run did."""
+    return {"name": exemplar_file.name, "sha256": file_sha256(exemplar_file), "n": n,
+            "micrographs": [{"name": m.name, "sha256": file_sha256(m)} for m in ref_mics]}  # fmt: skip
+
+
+def _stored_references(ck: dict, mics: list[Path]) -> list[int]:
+    """Indices of ``mics`` that are a stored picker's reference micrographs (same name and content)."""
+    stored = (ck.get("exemplars") or {}).get("micrographs") or []
+    names = {r["name"] for r in stored}
+    shas = {r["sha256"] for r in stored}
+    return [k for k, m in enumerate(mics) if m.name in names and file_sha256(m) in shas]
+
+
 def _picker_payload(model: PickerMAE, cfg: PickConfig, base: dict, base_path: Path, exemplar_feats: torch.Tensor,
                     exemplar_file: Path, stage1: dict, pi: float, template: np.ndarray,
-                    views: ViewReference | None) -> dict:  # fmt: skip
+                    views: ViewReference | None, ref_mics: list[Path]) -> dict:  # fmt: skip
     this = {"method": "picker", "config": {"pick": cfg.to_dict(), "stage1": stage1, "pi": pi},
             "version": __version__, "seed": cfg.seed, "argv": list(sys.argv)}  # fmt: skip
     stages = [*(base.get("stages") or []), this]
@@ -276,7 +291,7 @@ def _picker_payload(model: PickerMAE, cfg: PickConfig, base: dict, base_path: Pa
         "exemplar_features": exemplar_feats.clone(),
         "template": torch.from_numpy(template.copy()),
         "base_model": {"name": base_path.name, "sha256": file_sha256(base_path)},
-        "exemplars": {"name": exemplar_file.name, "sha256": file_sha256(exemplar_file), "n": len(exemplar_feats)},
+        "exemplars": _exemplars_entry(exemplar_file, len(exemplar_feats), ref_mics),
         "stages": stages,
         **_views_payload(views),
     }  # fmt: skip
@@ -471,9 +486,12 @@ def _run(net, ck, mics, micrographs, stems, headers, ex_df, exemplars, model_pat
                                     progress, log)  # fmt: skip
             ex_feats, template = _features(net, ref_list, ex_xy, w), _template(ref_list, ex_xy, w)
             save_checkpoint(picker_path, _picker_payload(net, config, ck, model_path, ex_feats, Path(exemplars),
-                                                         stage1_info, pi, template, views))  # fmt: skip
+                                                         stage1_info, pi, template, views,
+                                                         [mics[i] for i in refs]))  # fmt: skip
     if not picker_path.exists():  # an earlier picker.pt as the model: its weights with these exemplars
         extra = {} if template is None else {"template": torch.from_numpy(template.copy())}
+        if ex_df is not None:  # new exemplars: their file and reference micrographs
+            extra["exemplars"] = _exemplars_entry(Path(exemplars), len(ex_feats), [mics[i] for i in refs])
         save_checkpoint(picker_path, {**ck, "exemplar_features": ex_feats.clone(), **extra, **_views_payload(views)})
     cand_dir, coord_dir = partial / "candidates", partial / "coordinates"
     cand_dir.mkdir(exist_ok=True)
@@ -485,7 +503,7 @@ def _run(net, ck, mics, micrographs, stems, headers, ex_df, exemplars, model_pat
     runner_or_serial(runner).run(units, desc="picking", progress=progress)
     # the cut: every micrograph's candidates at its threshold (one for all with a pooled rule)
     cands = [read_star_table(u.out) for u in units]
-    refs_given = sorted(set(ex_df["mic"])) if ex_df is not None else []
+    refs_given = sorted(set(ex_df["mic"])) if ex_df is not None else _stored_references(ck, mics)
     fit_on = [k for k in range(len(mics)) if k not in refs_given] or list(range(len(mics)))
     merits = [c["rlnAutopickFigureOfMerit"].to_numpy(float) for c in cands]
     thresholds = micrograph_thresholds(merits, config, is_fused(config, template, views), fit_on)
