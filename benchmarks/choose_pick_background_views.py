@@ -96,9 +96,9 @@ def load(ds: Path, target: str, typed: float) -> tuple[list[dict], np.ndarray]:
     return mics, views.features.astype(np.float64)
 
 
-def scored(mics: list[dict], views: list[np.ndarray]) -> tuple[float, float, float, float]:
-    """(F1 at the pooled gmm3 cut, F1 at each query's best threshold, AUC target/distractor, AUC target/other)."""
-    base = [top_cosine(m["e"], m["exf"], VIEW_TOP) for m in mics]
+def scored(mics: list[dict], views: list[np.ndarray], base: list[np.ndarray]) -> tuple[float, float, float, float]:
+    """(F1 at the pooled gmm3 cut, F1 at each query's best threshold, AUC target/distractor, AUC target/other) when
+    the view scores ``base`` the run used are replaced by ``views`` (one (N_i,) array per micrograph each)."""
     merits = [m["merit"] + VIEW_WEIGHT * (standardise_scores(v) - standardise_scores(b))
               for m, v, b in zip(mics, views, base, strict=True)]  # fmt: skip
     q, qm = mics[1:], merits[1:]
@@ -117,10 +117,8 @@ def scored(mics: list[dict], views: list[np.ndarray]) -> tuple[float, float, flo
 
 
 def variants(mics: list[dict], exf: np.ndarray) -> dict[str, tuple]:
-    for m in mics:
-        m["exf"] = exf
     base = [top_cosine(m["e"], exf, VIEW_TOP) for m in mics]
-    out = {"shipped view (no background)": scored(mics, base)}
+    out = {"shipped view (no background)": scored(mics, base, base)}
     ref = mics[0]
     cands = ref["e"][ref["far"]]
     own = top_cosine(cands, exf, VIEW_TOP)
@@ -129,7 +127,7 @@ def variants(mics: list[dict], exf: np.ndarray) -> dict[str, tuple]:
         for lam in WEIGHTS:
             for top in TOPS:
                 vs = [b - lam * top_cosine(m["e"], bank, top) for m, b in zip(mics, base, strict=True)]
-                out[f"q {q:g}, weight {lam:g}, top {top}"] = scored(mics, vs)
+                out[f"q {q:g}, weight {lam:g}, top {top}"] = scored(mics, vs, base)
     return out
 
 

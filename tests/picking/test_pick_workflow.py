@@ -273,4 +273,7 @@ def test_a_stored_pickers_reference_micrographs_are_known_by_name_and_content(tm
     other.write_text("one")  # the reference's content under another name
     ck = {"exemplars": _exemplars_entry(ex, 3, [a])}
     assert _stored_references(ck, [other, a, b]) == [1]
+    c = tmp_path / "mic_0002.mrc"
+    c.write_text("two")  # a second reference: b has its content and the first reference's name, so it is neither
+    assert _stored_references({"exemplars": _exemplars_entry(ex, 3, [a, c])}, [a, b, c]) == [0, 2]
     assert _stored_references({"exemplars": {"name": "ex.star", "n": 3}}, [a]) == []  # a picker.pt from before

@@ -273,10 +273,9 @@ def _exemplars_entry(exemplar_file: Path, n: int, ref_mics: list[Path]) -> dict:
 
 def _stored_references(ck: dict, mics: list[Path]) -> list[int]:
     """Indices of ``mics`` that are a stored picker's reference micrographs (same name and content)."""
-    stored = (ck.get("exemplars") or {}).get("micrographs") or []
-    names = {r["name"] for r in stored}
-    shas = {r["sha256"] for r in stored}
-    return [k for k, m in enumerate(mics) if m.name in names and file_sha256(m) in shas]
+    stored = {(r["name"], r["sha256"]) for r in (ck.get("exemplars") or {}).get("micrographs") or []}
+    names = {name for name, _ in stored}  # only a file of a stored name is hashed
+    return [k for k, m in enumerate(mics) if m.name in names and (m.name, file_sha256(m)) in stored]
 
 
 def _picker_payload(model: PickerMAE, cfg: PickConfig, base: dict, base_path: Path, exemplar_feats: torch.Tensor,
