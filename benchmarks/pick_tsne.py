@@ -43,7 +43,7 @@ from cryoshot.utils.threads import configure_threads  # noqa: E402
 
 N_EXEMPLARS = 15
 N_BACKGROUND = 360  # as the paper's Fig. 7
-NO_BUDGET = 1e9  # the steps, not the clock, end stage 1 here (other jobs may share the machine)
+NO_BUDGET = None  # the steps, not the clock, end stage 1 (the default since 2026-11-30)
 CONDITIONS = {
     "no stage 1 (pre-trained only)": Stage1Config(steps=0),
     "(a) exemplars only": Stage1Config(n_unlabeled=0, n_shifted=0, time_budget_s=NO_BUDGET),

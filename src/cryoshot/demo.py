@@ -188,7 +188,7 @@ def _pick_demo(tmp: Path) -> dict:
 
     # 50 stage-1 steps instead of the default 150 keep the demo short (see the ablation in docs/benchmarks.md);
     # no time budget, so a loaded machine gives the same picks, only later (the README's transcript is tested)
-    cfg_pick = PickConfig(diameter_A=160.0, seed=0, stage1=Stage1Config(steps=50, time_budget_s=1e6))
+    cfg_pick = PickConfig(diameter_A=160.0, seed=0, stage1=Stage1Config(steps=50))
     pick(mics, data / "exemplars.star", tmp / "picking", cfg_pick, progress=False,
          preview=tmp / "picking_preview", truth=data / "coordinates.star", log=lambda s: None)  # fmt: skip
     return evaluate_picks(data / "coordinates.star", tmp / "picking" / "picks.star", 160.0,

@@ -75,3 +75,22 @@ def test_stage1_on_exemplars_alone_trains_the_reconstruction_only():
                     pi=0.2, progress=False)  # fmt: skip
     assert out["steps"] == 3 and out["scs"] == 0.0 and out["mse"] > 0
     assert any((a != b).any() for a, b in zip(before, net.parameters(), strict=True))
+
+
+def test_stage1_runs_every_step_unless_a_time_budget_is_set(monkeypatch):
+    """By default the steps alone end stage 1 (a busy machine must not change the picks); a budget, when set,
+    stops it at the first step past it."""
+    from cryoshot.models.mae2d import MAEConfig, PickerMAE
+    from cryoshot.picking import stage1
+    from cryoshot.picking.stage1 import Stage1Config, fine_tune
+
+    clock = iter(np.arange(0.0, 1e4, 100.0))  # every reading of the clock is 100 s after the last: a slow machine
+    monkeypatch.setattr(stage1.time, "perf_counter", lambda: float(next(clock)))
+    img = np.random.default_rng(1).normal(size=(96, 96)).astype(np.float32)
+    ex = [(0, 40.0, 40.0), (0, 60.0, 30.0)]
+    for budget, steps in ((None, 4), (150.0, 2)):
+        torch.manual_seed(0)
+        net = PickerMAE(MAEConfig(dim=16, depth=1, heads=2, decoder_dim=8, decoder_depth=1))
+        cfg = Stage1Config(steps=4, n_unlabeled=0, n_shifted=0, time_budget_s=budget)
+        assert fine_tune(net, [img], ex, cfg, pi=0.2, progress=False)["steps"] == steps
+    assert Stage1Config().time_budget_s is None

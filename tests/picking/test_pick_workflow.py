@@ -37,7 +37,7 @@ def easy(tmp_path_factory) -> Path:
 def _run(easy: Path, out: Path, **kw):
     mics = sorted(str(p) for p in (easy / "data").glob("mic_*.mrc"))
     cfg = PickConfig(
-        diameter_A=DIAMETER, stage1=Stage1Config(steps=kw.pop("steps", 15), time_budget_s=1e6)
+        diameter_A=DIAMETER, stage1=Stage1Config(steps=kw.pop("steps", 15))
     )  # no budget: same steps under load
     return pick(mics, kw.pop("exemplars", easy / "data" / "ex.star"), out, cfg, progress=False, log=lambda s: None,
                 **kw)  # fmt: skip
@@ -80,9 +80,7 @@ def test_pick_finds_most_particles_of_an_easy_micrograph(easy):
 def test_weights_zero_is_the_papers_cosine_ranking(easy):
     out = easy / "out_cosine"
     mics = sorted(str(p) for p in (easy / "data").glob("mic_*.mrc"))
-    cfg = PickConfig(
-        diameter_A=DIAMETER, template_weight=0.0, view_weight=0.0, stage1=Stage1Config(steps=15, time_budget_s=1e6)
-    )
+    cfg = PickConfig(diameter_A=DIAMETER, template_weight=0.0, view_weight=0.0, stage1=Stage1Config(steps=15))
     pick(mics, easy / "data" / "ex.star", out, cfg, progress=False, log=lambda s: None)
     fom = read_star_table(out / "picks.star")["rlnAutopickFigureOfMerit"].to_numpy(float)
     assert len(fom) and (np.abs(fom) <= 1).all()  # cosine similarities
@@ -238,7 +236,7 @@ def test_the_picker_works_at_the_scaled_diameter(easy, tmp_path):
     """``diameter_scale`` s with --diameter D/s picks exactly as scale 1 with D: every internal size (binning,
     views, NMS) follows the working diameter; a scale outside 0.5..1.5 is refused; the default caps large ones."""
     mics = sorted(str(p) for p in (easy / "data").glob("mic_*.mrc"))
-    st = Stage1Config(steps=5, time_budget_s=1e6)
+    st = Stage1Config(steps=5)
     outs = []
     for k, (d, s) in enumerate([(DIAMETER, 1.0), (DIAMETER / 0.8, 0.8)]):
         cfg = PickConfig(diameter_A=d, diameter_scale=s, stage1=st)
