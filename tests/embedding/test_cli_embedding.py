@@ -105,6 +105,10 @@ def test_train_siamese_runs_resumes_and_records_provenance(tmp_path, capsys):
     assert "p_textured" in capsys.readouterr().err
     assert main([*args[:3], str(tmp_path / "x.pt"), *args[4:], "--simulator", "p_textured=2"]) != 0
     assert "p_textured" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
+    assert main([*args[:3], str(tmp_path / "x.pt"), *args[4:], "--simulator", "p_neighbours=1.5"]) != 0
+    assert "p_neighbours" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
+    assert main([*args[:3], str(tmp_path / "x.pt"), *args[4:], "--simulator", "p_neighbours=some"]) != 0
+    assert "p_neighbours" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
 
 
 def test_classify_takes_2d_particle_stacks_with_a_siamese_model(toy, tmp_path, capsys):
@@ -142,3 +146,25 @@ def test_siamese_training_images_with_ice_texture_differ_only_in_the_images():
     b = ProjectionTriplets(["procedural:0-3"], TripletDataConfig(**{**cfg.__dict__, "p_textured": 1.0})).batch(0)
     assert (a.labels == b.labels).all() and (a.structure == b.structure).all()
     assert not torch.allclose(a.images, b.images)
+
+
+def test_siamese_training_images_with_neighbours_keep_the_central_particle():
+    """Neighbours change the images, not the labels; they lie off-centre, so the centre of a noise-free image is
+    the central particle's (the box's middle matches the image without neighbours, its edge does not)."""
+    import torch
+
+    from cryoshot.data.projection_triplets import ProjectionTriplets, TripletDataConfig, mass_radius_px
+
+    cfg = TripletDataConfig(n_structures=2, n_views=2, per_view=2, snr_range=(1e6, 1e6), p_unflipped=1.0,
+                            p_coloured=0.0, max_shift_px=0.0)  # fmt: skip
+    a = ProjectionTriplets(["procedural:0-3"], cfg).batch(0)
+    b = ProjectionTriplets(["procedural:0-3"], TripletDataConfig(**{**cfg.__dict__, "p_neighbours": 1.0})).batch(0)
+    assert (a.labels == b.labels).all() and (a.structure == b.structure).all()
+    assert not torch.allclose(a.images, b.images)
+    # standardisation rescales each image, so compare shapes: the centre correlates, the rim does not
+    ca, cb = a.images[:, 0, 28:36, 28:36].flatten(1), b.images[:, 0, 28:36, 28:36].flatten(1)
+    centre = torch.nn.functional.cosine_similarity(ca - ca.mean(1, keepdim=True), cb - cb.mean(1, keepdim=True))
+    assert centre.median() > 0.9
+    # a uniform ball of radius 5 holds 90% of its mass within 0.9^(1/3) x 5 (on the grid, about that)
+    yy, xx, zz = np.mgrid[:32, :32, :32] - 16
+    assert abs(mass_radius_px((np.sqrt(yy**2 + xx**2 + zz**2) <= 5).astype(float)) - 0.9 ** (1 / 3) * 5) < 0.4

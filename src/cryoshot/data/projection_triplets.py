@@ -13,6 +13,10 @@ must ignore varies between the images of a view, drawn per image:
   white or partly coloured (a low-passed component); on top of it, for ``p_textured`` of the
   images, amorphous ice's texture (a power-law field through the image's CTF, its spectral
   exponent in [0.5, 1.5], its sd in ``texture_range`` noise sd; drawn from a stream of its own);
+- neighbours: for ``p_neighbours`` of the images, one or two other particles (any structure of
+  the pool, any view) touching the central one, at 0.8-1.2 times the sum of their radii, as
+  in a crowded micrograph, so the picker's crops (which hold neighbours) are no surprise
+  (drawn from a stream of its own);
 - the preparation: phase-flipped with a slightly wrong defocus, or (``p_unflipped``) not
   at all, as for data without CTF columns.
 
@@ -25,6 +29,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from cryoshot.data.particles2d import CTFParams, phase_flip, standardise
@@ -35,6 +40,7 @@ from cryoshot.simulate.structures import load_structures
 
 _STREAM = 21
 _TEXTURE_STREAM = 22
+_NEIGHBOUR_STREAM = 23
 
 
 @dataclass
@@ -57,6 +63,7 @@ class TripletDataConfig:
     p_coloured: float = 0.5
     p_textured: float = 0.0  # share of images with amorphous ice's texture on top of the noise
     texture_range: tuple[float, float] = (0.2, 1.5)  # its sd after the CTF, in noise sd
+    p_neighbours: float = 0.0  # share of images with touching neighbours around the central particle
     p_unflipped: float = 0.2
     defocus_error_um: float = 0.05
 
@@ -66,6 +73,18 @@ class TripletDataConfig:
     @staticmethod
     def from_dict(d: dict) -> TripletDataConfig:
         return TripletDataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def mass_radius_px(density: np.ndarray, fraction: float = 0.9) -> float:
+    """Radius (voxels) about the centre of mass holding ``fraction`` of a (D, D, D) density's positive mass."""
+    rho = np.clip(np.asarray(density, np.float64), 0, None)
+    grid = np.indices(rho.shape).reshape(3, -1).T
+    w = rho.ravel()
+    com = (grid * w[:, None]).sum(0) / max(w.sum(), 1e-12)
+    r = np.linalg.norm(grid - com, axis=1)
+    order = np.argsort(r)
+    cum = np.cumsum(w[order])
+    return float(r[order][np.searchsorted(cum, fraction * cum[-1])])
 
 
 @dataclass
@@ -92,14 +111,36 @@ class ProjectionTriplets:
         self.seed = seed
         self.structures = load_structures(specs, config.pixel_size_A, config.box_px)
         self.projector = FourierProjector(np.stack([s.density for s in self.structures]))
+        self.radii_px = np.array([mass_radius_px(s.density) for s in self.structures])
+
+    def neighbours(self, structure: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(B, D, D) projections of the neighbours around each central ``structure[i]`` (zero where it has none)."""
+        c, n, d = self.config, len(structure), self.config.box_px
+        out = np.zeros((n, d, d), np.float32)
+        counts = np.where(rng.uniform(size=n) < c.p_neighbours, 1 + (rng.uniform(size=n) < 0.4), 0)
+        host = np.repeat(np.arange(n), counts)
+        if not len(host):
+            return out
+        other = rng.integers(len(self.structures), size=len(host))
+        proj = self.projector.project(other, Rotation.random(len(host), random_state=rng).as_matrix())
+        dist = (self.radii_px[structure[host]] + self.radii_px[other]) * rng.uniform(0.8, 1.2, len(host))
+        ang = rng.uniform(0, 2 * np.pi, len(host))
+        for k, (i, r, a) in enumerate(zip(host, dist, ang, strict=True)):
+            out[i] += ndimage.shift(proj[k], (r * np.sin(a), r * np.cos(a)), order=1, mode="constant")
+        # taper to zero over the outer 8 px, so the CTF (a circular convolution here) does not wrap a neighbour
+        # cut by the box edge round to the opposite edge
+        edge = np.minimum(np.arange(d), np.arange(d)[::-1]).astype(np.float32)
+        ramp = 0.5 - 0.5 * np.cos(np.pi * np.clip(edge / 8.0, 0, 1))
+        return out * ramp[:, None] * ramp[None, :]
 
     def render(
         self, structure: np.ndarray, views: Rotation, rng: np.random.Generator,
-        texture_rng: np.random.Generator | None = None,
+        texture_rng: np.random.Generator | None = None, neighbour_rng: np.random.Generator | None = None,
     ) -> np.ndarray:  # fmt: skip
         """Noisy, CTF-filtered, prepared images of ``structure[i]`` seen near ``views[i]``. (B, D, D).
 
-        ``texture_rng`` draws the ice texture (when ``p_textured`` > 0), so every other draw stays as without it."""
+        ``texture_rng`` draws the ice texture (when ``p_textured`` > 0) and ``neighbour_rng`` the neighbours (when
+        ``p_neighbours`` > 0), so every other draw stays as without them."""
         c, n, d = self.config, len(structure), self.config.box_px
         jit = Rotation.from_rotvec(
             rng.normal(size=(n, 3)) / np.sqrt(3) * np.deg2rad(c.jitter_deg) * rng.uniform(size=(n, 1))
@@ -124,6 +165,10 @@ class ProjectionTriplets:
             mic = Microscope(voltage_kv=float(volt[i]), amplitude_contrast=float(ac[i]), b_factor_A2=float(bfac[i]))
             ctfs[i] = ctf_2d_batch(d, c.pixel_size_A, du[i : i + 1], dv[i : i + 1], ang[i : i + 1], mic)[0]
         clean = torch.fft.irfft2(torch.fft.rfft2(proj) * phase * torch.from_numpy(ctfs), s=(d, d))
+        vs = clean.var(dim=(-2, -1))  # the SNR is the central particle's
+        if c.p_neighbours > 0 and neighbour_rng is not None:
+            extra = torch.from_numpy(self.neighbours(structure, neighbour_rng))
+            clean = clean + torch.fft.irfft2(torch.fft.rfft2(extra) * phase * torch.from_numpy(ctfs), s=(d, d))
         noise = torch.from_numpy(rng.standard_normal((n, d, d)).astype(np.float32))
         col = rng.uniform(size=n) < c.p_coloured
         if col.any():  # add a low-passed component (a Gaussian of random width in Fourier space)
@@ -134,7 +179,6 @@ class ProjectionTriplets:
             lp = lp / lp.std(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
             noise[col] = torch.sqrt(1 - frac) * noise[col] + torch.sqrt(frac) * lp
         snr = np.exp(rng.uniform(np.log(c.snr_range[0]), np.log(c.snr_range[1]), n)).astype(np.float32)
-        vs = clean.var(dim=(-2, -1))
         vn = noise.var(dim=(-2, -1)).clamp_min(1e-12)
         noise_sd = torch.sqrt(vs / (torch.from_numpy(snr) * vn))
         images = (clean + noise * noise_sd[:, None, None]).numpy()
@@ -161,5 +205,6 @@ class ProjectionTriplets:
         structure = np.repeat(chosen, c.n_views * c.per_view)
         labels = np.repeat(np.arange(s_count * c.n_views), c.per_view)
         views = Rotation.random(s_count * c.n_views, random_state=rng)[labels]
-        images = self.render(structure, views, rng, np.random.default_rng([self.seed, _TEXTURE_STREAM, int(b)]))
+        images = self.render(structure, views, rng, np.random.default_rng([self.seed, _TEXTURE_STREAM, int(b)]),
+                             np.random.default_rng([self.seed, _NEIGHBOUR_STREAM, int(b)]))  # fmt: skip
         return ImageBatch(torch.from_numpy(images)[:, None], torch.from_numpy(labels), structure)

@@ -78,9 +78,10 @@ class SiameseTrainConfig:
             raise CryoshotError(f"the triplet margin must be positive, got {self.margin}")
         if (self.data.box_px, self.data.pixel_size_A) != (self.model.box_px, self.model.pixel_size_A):
             raise CryoshotError("the training images must be on the model's grid (box and pixel size)")
-        if not 0 <= self.data.p_textured <= 1:
-            raise CryoshotError(f"p_textured (the share of images with ice texture) must be in 0..1, "
-                                f"got {self.data.p_textured}")  # fmt: skip
+        for key, what in (("p_textured", "with ice texture"), ("p_neighbours", "with neighbours")):
+            if not 0 <= getattr(self.data, key) <= 1:
+                raise CryoshotError(f"{key} (the share of images {what}) must be in 0..1, "
+                                    f"got {getattr(self.data, key)}")  # fmt: skip
 
     def to_dict(self) -> dict:
         d = asdict(self)

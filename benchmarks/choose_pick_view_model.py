@@ -1,0 +1,87 @@
+"""Another Siamese network for the picker's view opinion: does it rank the candidates better? Dev sets only.
+
+Every candidate of a finished ``cryoshot pick`` run (as shipped) keeps its MAE cosine and template
+NCC; its view opinion (0.5 of the figure of merit) is recomputed with each network given, as
+``cryoshot pick`` computes it: the exemplars embedded from the reference micrograph, each
+candidate scored at the best of five positions (``picking.views.view_search``) by its mean cosine
+to its 3 most similar exemplars. The shipped network goes through the same path as a reference. The
+candidates are cut with the shipped pooled gmm3; F1 over the
+queries at that cut and at each query's best threshold, and the view score's AUC for target against
+distractor candidates and against all others.
+
+Dev sets only (training structures): the second simulator's 4 dev sets (``othersim_picking.py
+--dev``) and the 10 training-map sets of ``choose_flatten.py --amps 1 --flatten 1``.
+
+    cd benchmarks && ../.venv/bin/python choose_pick_view_model.py MODEL.pt [MODEL.pt ...] [--runs ../runs]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from choose_pick_background_views import dev_runs, load, scored, top_cosine
+
+from cryoshot.io.star import read_star_table
+from cryoshot.models.siamese2d import load_siamese
+from cryoshot.picking.micrograph import read_micrograph
+from cryoshot.picking.views import VIEW_TOP, view_image, view_reference, view_search
+from cryoshot.picking.workflow import PickConfig
+from cryoshot.pretrained import resolve_siamese_model
+from cryoshot.utils.threads import configure_threads
+
+
+def new_view_scores(net, ds: Path, mics: list[dict], typed: float) -> list[np.ndarray]:
+    """Each micrograph's view scores (N_i,) of its candidates with ``net``, as ``cryoshot pick`` computes them."""
+    wd = PickConfig(diameter_A=typed).work_diameter_A
+    paths = sorted(ds.glob("mic_*.mrc"))
+    img, ps = read_micrograph(paths[0])
+    ex = read_star_table(ds / "ex.star")[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float)
+    ref = view_reference(net, [(view_image(img, ps, net, wd), ex)], wd)
+    out = []
+    for path, m in zip(paths, mics, strict=True):
+        img, ps = read_micrograph(path)
+        out.append(view_search(ref, view_image(img, ps, net, wd), m["xy"])[1])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("models", nargs="+", type=Path, help="Siamese network files")
+    ap.add_argument("--runs", type=Path, default=Path("../runs"))
+    a = ap.parse_args()
+    configure_threads()
+    # the shipped network through the same path too: the run's written positions were already its best, so its
+    # scores here can differ a little from the run's (a second search around them)
+    shipped = resolve_siamese_model("default")
+    nets = {f"{p.name} (re-searched)" if p == shipped else p.name: load_siamese(p)[0].eval()
+            for p in [shipped, *a.models]}  # fmt: skip
+    table: dict[str, dict[str, list]] = {}
+    for group, ds, target, typed in dev_runs(a.runs):
+        mics, exf = load(ds, target, typed)
+        base = [top_cosine(m["e"], exf, VIEW_TOP) for m in mics]
+        res = {"shipped": scored(mics, base, base)}
+        for name, net in nets.items():
+            res[name] = scored(mics, new_view_scores(net, ds, mics, typed), base)
+        print(f"{group}: {ds.name} ({target}): "
+              + "; ".join(f"{k} {r[0]:.3f} / {r[1]:.3f} AUC {r[2]:.3f}" for k, r in res.items()), flush=True)  # fmt: skip
+        for k, r in res.items():
+            table.setdefault(k, {}).setdefault(group, []).append(r)
+    print("\nmean over the dev sets: F1 at the automatic cut / at the best threshold; the view score's AUC target "
+          "vs distractor, vs all others; sets better (cut) than shipped")  # fmt: skip
+    ship = {g: np.array(v) for g, v in table["shipped"].items()}
+    for k, groups in table.items():
+        parts, allr, better = [], [], 0
+        for g, rows in groups.items():
+            r = np.array(rows)
+            allr.append(r)
+            better += int((r[:, 0] > ship[g][:, 0] + 1e-9).sum())
+            parts.append(f"{g} {r[:, 0].mean():.3f} / {r[:, 1].mean():.3f}")
+        r = np.concatenate(allr)
+        print(f"  {k:22s} all {r[:, 0].mean():.3f} / {r[:, 1].mean():.3f}, AUC {np.nanmean(r[:, 2]):.3f} "
+              f"{r[:, 3].mean():.3f}; {'; '.join(parts)}; better on {better} of {len(r)}", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
