@@ -68,6 +68,18 @@ def dev_runs(runs: Path) -> list[tuple[str, Path, str, float]]:
     return [o for o in out if any(o[1].glob("**/picker.pt"))]
 
 
+def candidate_kinds(truth, name: str, xy: np.ndarray, target: str, d_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each candidate's kind (2 target, 1 distractor, 0 other: within 0.25 diameters ``d_px`` of a particle of
+    micrograph ``name`` in the ``truth`` table, or not) and the target particles' (n, 2) coordinates."""
+    t = truth[truth["rlnMicrographName"] == name]
+    txy, names = t[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(), t["cryoshotStructureName"].to_numpy()
+    kind = np.zeros(len(xy), int)
+    if len(txy):
+        d, j = cKDTree(txy).query(xy)
+        kind = np.where(d <= 0.25 * d_px, np.where(names[j] == target, 2, 1), 0)
+    return kind, txy[names == target]
+
+
 def load(ds: Path, target: str, typed: float) -> tuple[list[dict], np.ndarray]:
     """Every micrograph's candidates with their view embeddings and kind (2 target, 1 distractor, 0 other)."""
     run = next(ds.glob("**/picker.pt")).parent
@@ -83,24 +95,20 @@ def load(ds: Path, target: str, typed: float) -> tuple[list[dict], np.ndarray]:
         c = read_star_table(run / "candidates" / f"{mic.stem}_candidates.star")
         xy = c[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy()
         e = embed_crops(views.net, crops_at(v, xy, views.net.cfg.box_px), views.polarity).astype(np.float64)
-        t = truth[truth["rlnMicrographName"] == mic.name]
-        txy, names = t[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(), t["cryoshotStructureName"].to_numpy()
         d_px = typed / ps
-        kind = np.zeros(len(xy), int)
-        if len(txy):
-            d, j = cKDTree(txy).query(xy)
-            kind = np.where(d <= 0.25 * d_px, np.where(names[j] == target, 2, 1), 0)
+        kind, targets = candidate_kinds(truth, mic.name, xy, target, d_px)
         mics.append({"xy": xy, "merit": c["rlnAutopickFigureOfMerit"].to_numpy(float), "e": e, "kind": kind,
-                     "truth": txy[names == target], "d_px": d_px,
+                     "truth": targets, "d_px": d_px,
                      "far": cKDTree(ex).query(xy)[0] >= 0.5 * d_px if m == 0 else None})  # fmt: skip
     return mics, views.features.astype(np.float64)
 
 
-def scored(mics: list[dict], views: list[np.ndarray], base: list[np.ndarray]) -> tuple[float, float, float, float]:
-    """(F1 at the pooled gmm3 cut, F1 at each query's best threshold, AUC target/distractor, AUC target/other) when
-    the view scores ``base`` the run used are replaced by ``views`` (one (N_i,) array per micrograph each)."""
-    merits = [m["merit"] + VIEW_WEIGHT * (standardise_scores(v) - standardise_scores(b))
-              for m, v, b in zip(mics, views, base, strict=True)]  # fmt: skip
+def cut_scores(
+    mics: list[dict], merits: list[np.ndarray], values: list[np.ndarray]
+) -> tuple[float, float, float, float]:
+    """(F1 at the pooled gmm3 cut, F1 at each query's best threshold, AUC target/distractor, AUC target/other) of
+    the queries (every micrograph but the first) ranked by ``merits``; the AUCs are those of ``values`` (one (N_i,)
+    array per micrograph each)."""
     q, qm = mics[1:], merits[1:]
     th = rule_thresholds(qm, "gmm3-pooled", fisher=False)[0]
     cut, best = MatchCounts(0, 0, 0), MatchCounts(0, 0, 0)
@@ -108,12 +116,38 @@ def scored(mics: list[dict], views: list[np.ndarray], base: list[np.ndarray]) ->
         cut = cut + count_matches(m["xy"][s >= th], m["truth"], m["d_px"], s[s >= th])
         o = np.argsort(-s)
         best = best + oracle_f1(m["xy"][o], s[o], m["truth"], m["d_px"])[0]
-    k, v = np.concatenate([m["kind"] for m in q]), np.concatenate(views[1:])
+    k, v = np.concatenate([m["kind"] for m in q]), np.concatenate(values[1:])
 
     def auc(neg):
         return roc_auc_score(np.r_[np.ones((k == 2).sum()), np.zeros(neg.sum())], np.r_[v[k == 2], v[neg]])
 
     return cut.f1, best.f1, auc(k == 1) if (k == 1).any() else np.nan, auc(k != 2)
+
+
+def scored(mics: list[dict], views: list[np.ndarray], base: list[np.ndarray]) -> tuple[float, float, float, float]:
+    """:func:`cut_scores` when the view scores ``base`` the run used are replaced by ``views`` (one (N_i,) array per
+    micrograph each); the AUCs are the view scores'."""
+    merits = [m["merit"] + VIEW_WEIGHT * (standardise_scores(v) - standardise_scores(b))
+              for m, v, b in zip(mics, views, base, strict=True)]  # fmt: skip
+    return cut_scores(mics, merits, views)
+
+
+def print_means(table: dict[str, dict[str, list]], reference: str, what: str) -> None:
+    """Mean over the dev sets of each variant's :func:`cut_scores` rows (``table[variant][group]``), per group and
+    in all, and on how many sets its cut beats the variant ``reference``; ``what`` names the AUCs' score."""
+    print(f"\nmean over the dev sets: F1 at the automatic cut / at the best threshold; {what}'s AUC target vs "
+          f"distractor, vs all others; sets better (cut) than {reference}")  # fmt: skip
+    ref = {g: np.array(v) for g, v in table[reference].items()}
+    for name, groups in table.items():
+        parts, allr, better = [], [], 0
+        for g, rows in groups.items():
+            r = np.array(rows)
+            allr.append(r)
+            better += int((r[:, 0] > ref[g][:, 0] + 1e-9).sum())
+            parts.append(f"{g} {r[:, 0].mean():.3f} / {r[:, 1].mean():.3f}")
+        r = np.concatenate(allr)
+        print(f"  {name:30s} all {r[:, 0].mean():.3f} / {r[:, 1].mean():.3f}, AUC {np.nanmean(r[:, 2]):.3f} "
+              f"{r[:, 3].mean():.3f}; {'; '.join(parts)}; better on {better} of {len(r)}", flush=True)  # fmt: skip
 
 
 def variants(mics: list[dict], exf: np.ndarray) -> dict[str, tuple]:
@@ -143,19 +177,7 @@ def main() -> None:
         print(f"{group}: {ds.name} ({target}, typed {typed:g} Å): shipped F1 {base[0]:.3f} / {base[1]:.3f}", flush=True)
         for name, r in res.items():
             table.setdefault(name, {}).setdefault(group, []).append(r)
-    print("\nmean over the dev sets: F1 at the automatic cut / at the best threshold; AUC target vs distractor, "
-          "vs all others; sets better (cut) than shipped")  # fmt: skip
-    ship = {g: np.array(v) for g, v in table["shipped view (no background)"].items()}
-    for name, groups in table.items():
-        parts, allr, better = [], [], 0
-        for g, rows in groups.items():
-            r = np.array(rows)
-            allr.append(r)
-            better += int((r[:, 0] > ship[g][:, 0] + 1e-9).sum())
-            parts.append(f"{g} {r[:, 0].mean():.3f} / {r[:, 1].mean():.3f}")
-        r = np.concatenate(allr)
-        print(f"  {name:30s} all {r[:, 0].mean():.3f} / {r[:, 1].mean():.3f}, AUC {np.nanmean(r[:, 2]):.3f} "
-              f"{r[:, 3].mean():.3f}; {'; '.join(parts)}; better on {better} of {len(r)}", flush=True)  # fmt: skip
+    print_means(table, "shipped view (no background)", "the view score")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from choose_pick_background_views import dev_runs, load, scored, top_cosine
+from choose_pick_background_views import dev_runs, load, print_means, scored, top_cosine
 
 from cryoshot.io.star import read_star_table
 from cryoshot.models.siamese2d import load_siamese
@@ -68,19 +68,7 @@ def main() -> None:
               + "; ".join(f"{k} {r[0]:.3f} / {r[1]:.3f} AUC {r[2]:.3f}" for k, r in res.items()), flush=True)  # fmt: skip
         for k, r in res.items():
             table.setdefault(k, {}).setdefault(group, []).append(r)
-    print("\nmean over the dev sets: F1 at the automatic cut / at the best threshold; the view score's AUC target "
-          "vs distractor, vs all others; sets better (cut) than shipped")  # fmt: skip
-    ship = {g: np.array(v) for g, v in table["shipped"].items()}
-    for k, groups in table.items():
-        parts, allr, better = [], [], 0
-        for g, rows in groups.items():
-            r = np.array(rows)
-            allr.append(r)
-            better += int((r[:, 0] > ship[g][:, 0] + 1e-9).sum())
-            parts.append(f"{g} {r[:, 0].mean():.3f} / {r[:, 1].mean():.3f}")
-        r = np.concatenate(allr)
-        print(f"  {k:22s} all {r[:, 0].mean():.3f} / {r[:, 1].mean():.3f}, AUC {np.nanmean(r[:, 2]):.3f} "
-              f"{r[:, 3].mean():.3f}; {'; '.join(parts)}; better on {better} of {len(r)}", flush=True)  # fmt: skip
+    print_means(table, "shipped", "the view score")
 
 
 if __name__ == "__main__":

@@ -26,18 +26,13 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from bench_picking import oracle_f1
-from choose_pick_background_views import dev_runs
-from scipy.spatial import cKDTree
-from sklearn.metrics import roc_auc_score
+from choose_pick_background_views import candidate_kinds, cut_scores, dev_runs, print_means
 
 from cryoshot.io.star import read_star_table
-from cryoshot.picking.matching import MatchCounts, count_matches
 from cryoshot.picking.merit import standardise_scores
 from cryoshot.picking.micrograph import bin_micrograph, read_micrograph
 from cryoshot.picking.scan import windows_at
 from cryoshot.picking.template import exemplar_template, ncc_at, ncc_map
-from cryoshot.picking.threshold import rule_thresholds
 from cryoshot.picking.views import VIEW_TOP, ViewImage, crops_at, embed_crops, view_image
 from cryoshot.picking.workflow import TEMPLATE_WEIGHT, VIEW_WEIGHT, PickConfig, _load_picker
 from cryoshot.utils.threads import configure_threads
@@ -88,15 +83,10 @@ def load(ds: Path, target: str, typed: float) -> list[dict]:
         b = bin_micrograph(img, ps, cfg.work_diameter_A, net.config.particle_px)
         c = read_star_table(run / "candidates" / f"{mic.stem}_candidates.star")
         xy = c[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy()
-        t = truth[truth["rlnMicrographName"] == mic.name]
-        txy, names = t[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(), t["cryoshotStructureName"].to_numpy()
         d_px = typed / ps
-        kind = np.zeros(len(xy), int)
-        if len(txy):
-            d, j = cKDTree(txy).query(xy)
-            kind = np.where(d <= 0.25 * d_px, np.where(names[j] == target, 2, 1), 0)
+        kind, targets = candidate_kinds(truth, mic.name, xy, target, d_px)
         mics.append({"xy": xy, "xyb": b.to_binned(xy), "merit": c["rlnAutopickFigureOfMerit"].to_numpy(float),
-                     "kind": kind, "truth": txy[names == target], "d_px": d_px, "ncc": {}})  # fmt: skip
+                     "kind": kind, "truth": targets, "d_px": d_px, "ncc": {}})  # fmt: skip
         binned.append(b)
         vimgs.append(view_image(img, ps, views.net, cfg.work_diameter_A))
     ex_b = binned[0].to_binned(ex)
@@ -117,25 +107,12 @@ def load(ds: Path, target: str, typed: float) -> list[dict]:
 
 
 def scored(mics: list[dict], p: float, q: float) -> tuple[float, float, float, float]:
-    """(F1 at the pooled gmm3 cut, F1 at each query's best threshold, AUC of the merit target/distractor, target/other)
-    with the NCC opinion of whitening power ``p`` and the view opinion of power ``q`` in place of the run's."""
+    """:func:`cut_scores` with the NCC opinion of whitening power ``p`` and the view opinion of power ``q`` in place
+    of the run's; the AUCs are the figure of merit's."""
     z = standardise_scores
     merits = [m["merit"] + TEMPLATE_WEIGHT * (z(m["ncc"][p]) - z(m["ncc"][0.0]))
               + VIEW_WEIGHT * (z(m["view"][q]) - z(m["view"][0.0])) for m in mics]  # fmt: skip
-    qs, qm = mics[1:], merits[1:]
-    th = rule_thresholds(qm, "gmm3-pooled", fisher=False)[0]
-    cut, best = MatchCounts(0, 0, 0), MatchCounts(0, 0, 0)
-    for m, s in zip(qs, qm, strict=True):
-        cut = cut + count_matches(m["xy"][s >= th], m["truth"], m["d_px"], s[s >= th])
-        o = np.argsort(-s)
-        best = best + oracle_f1(m["xy"][o], s[o], m["truth"], m["d_px"])[0]
-    k = np.concatenate([m["kind"] for m in qs])
-    v = np.concatenate(qm)
-
-    def auc(neg):
-        return roc_auc_score(np.r_[np.ones((k == 2).sum()), np.zeros(neg.sum())], np.r_[v[k == 2], v[neg]])
-
-    return cut.f1, best.f1, auc(k == 1) if (k == 1).any() else np.nan, auc(k != 2)
+    return cut_scores(mics, merits, merits)
 
 
 def main() -> None:
@@ -151,19 +128,8 @@ def main() -> None:
               + "; ".join(f"{p:g}/{q:g} {r[0]:.3f} / {r[1]:.3f}" for (p, q), r in res.items()), flush=True)  # fmt: skip
         for p, r in res.items():
             table.setdefault(p, {}).setdefault(group, []).append(r)
-    print("\nmean over the dev sets: F1 at the automatic cut / at the best threshold; the merit's AUC target vs "
-          "distractor, vs all others; sets better (cut) than shipped (powers 0 / 0)")  # fmt: skip
-    ship = {g: np.array(v) for g, v in table[(0.0, 0.0)].items()}
-    for p, groups in table.items():
-        parts, allr, better = [], [], 0
-        for g, rows in groups.items():
-            r = np.array(rows)
-            allr.append(r)
-            better += int((r[:, 0] > ship[g][:, 0] + 1e-9).sum())
-            parts.append(f"{g} {r[:, 0].mean():.3f} / {r[:, 1].mean():.3f}")
-        r = np.concatenate(allr)
-        print(f"  whitening powers NCC {p[0]:g}, view {p[1]:g}: all {r[:, 0].mean():.3f} / {r[:, 1].mean():.3f}, AUC {np.nanmean(r[:, 2]):.3f} "
-              f"{r[:, 3].mean():.3f}; {'; '.join(parts)}; better on {better} of {len(r)}", flush=True)  # fmt: skip
+    print_means({f"whitening powers NCC {p:g}, view {q:g}": v for (p, q), v in table.items()},
+                "whitening powers NCC 0, view 0", "the figure of merit")  # fmt: skip
 
 
 if __name__ == "__main__":
