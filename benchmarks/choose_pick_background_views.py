@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from bench_picking import oracle_f1, typed_diameter_A
 from choose_flatten import DEV_SETS, MORE_SETS
 from scipy.spatial import cKDTree
@@ -80,14 +82,18 @@ def candidate_kinds(truth, name: str, xy: np.ndarray, target: str, d_px: float) 
     return kind, txy[names == target]
 
 
+def open_dev_set(ds: Path, typed: float) -> tuple[Path, tuple, PickConfig, pd.DataFrame, np.ndarray]:
+    """A dev set's finished run: its folder, its ``picker.pt`` as ``_load_picker`` gives it, the run's config (the
+    typed diameter), the truth table and the exemplars' (m, 2) coordinates on the first micrograph."""
+    run = next(ds.glob("**/picker.pt")).parent
+    truth_file = ds / "coordinates.star" if (ds / "coordinates.star").exists() else ds / "truth_queries.star"
+    ex = read_star_table(ds / "ex.star")[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy()
+    return run, _load_picker(str(run / "picker.pt")), PickConfig(diameter_A=typed), read_star_table(truth_file), ex
+
+
 def load(ds: Path, target: str, typed: float) -> tuple[list[dict], np.ndarray]:
     """Every micrograph's candidates with their view embeddings and kind (2 target, 1 distractor, 0 other)."""
-    run = next(ds.glob("**/picker.pt")).parent
-    _, _, _, views = _load_picker(str(run / "picker.pt"))
-    cfg = PickConfig(diameter_A=typed)
-    truth_file = ds / "coordinates.star" if (ds / "coordinates.star").exists() else ds / "truth_queries.star"
-    truth = read_star_table(truth_file)
-    ex = read_star_table(ds / "ex.star")[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy()
+    run, (_, _, _, views), cfg, truth, ex = open_dev_set(ds, typed)
     mics = []
     for m, mic in enumerate(sorted(ds.glob("mic_*.mrc"))):
         img, ps = read_micrograph(mic)
@@ -150,6 +156,22 @@ def print_means(table: dict[str, dict[str, list]], reference: str, what: str) ->
               f"{r[:, 3].mean():.3f}; {'; '.join(parts)}; better on {better} of {len(r)}", flush=True)  # fmt: skip
 
 
+def run_screen(runs: Path, score_set: Callable[[Path, str, float], dict[str, tuple]], reference: str, what: str,
+               shown: Sequence[str] | None = None) -> None:  # fmt: skip
+    """Score every dev set of ``runs`` with ``score_set(dataset, target, typed diameter)`` (variant -> its
+    :func:`cut_scores` row), print each set's F1 (of the variants ``shown``, default all) as it comes, then
+    :func:`print_means` against the variant ``reference``."""
+    table: dict[str, dict[str, list]] = {}
+    for group, ds, target, typed in dev_runs(runs):
+        res = score_set(ds, target, typed)
+        keys = [k for k in res if shown is None or k in shown]
+        print(f"{group}: {ds.name} ({target}, typed {typed:g} Å): "
+              + "; ".join(f"{k} {res[k][0]:.3f} / {res[k][1]:.3f} AUC {res[k][2]:.3f}" for k in keys), flush=True)  # fmt: skip
+        for name, r in res.items():
+            table.setdefault(name, {}).setdefault(group, []).append(r)
+    print_means(table, reference, what)
+
+
 def variants(mics: list[dict], exf: np.ndarray) -> dict[str, tuple]:
     base = [top_cosine(m["e"], exf, VIEW_TOP) for m in mics]
     out = {"shipped view (no background)": scored(mics, base, base)}
@@ -170,14 +192,9 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=Path("../runs"))
     a = ap.parse_args()
     configure_threads()
-    table: dict[str, dict[str, list]] = {}
-    for group, ds, target, typed in dev_runs(a.runs):
-        res = variants(*load(ds, target, typed))
-        base = res["shipped view (no background)"]
-        print(f"{group}: {ds.name} ({target}, typed {typed:g} Å): shipped F1 {base[0]:.3f} / {base[1]:.3f}", flush=True)
-        for name, r in res.items():
-            table.setdefault(name, {}).setdefault(group, []).append(r)
-    print_means(table, "shipped view (no background)", "the view score")
+    shipped = "shipped view (no background)"
+    run_screen(a.runs, lambda ds, target, typed: variants(*load(ds, target, typed)), shipped, "the view score",
+               shown=[shipped])  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from choose_pick_background_views import dev_runs, load, print_means, scored, top_cosine
+from choose_pick_background_views import load, run_screen, scored, top_cosine
 
 from cryoshot.io.star import read_star_table
 from cryoshot.models.siamese2d import load_siamese
@@ -57,18 +57,16 @@ def main() -> None:
     shipped = resolve_siamese_model("default")
     nets = {f"{p.name} (re-searched)" if p == shipped else p.name: load_siamese(p)[0].eval()
             for p in [shipped, *a.models]}  # fmt: skip
-    table: dict[str, dict[str, list]] = {}
-    for group, ds, target, typed in dev_runs(a.runs):
+
+    def score_set(ds: Path, target: str, typed: float) -> dict[str, tuple]:
         mics, exf = load(ds, target, typed)
         base = [top_cosine(m["e"], exf, VIEW_TOP) for m in mics]
         res = {"shipped": scored(mics, base, base)}
         for name, net in nets.items():
             res[name] = scored(mics, new_view_scores(net, ds, mics, typed), base)
-        print(f"{group}: {ds.name} ({target}): "
-              + "; ".join(f"{k} {r[0]:.3f} / {r[1]:.3f} AUC {r[2]:.3f}" for k, r in res.items()), flush=True)  # fmt: skip
-        for k, r in res.items():
-            table.setdefault(k, {}).setdefault(group, []).append(r)
-    print_means(table, "shipped", "the view score")
+        return res
+
+    run_screen(a.runs, score_set, "shipped", "the view score")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from choose_pick_background_views import candidate_kinds, cut_scores, dev_runs, print_means
+from choose_pick_background_views import candidate_kinds, cut_scores, open_dev_set, run_screen, top_cosine
 
 from cryoshot.io.star import read_star_table
 from cryoshot.picking.merit import standardise_scores
@@ -34,7 +34,7 @@ from cryoshot.picking.micrograph import bin_micrograph, read_micrograph
 from cryoshot.picking.scan import windows_at
 from cryoshot.picking.template import exemplar_template, ncc_at, ncc_map
 from cryoshot.picking.views import VIEW_TOP, ViewImage, crops_at, embed_crops, view_image
-from cryoshot.picking.workflow import TEMPLATE_WEIGHT, VIEW_WEIGHT, PickConfig, _load_picker
+from cryoshot.picking.workflow import TEMPLATE_WEIGHT, VIEW_WEIGHT
 from cryoshot.utils.threads import configure_threads
 
 POWERS = (0.0, 0.5, 0.75, 1.0)
@@ -70,12 +70,7 @@ def whiten(img: np.ndarray, power: float) -> np.ndarray:
 def load(ds: Path, target: str, typed: float) -> list[dict]:
     """Every micrograph's candidates (binned), figure of merit, kind (2 target, 1 distractor, 0 other), truth,
     and, per whitening power, the candidates' NCC with the template rebuilt on that power."""
-    run = next(ds.glob("**/picker.pt")).parent
-    net, _, template, views = _load_picker(str(run / "picker.pt"))
-    cfg = PickConfig(diameter_A=typed)
-    truth_file = ds / "coordinates.star" if (ds / "coordinates.star").exists() else ds / "truth_queries.star"
-    truth = read_star_table(truth_file)
-    ex = read_star_table(ds / "ex.star")[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy()
+    run, (net, _, template, views), cfg, truth, ex = open_dev_set(ds, typed)
     w = net.config.window_px
     mics, binned, vimgs = [], [], []
     for mic in sorted(ds.glob("mic_*.mrc")):
@@ -101,8 +96,7 @@ def load(ds: Path, target: str, typed: float) -> list[dict]:
             exf = embed_crops(views.net, crops_at(vw[0], ex, box), views.polarity).astype(np.float64)
             for m, v in zip(mics, vw, strict=True):
                 e = embed_crops(views.net, crops_at(v, m["xy"], box), views.polarity).astype(np.float64)
-                cos = e @ exf.T
-                m.setdefault("view", {})[p] = np.sort(cos, axis=1)[:, -VIEW_TOP:].mean(axis=1)
+                m.setdefault("view", {})[p] = top_cosine(e, exf, VIEW_TOP)
     return mics
 
 
@@ -120,16 +114,12 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=Path("../runs"))
     a = ap.parse_args()
     configure_threads()
-    table: dict[tuple, dict[str, list]] = {}
-    for group, ds, target, typed in dev_runs(a.runs):
+
+    def score_set(ds: Path, target: str, typed: float) -> dict[str, tuple]:
         mics = load(ds, target, typed)
-        res = {pq: scored(mics, *pq) for pq in VARIANTS}
-        print(f"{group}: {ds.name} ({target}, typed {typed:g} Å): "
-              + "; ".join(f"{p:g}/{q:g} {r[0]:.3f} / {r[1]:.3f}" for (p, q), r in res.items()), flush=True)  # fmt: skip
-        for p, r in res.items():
-            table.setdefault(p, {}).setdefault(group, []).append(r)
-    print_means({f"whitening powers NCC {p:g}, view {q:g}": v for (p, q), v in table.items()},
-                "whitening powers NCC 0, view 0", "the figure of merit")  # fmt: skip
+        return {f"whitening powers NCC {p:g}, view {q:g}": scored(mics, p, q) for p, q in VARIANTS}
+
+    run_screen(a.runs, score_set, "whitening powers NCC 0, view 0", "the figure of merit")
 
 
 if __name__ == "__main__":

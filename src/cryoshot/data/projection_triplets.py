@@ -26,6 +26,7 @@ Batch ``b`` is a pure function of ``(seed, b)``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -111,7 +112,11 @@ class ProjectionTriplets:
         self.seed = seed
         self.structures = load_structures(specs, config.pixel_size_A, config.box_px)
         self.projector = FourierProjector(np.stack([s.density for s in self.structures]))
-        self.radii_px = np.array([mass_radius_px(s.density) for s in self.structures])
+
+    @cached_property
+    def radii_px(self) -> np.ndarray:
+        """(S,) each structure's radius (pixels) holding 90% of its mass; computed only when neighbours are drawn."""
+        return np.array([mass_radius_px(s.density) for s in self.structures])
 
     def neighbours(self, structure: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """(B, D, D) projections of the neighbours around each central ``structure[i]`` (zero where it has none)."""
