@@ -168,3 +168,27 @@ def test_siamese_training_images_with_neighbours_keep_the_central_particle():
     # a uniform ball of radius 5 holds 90% of its mass within 0.9^(1/3) x 5 (on the grid, about that)
     yy, xx, zz = np.mgrid[:32, :32, :32] - 16
     assert abs(mass_radius_px((np.sqrt(yy**2 + xx**2 + zz**2) <= 5).astype(float)) - 0.9 ** (1 / 3) * 5) < 0.4
+
+
+def test_size_matched_batches_hold_structures_close_in_size():
+    """With p_size_matched = 1 every batch is one structure and others among the 2 n closest to it in radius;
+    at 0 the batches are the same as without the option."""
+    from cryoshot.data.projection_triplets import ProjectionTriplets, TripletDataConfig
+
+    cfg = TripletDataConfig(n_structures=2, n_views=1, per_view=2)
+    plain = ProjectionTriplets(["procedural:0-12"], cfg)
+    matched = ProjectionTriplets(["procedural:0-12"], TripletDataConfig(**{**cfg.__dict__, "p_size_matched": 1.0}))
+    radii = matched.radii_px
+    gaps_matched, gaps_random = [], []
+    for b in range(12):
+        s = np.unique(matched.batch(b).structure)
+        gaps_matched.append(abs(radii[s[0]] - radii[s[1]]))
+        s = np.unique(plain.batch(b).structure)
+        gaps_random.append(abs(radii[s[0]] - radii[s[1]]))
+    for b in range(3):  # each pair is within the anchor's 4 nearest in radius
+        chosen = matched.size_matched(2, np.random.default_rng(b))
+        gap = np.sort(np.abs(radii - radii[chosen[0]]))[1:5]
+        assert abs(radii[chosen[1]] - radii[chosen[0]]) <= gap[-1] + 1e-9
+    assert np.mean(gaps_matched) < 0.5 * np.mean(gaps_random)
+    same = ProjectionTriplets(["procedural:0-12"], TripletDataConfig(**{**cfg.__dict__, "p_size_matched": 0.0}))
+    assert (same.batch(5).structure == plain.batch(5).structure).all()

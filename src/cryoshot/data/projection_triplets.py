@@ -17,6 +17,10 @@ must ignore varies between the images of a view, drawn per image:
   the pool, any view) touching the central one, at 0.8-1.2 times the sum of their radii, as
   in a crowded micrograph, so the picker's crops (which hold neighbours) are no surprise
   (drawn from a stream of its own);
+- the structures of a batch: for ``p_size_matched`` of the batches, one structure and
+  ``n_structures - 1`` others drawn from the ``2 n_structures`` closest to it in size (90%-mass
+  radius), so most negatives are proteins a picker could take for the target, not ones of
+  another size (drawn from a stream of its own);
 - the preparation: phase-flipped with a slightly wrong defocus, or (``p_unflipped``) not
   at all, as for data without CTF columns.
 
@@ -42,6 +46,7 @@ from cryoshot.simulate.structures import load_structures
 _STREAM = 21
 _TEXTURE_STREAM = 22
 _NEIGHBOUR_STREAM = 23
+_SIZE_STREAM = 24
 
 
 @dataclass
@@ -65,6 +70,7 @@ class TripletDataConfig:
     p_textured: float = 0.0  # share of images with amorphous ice's texture on top of the noise
     texture_range: tuple[float, float] = (0.2, 1.5)  # its sd after the CTF, in noise sd
     p_neighbours: float = 0.0  # share of images with touching neighbours around the central particle
+    p_size_matched: float = 0.0  # share of batches whose structures are close in size
     p_unflipped: float = 0.2
     defocus_error_um: float = 0.05
 
@@ -115,8 +121,17 @@ class ProjectionTriplets:
 
     @cached_property
     def radii_px(self) -> np.ndarray:
-        """(S,) each structure's radius (pixels) holding 90% of its mass; computed only when neighbours are drawn."""
+        """(S,) each structure's radius (pixels) holding 90% of its mass; computed only when neighbours or
+        size-matched batches are drawn."""
         return np.array([mass_radius_px(s.density) for s in self.structures])
+
+    def size_matched(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        """(count,) structure indices: a random one and ``count - 1`` of the ``2 count`` closest to it in radius."""
+        anchor = int(rng.integers(len(self.structures)))
+        gap = np.abs(self.radii_px - self.radii_px[anchor])
+        gap[anchor] = np.inf
+        near = np.argsort(gap, kind="stable")[: min(2 * count, len(self.structures) - 1)]
+        return np.r_[anchor, rng.choice(near, count - 1, replace=False)]
 
     def neighbours(self, structure: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """(B, D, D) projections of the neighbours around each central ``structure[i]`` (zero where it has none)."""
@@ -207,6 +222,9 @@ class ProjectionTriplets:
         rng = np.random.default_rng([self.seed, _STREAM, int(b)])
         s_count = min(c.n_structures, len(self.structures))
         chosen = rng.choice(len(self.structures), s_count, replace=False)
+        size_rng = np.random.default_rng([self.seed, _SIZE_STREAM, int(b)])
+        if c.p_size_matched > 0 and size_rng.uniform() < c.p_size_matched:
+            chosen = self.size_matched(s_count, size_rng)
         structure = np.repeat(chosen, c.n_views * c.per_view)
         labels = np.repeat(np.arange(s_count * c.n_views), c.per_view)
         views = Rotation.random(s_count * c.n_views, random_state=rng)[labels]

@@ -78,9 +78,10 @@ class SiameseTrainConfig:
             raise CryoshotError(f"the triplet margin must be positive, got {self.margin}")
         if (self.data.box_px, self.data.pixel_size_A) != (self.model.box_px, self.model.pixel_size_A):
             raise CryoshotError("the training images must be on the model's grid (box and pixel size)")
-        for key, what in (("p_textured", "with ice texture"), ("p_neighbours", "with neighbours")):
+        for key, what in (("p_textured", "images with ice texture"), ("p_neighbours", "images with neighbours"),
+                          ("p_size_matched", "batches of structures close in size")):  # fmt: skip
             if not 0 <= getattr(self.data, key) <= 1:
-                raise CryoshotError(f"{key} (the share of images {what}) must be in 0..1, "
+                raise CryoshotError(f"{key} (the share of {what}) must be in 0..1, "
                                     f"got {getattr(self.data, key)}")  # fmt: skip
 
     def to_dict(self) -> dict:
