@@ -397,7 +397,7 @@ def train_cmd(
             "--procedural, --val-every, --device, --seed, --resume, --init-from, and --simulator "
             "ice_texture_max=SD,flatten=1); siamese: the 2D particle embedding (triplet loss) on "
             "simulated projections (uses --episodes as steps, --lr, --procedural, --val-every, --patience, --margin, "
-            "--backbone, --backbone-weights, --structures, --init-from, and --simulator p_textured=P,p_neighbours=P,p_size_matched=P).",
+            "--backbone, --backbone-weights, --structures, --init-from, and --simulator p_textured=P,p_neighbours=P,p_size_matched=P,max_shift_px=PX).",
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (best on validation).")],
@@ -527,15 +527,17 @@ def train_cmd(
         from cryoshot.train.siamese import SiameseTrainConfig, train_siamese
 
         sim = parse_key_values(simulator)
-        known = {"p_textured", "p_neighbours", "p_size_matched"}
+        known = {"p_textured", "p_neighbours", "p_size_matched", "max_shift_px"}
         if set(sim) - known:
-            raise CryoshotError(f"--simulator for siamese takes p_textured=P, p_neighbours=P and p_size_matched=P, not "
+            raise CryoshotError(f"--simulator for siamese takes p_textured=P, p_neighbours=P, p_size_matched=P and "
+                                f"max_shift_px=PX, not "
                                 f"{sorted(set(sim) - known)}")  # fmt: skip
         try:
             data = TripletDataConfig(**{k: float(v) for k, v in sim.items()})
         except ValueError as e:
             raise CryoshotError(
-                f"--simulator for siamese: p_textured=P, p_neighbours=P, p_size_matched=P, shares in 0..1 ({e})"
+                f"--simulator for siamese: p_textured=P, p_neighbours=P, p_size_matched=P (shares in 0..1), "
+                f"max_shift_px=PX (view pixels) ({e})"
             ) from e
         scfg = SiameseTrainConfig(
             steps=episodes, time_budget_s=time_budget, lr=1e-4 if lr is None else lr, margin=margin,

@@ -83,6 +83,9 @@ class SiameseTrainConfig:
             if not 0 <= getattr(self.data, key) <= 1:
                 raise CryoshotError(f"{key} (the share of {what}) must be in 0..1, "
                                     f"got {getattr(self.data, key)}")  # fmt: skip
+        if not 0 <= self.data.max_shift_px <= self.data.box_px / 4:
+            raise CryoshotError(f"max_shift_px (the particles' largest shift from the box centre, pixels) must be in "
+                                f"0..{self.data.box_px / 4:g}, got {self.data.max_shift_px}")  # fmt: skip
 
     def to_dict(self) -> dict:
         d = asdict(self)
