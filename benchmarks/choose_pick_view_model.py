@@ -12,7 +12,7 @@ distractor candidates and against all others.
 Dev sets only (training structures): the second simulator's 4 dev sets (``othersim_picking.py
 --dev``) and the 10 training-map sets of ``choose_flatten.py --amps 1 --flatten 1``.
 
-    cd benchmarks && ../.venv/bin/python choose_pick_view_model.py MODEL.pt [MODEL.pt ...] [--runs ../runs]
+    cd benchmarks && ../.venv/bin/python choose_pick_view_model.py MODEL.pt [MODEL.pt ...] [--runs ../runs] [--ensemble]
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+", type=Path, help="Siamese network files")
     ap.add_argument("--runs", type=Path, default=Path("../runs"))
+    ap.add_argument("--ensemble", action="store_true", help="also score the mean of all networks' view scores")
     a = ap.parse_args()
     configure_threads()
     # the shipped network through the same path too: the run's written positions were already its best, so its
@@ -62,8 +63,12 @@ def main() -> None:
         mics, exf = load(ds, target, typed)
         base = [top_cosine(m["e"], exf, VIEW_TOP) for m in mics]
         res = {"shipped": scored(mics, base, base)}
+        every = []
         for name, net in nets.items():
-            res[name] = scored(mics, new_view_scores(net, ds, mics, typed), base)
+            every.append(new_view_scores(net, ds, mics, typed))
+            res[name] = scored(mics, every[-1], base)
+        if a.ensemble:  # the mean of every network's view score, the shipped one included
+            res["mean of all networks"] = scored(mics, [np.mean(v, axis=0) for v in zip(*every, strict=True)], base)
         return res
 
     run_screen(a.runs, score_set, "shipped", "the view score")
