@@ -56,9 +56,10 @@ def bic_components(s: np.ndarray, ks=(2, 3, 4)) -> int:
     return ks[int(np.argmin([GaussianMixture(k, random_state=0).fit(s[:, None]).bic(s[:, None]) for k in ks]))]
 
 
-def queries(ds: Path, target: str, typed: float) -> list[dict]:
-    """Each query micrograph's candidates (xy, merit) and its target particles."""
-    run = next(ds.glob("**/picker.pt")).parent
+def queries(ds: Path, target: str, typed: float, run: Path | None = None) -> list[dict]:
+    """Each query micrograph's candidates (xy, merit) and its target particles, from the run in ``run`` (default:
+    the dev set's own)."""
+    run = run or next(ds.glob("**/picker.pt")).parent
     truth_file = ds / "coordinates.star" if (ds / "coordinates.star").exists() else ds / "truth_queries.star"
     truth = read_star_table(truth_file)
     out = []
