@@ -68,7 +68,7 @@ def score_set(ds: Path, target: str, typed: float) -> dict[str, tuple]:
     net, box = views.net, views.net.cfg.box_px
     d_view = cfg.work_diameter_A / net.cfg.pixel_size_A
     abox = int(np.ceil(1.6 * d_view / 2) * 2)
-    mics, base, moved, searched, snapped, radial, radial_s, off0, off1, off2 = ([] for _ in range(10))
+    mics, base, moved, searched, snapped, snapped_s, radial, radial_s, off0, off1, off2 = ([] for _ in range(11))
     ex_crops = None
     for m, path in enumerate(sorted(ds.glob("mic_*.mrc"))):
         img, ps = read_micrograph(path)
@@ -97,6 +97,7 @@ def score_set(ds: Path, target: str, typed: float) -> dict[str, tuple]:
             dist, j = cKDTree(t).query(xy)
             snap[dist <= 0.25 * d_px] = t[j[dist <= 0.25 * d_px]]
         snapped.append(top_cosine(embed_crops(net, crops_at(v, snap, box), views.polarity), views.features, VIEW_TOP))
+        snapped_s.append(view_search(views, v, snap)[1])
         if m:
             off0.append(offsets(xy, kind, targets, d_px))
             off1.append(offsets(xa, kind, targets, d_px))
@@ -115,6 +116,7 @@ def score_set(ds: Path, target: str, typed: float) -> dict[str, tuple]:
         "centred on the exemplars' rotational average": scored(mics, radial, base),
         "centred on the rotational average, then searched": scored(mics, radial_s, base),
         "moved onto the particle (oracle)": scored(mics, snapped, base),
+        "moved onto the particle, then searched (oracle)": scored(mics, snapped_s, base),
     }
 
 

@@ -82,13 +82,17 @@ def candidate_kinds(truth, name: str, xy: np.ndarray, target: str, d_px: float) 
     return kind, txy[names == target]
 
 
+def dev_truth(ds: Path) -> pd.DataFrame:
+    """A dev set's truth table: every particle (``coordinates.star``) where written, else the queries'."""
+    return read_star_table(ds / "coordinates.star" if (ds / "coordinates.star").exists() else ds / "truth_queries.star")
+
+
 def open_dev_set(ds: Path, typed: float) -> tuple[Path, tuple, PickConfig, pd.DataFrame, np.ndarray]:
     """A dev set's finished run: its folder, its ``picker.pt`` as ``_load_picker`` gives it, the run's config (the
     typed diameter), the truth table and the exemplars' (m, 2) coordinates on the first micrograph."""
     run = next(ds.glob("**/picker.pt")).parent
-    truth_file = ds / "coordinates.star" if (ds / "coordinates.star").exists() else ds / "truth_queries.star"
     ex = read_star_table(ds / "ex.star")[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy()
-    return run, _load_picker(str(run / "picker.pt")), PickConfig(diameter_A=typed), read_star_table(truth_file), ex
+    return run, _load_picker(str(run / "picker.pt")), PickConfig(diameter_A=typed), dev_truth(ds), ex
 
 
 def load(ds: Path, target: str, typed: float) -> tuple[list[dict], np.ndarray]:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_picking import oracle_f1
-from choose_pick_background_views import candidate_kinds, dev_runs
+from choose_pick_background_views import candidate_kinds, dev_runs, dev_truth
 
 from cryoshot.io.mrc import read_mrc
 from cryoshot.io.star import read_star_table
@@ -60,8 +60,7 @@ def queries(ds: Path, target: str, typed: float, run: Path | None = None) -> lis
     """Each query micrograph's candidates (xy, merit) and its target particles, from the run in ``run`` (default:
     the dev set's own)."""
     run = run or next(ds.glob("**/picker.pt")).parent
-    truth_file = ds / "coordinates.star" if (ds / "coordinates.star").exists() else ds / "truth_queries.star"
-    truth = read_star_table(truth_file)
+    truth = dev_truth(ds)
     out = []
     for mic in sorted(ds.glob("mic_*.mrc"))[1:]:
         ps = read_mrc(mic, mmap=True).voxel_size_A

@@ -23,13 +23,12 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from choose_pick_background_views import candidate_kinds, dev_runs
+from choose_pick_background_views import candidate_kinds, dev_runs, dev_truth
 from choose_pick_nms import evaluate
 from scipy import ndimage
 from scipy.interpolate import RegularGridInterpolator
 from scipy.spatial import cKDTree
 
-from cryoshot.io.star import read_star_table
 from cryoshot.picking.micrograph import bin_micrograph, read_micrograph
 from cryoshot.picking.scan import candidate_picks, peaks
 from cryoshot.picking.template import ncc_map
@@ -59,8 +58,7 @@ def run_set(ds: Path, target: str, typed: float, apart: float | None) -> tuple[f
     picker = next(ds.glob("**/picker.pt"))
     net, ex_feats, template, views = _load_picker(str(picker))
     cfg = PickConfig(diameter_A=typed)
-    truth_file = ds / "coordinates.star" if (ds / "coordinates.star").exists() else ds / "truth_queries.star"
-    truth = read_star_table(truth_file)
+    truth = dev_truth(ds)
     qs = []
     for path in sorted(ds.glob("mic_*.mrc"))[1:]:
         img, ps = read_micrograph(path)

@@ -22,7 +22,7 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-from choose_pick_background_views import candidate_kinds, dev_runs
+from choose_pick_background_views import candidate_kinds, dev_runs, dev_truth
 from choose_pick_expected_f1 import f1_at
 from scipy.spatial import cKDTree
 from sklearn.metrics import roc_auc_score
@@ -49,8 +49,7 @@ def opinions(ds: Path, target: str, typed: float) -> list[dict]:
         return pickle.loads(cache.read_bytes())
     net, ex_feats, template, views = _load_picker(str(next(ds.glob("**/picker.pt"))))
     cfg = PickConfig(diameter_A=typed)
-    truth_file = ds / "coordinates.star" if (ds / "coordinates.star").exists() else ds / "truth_queries.star"
-    truth = read_star_table(truth_file)
+    truth = dev_truth(ds)
     ex = read_star_table(ds / "ex.star")[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float)
     out = []
     for m, path in enumerate(sorted(ds.glob("mic_*.mrc"))):

@@ -18,12 +18,14 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from choose_pick_background_views import dev_runs, open_dev_set
+from choose_pick_background_views import dev_runs, dev_truth
 from sklearn.metrics import roc_auc_score
 
+from cryoshot.io.star import read_star_table
 from cryoshot.models.siamese2d import load_siamese
 from cryoshot.picking.micrograph import read_micrograph
 from cryoshot.picking.views import view_image, view_reference, view_scores, view_search
+from cryoshot.picking.workflow import PickConfig
 from cryoshot.pretrained import resolve_siamese_model
 from cryoshot.utils.threads import configure_threads
 
@@ -33,8 +35,9 @@ POSITIONS = ("exact", "search", "jitter")
 def position_aucs(net, ds: Path, target: str, typed: float, jitter: float) -> dict[str, float] | None:
     """AUC (target against distractor particles of the queries) of the view opinion at each kind of position;
     None when the set has no distractor."""
-    _, _, cfg, truth, ex = open_dev_set(ds, typed)
-    wd = cfg.work_diameter_A
+    truth = dev_truth(ds)
+    ex = read_star_table(ds / "ex.star")[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy()
+    wd = PickConfig(diameter_A=typed).work_diameter_A
     paths = sorted(ds.glob("mic_*.mrc"))
     img, ps = read_micrograph(paths[0])
     ref = view_reference(net, [(view_image(img, ps, net, wd), ex)], wd)
