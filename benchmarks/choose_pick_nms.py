@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 from choose_pick_background_views import dev_runs
-from choose_pick_expected_f1 import f1_at, queries
+from choose_pick_expected_f1 import best_threshold_counts, f1_at, queries
 from scipy.spatial import cKDTree
 
-from cryoshot.picking.matching import MatchCounts
 from cryoshot.picking.threshold import rule_thresholds
 from cryoshot.picking.workflow import PickConfig, pick
 
@@ -32,17 +31,23 @@ from cryoshot.picking.workflow import PickConfig, pick
 def evaluate(qs: list[dict]) -> tuple[float, float, float]:
     """(F1 at the pooled gmm3 cut, F1 at each query's best threshold, share of targets with a candidate within 0.25
     diameters) of the queries ``qs`` (as :func:`choose_pick_expected_f1.queries` gives them)."""
-    from bench_picking import oracle_f1
-
     th = rule_thresholds([q["merit"] for q in qs], "gmm3-pooled", fisher=False)[0]
-    best = MatchCounts(0, 0, 0)
-    near = []
-    for q in qs:
-        o = np.argsort(-q["merit"])
-        best = best + oracle_f1(q["xy"][o], q["merit"][o], q["truth"], q["d_px"])[0]
-        if len(q["truth"]):
-            near.append(cKDTree(q["xy"]).query(q["truth"])[0] <= 0.25 * q["d_px"])
-    return f1_at(qs, th).f1, best.f1, float(np.concatenate(near).mean())
+    near = [cKDTree(q["xy"]).query(q["truth"])[0] <= 0.25 * q["d_px"] for q in qs if len(q["truth"])]
+    return f1_at(qs, th).f1, best_threshold_counts(qs).f1, float(np.concatenate(near).mean())
+
+
+def print_summary(table: dict, names: dict, reference, what: str) -> None:
+    """Mean over the dev sets of each variant's :func:`evaluate` rows (``table[variant]``: (group, F1 at the cut, F1
+    at the best threshold, reach) per set), per group and in all, and on how many sets its cut beats the variant
+    ``reference`` (``what`` names it); ``names[variant]`` is the variant's printed name."""
+    print(f"\nmean F1 at the cut / at the best threshold, reach; sets better at the cut than {what}")
+    ref = np.array([r[1] for r in table[reference]])
+    for key, rows in table.items():
+        f = np.array([r[1:] for r in rows])
+        groups = {g: f[[r[0] == g for r in rows]] for g in dict.fromkeys(r[0] for r in rows)}
+        parts = "; ".join(f"{g} {v[:, 0].mean():.3f} / {v[:, 1].mean():.3f}" for g, v in groups.items())
+        print(f"  {names[key]}: all {f[:, 0].mean():.3f} / {f[:, 1].mean():.3f}, reach {f[:, 2].mean():.2f}; {parts}; "
+              f"better on {(f[:, 0] > ref + 1e-9).sum()} of {len(f)}")  # fmt: skip
 
 
 def main() -> None:
@@ -66,14 +71,7 @@ def main() -> None:
             table.setdefault(dist, []).append((group, *r))
             row.append(f"NMS {dist:g}: {r[0]:.3f} / {r[1]:.3f}, reach {r[2]:.2f}")
         print(f"{group}: {ds.name} ({target}): " + "; ".join(row), flush=True)
-    print("\nmean F1 at the cut / at the best threshold, reach; sets better at the cut than the first distance")
-    ref = np.array([r[1] for r in table[a.distances[0]]])
-    for dist, rows in table.items():
-        f = np.array([r[1:] for r in rows])
-        groups = {g: f[[r[0] == g for r in rows]] for g in dict.fromkeys(r[0] for r in rows)}
-        parts = "; ".join(f"{g} {v[:, 0].mean():.3f} / {v[:, 1].mean():.3f}" for g, v in groups.items())
-        print(f"  NMS {dist:g}: all {f[:, 0].mean():.3f} / {f[:, 1].mean():.3f}, reach {f[:, 2].mean():.2f}; {parts}; "
-              f"better on {(f[:, 0] > ref + 1e-9).sum()} of {len(f)}")  # fmt: skip
+    print_summary(table, {d: f"NMS {d:g}" for d in table}, a.distances[0], "the first distance")
 
 
 if __name__ == "__main__":

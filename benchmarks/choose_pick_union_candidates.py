@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from choose_pick_background_views import candidate_kinds, dev_runs, dev_truth
-from choose_pick_nms import evaluate
+from choose_pick_nms import evaluate, print_summary
 from scipy import ndimage
 from scipy.interpolate import RegularGridInterpolator
 from scipy.spatial import cKDTree
@@ -79,25 +79,16 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=Path("../runs"))
     a = ap.parse_args()
     configure_threads()
-    variants = [None, *a.apart]
+    names = {None: "cosine peaks (shipped)", **{x: f"+ NCC peaks {x:g} d apart" for x in a.apart}}
     table: dict = {}
     for group, ds, target, typed in dev_runs(a.runs):
         row = []
-        for apart in variants:
+        for apart, name in names.items():
             r = run_set(ds, target, typed, apart)
             table.setdefault(apart, []).append((group, *r))
-            name = "cosine peaks (shipped)" if apart is None else f"+ NCC peaks {apart:g} d apart"
             row.append(f"{name} {r[0]:.3f} / {r[1]:.3f}, reach {r[2]:.2f}")
         print(f"{group}: {ds.name} ({target}): " + "; ".join(row), flush=True)
-    print("\nmean F1 at the cut / at the best threshold, reach; sets better at the cut than the shipped candidates")
-    ref = np.array([r[1] for r in table[None]])
-    for apart, rows in table.items():
-        f = np.array([r[1:] for r in rows])
-        groups = {g: f[[r[0] == g for r in rows]] for g in dict.fromkeys(r[0] for r in rows)}
-        parts = "; ".join(f"{g} {v[:, 0].mean():.3f} / {v[:, 1].mean():.3f}" for g, v in groups.items())
-        name = "cosine peaks (shipped)" if apart is None else f"+ NCC peaks {apart:g} d apart"
-        print(f"  {name}: all {f[:, 0].mean():.3f} / {f[:, 1].mean():.3f}, reach {f[:, 2].mean():.2f}; {parts}; "
-              f"better on {(f[:, 0] > ref + 1e-9).sum()} of {len(f)}")  # fmt: skip
+    print_summary(table, names, None, "the shipped candidates")
 
 
 if __name__ == "__main__":

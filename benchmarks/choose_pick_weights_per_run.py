@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 from choose_pick_background_views import candidate_kinds, dev_runs, dev_truth
-from choose_pick_expected_f1 import f1_at
+from choose_pick_nms import evaluate
 from scipy.spatial import cKDTree
 from sklearn.metrics import roc_auc_score
 
 from cryoshot.io.star import read_star_table
-from cryoshot.picking.matching import MatchCounts
 from cryoshot.picking.merit import fuse_scores
 from cryoshot.picking.micrograph import bin_micrograph, read_micrograph
 from cryoshot.picking.scan import candidate_picks, greedy_nms, windows_at
@@ -74,10 +73,10 @@ def opinions(ds: Path, target: str, typed: float) -> list[dict]:
             entry["positive"] = on
             # and its template NCC with a template made without it
             wins = windows_at(b.image, b.to_binned(ex), template.shape[0])
-            loo = [exemplar_template(np.delete(wins, i, axis=0)) for i in range(len(ex))]
+            loo = {i: ncc_map(b.image, exemplar_template(np.delete(wins, i, axis=0))) for i in np.unique(j[on])}
             entry["ncc_loo"] = entry["ncc"].copy()
             for k in np.nonzero(on)[0]:
-                entry["ncc_loo"][k] = ncc_at(ncc_map(b.image, loo[j[k]]), b.to_binned(xin[k : k + 1]))[0]
+                entry["ncc_loo"][k] = ncc_at(loo[j[k]], b.to_binned(xin[k : k + 1]))[0]
         else:
             entry["truth"] = candidate_kinds(truth, path.name, xin, target, typed / ps)[1]
         out.append(entry)
@@ -95,17 +94,8 @@ def merit_of(e: dict, w: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
 
 def query_f1(qs: list[dict], w: tuple[float, float]) -> tuple[float, float]:
     """F1 over the queries at the pooled gmm3 cut and at each query's best threshold."""
-    from bench_picking import oracle_f1
-
-    from cryoshot.picking.threshold import rule_thresholds
-
-    ranked = [merit_of(q, w) for q in qs]
-    th = rule_thresholds([m for _, m in ranked], "gmm3-pooled", fisher=False)[0]
-    pairs = list(zip(ranked, qs, strict=True))
-    cut = f1_at([{"xy": x, "merit": m, "truth": q["truth"], "d_px": q["d_px"]} for (x, m), q in pairs], th)
-    best = sum((oracle_f1(x, m, q["truth"], q["d_px"])[0] for (x, m), q in pairs),
-               MatchCounts(0, 0, 0))  # fmt: skip
-    return cut.f1, best.f1
+    ranked = [dict(zip(("xy", "merit"), merit_of(q, w), strict=True), truth=q["truth"], d_px=q["d_px"]) for q in qs]
+    return evaluate(ranked)[:2]
 
 
 def reference_auc(ref: dict, w: tuple[float, float]) -> float:
