@@ -40,7 +40,7 @@ from cryoshot.picking.scan import candidate_picks, peaks, windows_at
 from cryoshot.picking.stage1 import LossConfig, Stage1Config, fine_tune
 from cryoshot.picking.template import exemplar_template, ncc_map
 from cryoshot.picking.threshold import THRESHOLD_RULES, rule_thresholds
-from cryoshot.picking.views import view_image, view_reference
+from cryoshot.picking.views import view_image, view_pixel_size, view_reference
 from cryoshot.picking.workflow import DEFAULT_RULE, PickConfig, _features, _view_net, estimate_pi, rank_by_merit
 from cryoshot.pretrained import resolve_picker_model
 from cryoshot.simulate.micrographs import MicrographConfig
@@ -154,20 +154,12 @@ def run_cryoshot(base: PickerMAE, ds: Path, target: str, cfg: PickConfig, n_ex: 
     feats = _features(net, [ref], ex_xy, net.config.window_px)
     template = exemplar_template(windows_at(ref.image, np.array([(x, y) for _, x, y in ex_xy]), net.config.window_px))
     vnet = _view_net() if cfg.view_weight > 0 else None
-    views = (
-        None
-        if vnet is None
-        else view_reference(
-            vnet,
-            [
-                (
-                    view_image(img, ps, vnet, cfg.work_diameter_A),
-                    ex[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float),
-                )
-            ],
-            cfg.work_diameter_A,
-        )
-    )
+    views = None
+    if vnet is not None:  # as pick's: the view pixel size follows the typed diameter
+        view_px = view_pixel_size(vnet, cfg.diameter_A)
+        ex_xy_in = ex[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float)
+        views = view_reference(vnet, [(view_image(img, ps, vnet, cfg.work_diameter_A, view_px), ex_xy_in)],
+                               cfg.work_diameter_A, view_px)  # fmt: skip
     cands, cos_cands, truths, secs, queries = [], [], [], [], []
     truth_df = read_star_table(ds / "coordinates.star")
     for m in mics[1:]:
@@ -176,7 +168,7 @@ def run_cryoshot(base: PickerMAE, ds: Path, target: str, cfg: PickConfig, n_ex: 
         b = bin_micrograph(img, ps, cfg.work_diameter_A, net.config.particle_px)
         xy, s, _ = candidate_picks(net, b.image, feats, cfg.stride_px, cfg.nms_distance, cfg.matching)
         cos_cands.append((b.to_input(xy), s))
-        v = view_image(img, ps, vnet, cfg.work_diameter_A) if vnet is not None else None  # flattened, as pick's
+        v = view_image(img, ps, vnet, cfg.work_diameter_A, views.view_pixel_A) if views is not None else None
         nms_px = cfg.nms_distance * net.config.particle_px
         xy, s, _ = rank_by_merit(b, xy, s, cfg, template, views, v, nms_px=nms_px)  # as pick_one ranks them
         secs.append(time.perf_counter() - t)

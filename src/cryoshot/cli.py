@@ -522,23 +522,18 @@ def train_cmd(
                    f"best validation AP {res['best_val_ap']:.3f} -> {output}")  # fmt: skip
         return
     if method == "siamese":
-        from cryoshot.data.projection_triplets import TripletDataConfig
+        from cryoshot.data.projection_triplets import SIMULATOR_KEYS, TripletDataConfig
         from cryoshot.models.siamese2d import SiameseConfig
         from cryoshot.train.siamese import SiameseTrainConfig, train_siamese
 
         sim = parse_key_values(simulator)
-        known = {"p_textured", "p_neighbours", "p_size_matched", "max_shift_px"}
-        if set(sim) - known:
-            raise CryoshotError(f"--simulator for siamese takes p_textured=P, p_neighbours=P, p_size_matched=P and "
-                                f"max_shift_px=PX, not "
-                                f"{sorted(set(sim) - known)}")  # fmt: skip
+        keys = ", ".join(f"{k}={what}" for k, what in SIMULATOR_KEYS.items())
+        if set(sim) - set(SIMULATOR_KEYS):
+            raise CryoshotError(f"--simulator for siamese takes {keys}; not {sorted(set(sim) - set(SIMULATOR_KEYS))}")
         try:
             data = TripletDataConfig(**{k: float(v) for k, v in sim.items()})
         except ValueError as e:
-            raise CryoshotError(
-                f"--simulator for siamese: p_textured=P, p_neighbours=P, p_size_matched=P (shares in 0..1), "
-                f"max_shift_px=PX (view pixels) ({e})"
-            ) from e
+            raise CryoshotError(f"--simulator for siamese: {keys} ({e})") from e
         scfg = SiameseTrainConfig(
             steps=episodes, time_budget_s=time_budget, lr=1e-4 if lr is None else lr, margin=margin,
             init_from=str(init_from) if init_from else None, data=data,

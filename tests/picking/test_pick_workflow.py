@@ -75,6 +75,20 @@ def test_pick_finds_most_particles_of_an_easy_micrograph(easy):
     v = ck["views"]  # the Siamese opinion: the network itself, the exemplars' embeddings, their polarity
     assert tuple(v["features"].shape) == (10, v["config"]["dense"][-1]) and v["polarity"] == -1.0  # dark protein
     assert v["model"]["name"] == "siamese_cryoshot-polar.pt" and len(v["model"]["sha256"]) == 64
+    assert v["pixel_size_A"] == 5.0  # a 160 Å particle is embedded at the network's own pixel size
+
+
+def test_a_stored_view_pixel_size_is_reused_and_an_older_file_gets_the_networks_own(easy):
+    from cryoshot.picking.workflow import _stored_views
+
+    first = easy / "out1"
+    if not first.exists():
+        _run(easy, first)
+    _, ck = load_mae(first / "picker.pt")
+    ck["views"]["pixel_size_A"] = 8.0  # as a picker made for a 300 Å particle records it
+    assert _stored_views(ck).view_pixel_A == 8.0
+    ck["views"].pop("pixel_size_A")  # written before the view pixel size was kept
+    assert _stored_views(ck).view_pixel_A == 5.0
 
 
 def test_weights_zero_is_the_papers_cosine_ranking(easy):
@@ -234,11 +248,12 @@ def test_a_picker_file_without_a_template_or_views_still_picks_by_cosine(easy, t
 
 def test_the_picker_works_at_the_scaled_diameter(easy, tmp_path):
     """``diameter_scale`` s with --diameter D/s picks exactly as scale 1 with D: every internal size (binning,
-    views, NMS) follows the working diameter; a scale outside 0.5..1.5 is refused; the default caps large ones."""
+    flattening, NMS) follows the working diameter (the view network's pixel size follows the typed one, and is its
+    own for both diameters here); a scale outside 0.5..1.5 is refused; the default caps large ones."""
     mics = sorted(str(p) for p in (easy / "data").glob("mic_*.mrc"))
     st = Stage1Config(steps=5)
     outs = []
-    for k, (d, s) in enumerate([(DIAMETER, 1.0), (DIAMETER / 0.8, 0.8)]):
+    for k, (d, s) in enumerate([(DIAMETER, 1.0), (DIAMETER / 0.9, 0.9)]):
         cfg = PickConfig(diameter_A=d, diameter_scale=s, stage1=st)
         assert cfg.work_diameter_A == pytest.approx(DIAMETER)
         pick(mics, easy / "data" / "ex.star", tmp_path / f"o{k}", cfg, progress=False, log=lambda s: None)

@@ -12,6 +12,7 @@ from cryoshot.picking.views import (
     crops_at,
     particle_polarity,
     view_image,
+    view_pixel_size,
     view_reference,
     view_scores,
     view_search,
@@ -39,6 +40,17 @@ def test_crops_are_centred_on_input_coordinates_at_the_network_pixel_size():
     iy, ix = np.unravel_index(np.argmax(c[0]), c[0].shape)
     assert abs(iy - 8) <= 1 and abs(ix - 8) <= 1  # the bright pixel lands in the box's centre
     assert np.isfinite(c[1]).all()  # a box past the edge is filled
+
+
+def test_a_large_particle_is_embedded_coarser_so_that_it_fills_a_set_share_of_the_box():
+    net = SiameseNet(SiameseConfig())  # 64 px at 5 Å/px
+    assert view_pixel_size(net, 160.0) == 5.0  # up to 0.6 x 320 Å: the network's own pixel size, never finer
+    assert view_pixel_size(net, 100.0) == 5.0
+    assert view_pixel_size(net, 384.0) == pytest.approx(10.0)  # 384 Å spans 0.6 x 64 px at 10 Å/px
+    assert view_pixel_size(net, 300.0, fill=0.5) == pytest.approx(300.0 / 32)
+    img = np.zeros((400, 400), np.float32)
+    v = view_image(img, 2.5, net, view_pixel_A=10.0)
+    assert v.factor == pytest.approx(4.0) and v.image.shape == (100, 100)
 
 
 def test_polarity_is_read_from_the_exemplars_dark_or_bright():
@@ -93,6 +105,7 @@ def test_the_shipped_network_prefers_the_exemplars_particle_to_another_one():
     ex = np.nonzero(is_l)[0][:5]
     ref = view_reference(net, [(v, xy[ex])], diameter_A=150.0)
     assert ref.polarity == -1.0 and ref.features.shape == (5, net.cfg.dense[-1])
+    assert ref.view_pixel_A == net.cfg.pixel_size_A  # recorded with the embeddings
     rest = np.setdiff1d(np.arange(n), ex)
     s = view_scores(ref, v, xy[rest])
     assert s.shape == (len(rest),)

@@ -49,6 +49,15 @@ _NEIGHBOUR_STREAM = 23
 _SIZE_STREAM = 24
 
 
+# the fields ``cryoshot train siamese --simulator KEY=VALUE,...`` may set, with what each value is
+SIMULATOR_KEYS = {
+    "p_textured": "P (share 0..1)",
+    "p_neighbours": "P (share 0..1)",
+    "p_size_matched": "P (share 0..1)",
+    "max_shift_px": "PX (view pixels)",
+}
+
+
 @dataclass
 class TripletDataConfig:
     """How training images vary (units in the names)."""

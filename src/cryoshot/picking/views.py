@@ -5,7 +5,8 @@ structures to bring images of one view of one structure together whatever their 
 rotation, shift, CTF and noise, and to push other structures away. The picker's MAE was
 trained to reconstruct windows, which separates particles from background better than one
 particle from another. So each candidate (a peak of the MAE's cosine map) is also cut out at
-the network's pixel size and embedded, and its opinion is the mean of its ``VIEW_TOP`` highest
+the network's pixel size (coarser for a particle too large for its box: :func:`view_pixel_size`)
+and embedded, and its opinion is the mean of its ``VIEW_TOP`` highest
 cosine similarities to the exemplars' embeddings: high when it looks like one of the exemplar
 views. On training structures this ranks target against distractor better than the MAE's
 cosine and the template's NCC do (docs/benchmarks.md, "The Siamese network's opinion").
@@ -32,6 +33,11 @@ VIEW_TOP = 3  # mean of the 3 best exemplar cosines (better than the best one al
 # the best of the five positions: the polar network is sensitive to centring, and the MAE's peaks are
 # placed on a grid of a sixth of a diameter (docs/benchmarks.md, "Re-centring the candidates")
 VIEW_STEP_PX = 2
+# a particle larger than VIEW_FILL x the network's box at its own 5 Å/px (64 px, 320 Å) is embedded from a micrograph
+# binned coarser, so that its typed diameter spans VIEW_FILL of the box: a 360 Å particle then leaves a ring of
+# surroundings in view, as the network's training images did. Never finer than 5 Å/px: smaller particles are
+# embedded as the network was trained (docs/benchmarks.md, "The view network's pixel size for large particles")
+VIEW_FILL = 0.6
 
 
 @dataclass
@@ -63,24 +69,46 @@ class ViewReference:
     features : (m, E) unit-norm embeddings of the exemplars
     polarity : +1 when protein is bright in the micrographs, -1 when dark (raw data)
     source : name and sha256 of the file the network came from (None: the shipped default)
+    pixel_size_A : the view images' pixel size, Å (:func:`view_pixel_size`; None: the network's own)
     """
 
     net: SiameseNet
     features: np.ndarray
     polarity: float
     source: dict | None = None
+    pixel_size_A: float | None = None
+
+    @property
+    def view_pixel_A(self) -> float:
+        """The pixel size (Å) the exemplars were embedded at, and candidates must be (None: the network's own,
+        as every picker.pt written before it was recorded)."""
+        return self.net.cfg.pixel_size_A if self.pixel_size_A is None else float(self.pixel_size_A)
 
 
-def view_image(img: np.ndarray, pixel_size_A: float, net: SiameseNet, diameter_A: float | None = None) -> ViewImage:
-    """The micrograph ``img`` (H, W) at ``pixel_size_A`` (Å), resampled to the network's pixel size by
-    Fourier cropping, as its training images were (an antialiased bilinear binning ranked worse).
+def view_pixel_size(net: SiameseNet, diameter_A: float, fill: float = VIEW_FILL) -> float:
+    """The pixel size (Å) at which a particle of typed ``diameter_A`` is embedded: the network's own, or coarser
+    so that the diameter spans ``fill`` of the network's box."""
+    return max(float(net.cfg.pixel_size_A), float(diameter_A) / (fill * net.cfg.box_px))
+
+
+def view_image(
+    img: np.ndarray,
+    pixel_size_A: float,
+    net: SiameseNet,
+    diameter_A: float | None = None,
+    view_pixel_A: float | None = None,
+) -> ViewImage:
+    """The micrograph ``img`` (H, W) at ``pixel_size_A`` (Å), resampled to ``view_pixel_A`` (Å; default the network's
+    pixel size) by Fourier cropping, as the network's training images were (an antialiased bilinear binning ranked
+    worse).
 
     With the particle's ``diameter_A``, its smooth background is removed as the picker's is
     (:func:`~cryoshot.picking.micrograph.flatten_background`, :data:`FLATTEN_DIAMETERS` diameters).
     """
-    v = fourier_bin(img, net.cfg.pixel_size_A / pixel_size_A)
+    view_px = float(net.cfg.pixel_size_A if view_pixel_A is None else view_pixel_A)
+    v = fourier_bin(img, view_px / pixel_size_A)
     if diameter_A is not None:
-        v = flatten_background(v, diameter_A / net.cfg.pixel_size_A)
+        v = flatten_background(v, diameter_A / view_px)
     return ViewImage(v, float(img.shape[1] / v.shape[1]))
 
 
@@ -116,14 +144,17 @@ def embed_crops(net: SiameseNet, crops: np.ndarray, polarity: float) -> np.ndarr
     return embed_images(net, standardise(polarity * crops), progress=False)
 
 
-def view_reference(net: SiameseNet, views: list[tuple[ViewImage, np.ndarray]], diameter_A: float) -> ViewReference:
-    """Embed the exemplars: ``views`` holds, for each reference micrograph, its view image and the
-    exemplars' input-pixel coordinates (n, 2) on it."""
+def view_reference(
+    net: SiameseNet, views: list[tuple[ViewImage, np.ndarray]], diameter_A: float, view_pixel_A: float | None = None
+) -> ViewReference:
+    """Embed the exemplars: ``views`` holds, for each reference micrograph, its view image (at ``view_pixel_A``, Å;
+    default the network's pixel size) and the exemplars' input-pixel coordinates (n, 2) on it."""
+    view_px = float(net.cfg.pixel_size_A if view_pixel_A is None else view_pixel_A)
     views = [(v, np.asarray(xy, float).reshape(-1, 2)) for v, xy in views if len(xy)]
-    votes = [particle_polarity(v, xy, 0.5 * diameter_A / net.cfg.pixel_size_A) * len(xy) for v, xy in views]
+    votes = [particle_polarity(v, xy, 0.5 * diameter_A / view_px) * len(xy) for v, xy in views]
     polarity = 1.0 if sum(votes) >= 0 else -1.0
     crops = np.concatenate([crops_at(v, xy, net.cfg.box_px) for v, xy in views])
-    return ViewReference(net, embed_crops(net, crops, polarity), polarity)
+    return ViewReference(net, embed_crops(net, crops, polarity), polarity, pixel_size_A=view_px)
 
 
 def view_scores(ref: ViewReference, view: ViewImage, xy_input: np.ndarray, top: int = VIEW_TOP) -> np.ndarray:

@@ -47,6 +47,7 @@ from cryoshot.picking.views import (
     ViewImage,
     ViewReference,
     view_image,
+    view_pixel_size,
     view_reference,
     view_search,
 )
@@ -306,7 +307,8 @@ def _views_payload(views: ViewReference | None) -> dict:
         source = {"name": src.name, "sha256": file_sha256(src)}
     return {"views": {
         "features": torch.from_numpy(views.features.copy()), "polarity": float(views.polarity),
-        "config": views.net.cfg.to_dict(), "state_dict": views.net.state_dict(), "model": source}}  # fmt: skip
+        "pixel_size_A": views.view_pixel_A, "config": views.net.cfg.to_dict(), "state_dict": views.net.state_dict(),
+        "model": source}}  # fmt: skip
 
 
 def _load_view_net(path: str, *_key):
@@ -328,7 +330,8 @@ def _stored_views(ck: dict) -> ViewReference | None:
     if v is None:
         return None
     net = build_siamese({"config": v["config"], "state_dict": v["state_dict"]})
-    return ViewReference(net, v["features"].numpy(), float(v["polarity"]), dict(v["model"]))
+    # a file written before the view pixel size was kept embedded at the network's own (None)
+    return ViewReference(net, v["features"].numpy(), float(v["polarity"]), dict(v["model"]), v.get("pixel_size_A"))
 
 
 def estimate_pi(model: PickerMAE, images: list[BinnedMicrograph], ex: torch.Tensor, cfg: PickConfig) -> float:
@@ -461,6 +464,7 @@ def _run(net, ck, mics, micrographs, stems, headers, ex_df, exemplars, model_pat
         ref_views: list[tuple[ViewImage, np.ndarray]] = []
         stored = _stored_views(ck) if is_picker else None
         vnet = (stored.net if stored is not None else _view_net()) if config.view_weight else None
+        view_px = view_pixel_size(vnet, config.diameter_A) if vnet is not None else None
         if ex_df is not None:
             for i in sorted(set(ex_df["mic"])):
                 img, ps = read_micrograph(mics[i], config.angpix)
@@ -468,9 +472,9 @@ def _run(net, ck, mics, micrographs, stems, headers, ex_df, exemplars, model_pat
                 xy = ex_df.loc[ex_df["mic"] == i, ["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float)
                 ex_xy += [(len(refs) - 1, float(x), float(y)) for x, y in refs[i].to_binned(xy)]
                 if vnet is not None:
-                    ref_views.append((view_image(img, ps, vnet, config.work_diameter_A), xy))
+                    ref_views.append((view_image(img, ps, vnet, config.work_diameter_A, view_px), xy))
         ref_list = list(refs.values())
-        views = view_reference(vnet, ref_views, config.work_diameter_A) if ref_views else None
+        views = view_reference(vnet, ref_views, config.work_diameter_A, view_px) if ref_views else None
         if views is not None and stored is not None:
             views.source = stored.source
         if is_picker and ex_df is None:
@@ -600,7 +604,7 @@ def cut_candidates(cands: pd.DataFrame, threshold: float, max_picks: int | None)
 def _view_of(img: np.ndarray, pixel_size_A: float, views: ViewReference | None, cfg: PickConfig) -> ViewImage | None:
     """The micrograph at the Siamese network's pixel size, when its view opinion is used (else None)."""
     return (
-        view_image(img, pixel_size_A, views.net, cfg.work_diameter_A)
+        view_image(img, pixel_size_A, views.net, cfg.work_diameter_A, views.view_pixel_A)
         if views is not None and cfg.view_weight > 0
         else None
     )

@@ -1,0 +1,59 @@
+"""The view network's pixel size chosen from the particle's diameter: does it rank the candidates better? Dev sets.
+
+The picker embeds a 64 px box at the network's 5 Å/px around every candidate (320 Å), whatever the particle's
+size: a 95 Å protein fills 0.3 of the box, a 360 Å one more than all of it. Here the micrograph is instead
+binned so that the typed diameter spans ``fill`` of the box (pixel size = diameter / (fill x 64)), the exemplars
+and the candidates alike; everything else is as ``cryoshot pick`` computes the view opinion (best of five
+positions, the mean of the 3 best exemplar cosines), and the candidates, their cosine and NCC are the shipped
+run's. Dev sets only (training structures), as ``choose_pick_view_model.py``.
+
+    cd benchmarks && ../.venv/bin/python choose_pick_view_scale.py [--fills 0.4,0.5,0.6] [--floor] [--runs ../runs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+from pathlib import Path
+
+from choose_pick_background_views import load, run_screen, scored, top_cosine
+from choose_pick_view_model import new_view_scores
+
+from cryoshot.models.siamese2d import load_siamese
+from cryoshot.picking.views import VIEW_TOP
+from cryoshot.pretrained import resolve_siamese_model
+from cryoshot.utils.threads import configure_threads
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fills", default="0.4,0.5,0.6", help="typed diameter / view box, comma-separated")
+    ap.add_argument(
+        "--floor", action="store_true", help="never finer than the network's own 5 Å/px (bin large particles only)"
+    )
+    ap.add_argument("--runs", type=Path, default=Path("../runs"))
+    a = ap.parse_args()
+    configure_threads()
+    net = load_siamese(resolve_siamese_model("default"))[0].eval()
+    fills = [float(f) for f in a.fills.split(",")]
+
+    def pixel_size(typed: float, fill: float) -> float:
+        ps = typed / (fill * net.cfg.box_px)
+        return max(ps, net.cfg.pixel_size_A) if a.floor else ps
+
+    def score_set(ds: Path, target: str, typed: float) -> dict[str, tuple]:
+        mics, exf = load(ds, target, typed)
+        base = [top_cosine(m["e"], exf, VIEW_TOP) for m in mics]
+        res = {"shipped": scored(mics, base, base)}
+        for f in fills:
+            scaled = copy.deepcopy(net)
+            scaled.cfg = dataclasses.replace(net.cfg, pixel_size_A=pixel_size(typed, f))
+            res[f"fill {f:g}"] = scored(mics, new_view_scores(scaled, ds, mics, typed), base)
+        return res
+
+    run_screen(a.runs, score_set, "shipped", "the view score")
+
+
+if __name__ == "__main__":
+    main()
