@@ -101,7 +101,7 @@ def load(ds: Path, target: str, typed: float) -> tuple[list[dict], np.ndarray]:
     mics = []
     for m, mic in enumerate(sorted(ds.glob("mic_*.mrc"))):
         img, ps = read_micrograph(mic)
-        v = view_image(img, ps, views.net, cfg.work_diameter_A)
+        v = view_image(img, ps, views.net, cfg.work_diameter_A, views.view_pixel_A)
         c = read_star_table(run / "candidates" / f"{mic.stem}_candidates.star")
         xy = c[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy()
         e = embed_crops(views.net, crops_at(v, xy, views.net.cfg.box_px), views.polarity).astype(np.float64)

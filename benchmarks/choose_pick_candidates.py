@@ -70,7 +70,7 @@ def collect(ds: Path, d: dict) -> dict:
         b = bin_micrograph(img, ps, cfg.diameter_A, p)
         xy, cos, (smap, xs, ys) = candidate_picks(net, b.image, ex_feats, cfg.stride_px, cfg.nms_distance, cfg.matching)
         ncc = ncc_map(b.image, template)
-        v = view_image(img, ps, views.net, cfg.diameter_A)
+        v = view_image(img, ps, views.net, cfg.diameter_A, views.view_pixel_A)
         for r in RADII:
             xin = b.to_input(nxy := recentre(ncc, xy, r * p))
             per[r].append({"xy": xin, "cos": cos, "ncc": ncc_at(ncc, nxy), "view": view_scores(views, v, xin)})

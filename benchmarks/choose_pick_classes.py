@@ -41,10 +41,10 @@ def crops(ds: Path, d: dict, views) -> tuple[list[np.ndarray], np.ndarray]:
     out = []
     for m, q in zip(mics[1:], d["queries"], strict=True):
         img, ps = read_micrograph(m)
-        v = view_image(img, ps, views.net, d["side"] * 2.0)
+        v = view_image(img, ps, views.net, d["side"] * 2.0, views.view_pixel_A)
         out.append(standardise(views.polarity * crops_at(v, q["xy"], box)))
     img, ps = read_micrograph(mics[0])
-    v = view_image(img, ps, views.net, d["side"] * 2.0)
+    v = view_image(img, ps, views.net, d["side"] * 2.0, views.view_pixel_A)
     ex = read_star_table(ds / "ex.star")[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float)
     return out, standardise(views.polarity * crops_at(v, ex, box))
 

@@ -43,7 +43,7 @@ def opinions(net, ex_feats, template, views, cfg, img, ps) -> dict:
     b = bin_micrograph(img, ps, cfg.diameter_A, net.config.particle_px)
     xy, cos, _ = candidate_picks(net, b.image, ex_feats, cfg.stride_px, cfg.nms_distance, cfg.matching)
     xin = b.to_input(xy)
-    v = view_image(img, ps, views.net, cfg.diameter_A)
+    v = view_image(img, ps, views.net, cfg.diameter_A, views.view_pixel_A)
     return {"xy": xin, "cos": cos, "ncc": ncc_at(ncc_map(b.image, template), xy), "view": view_scores(views, v, xin)}
 
 
@@ -63,7 +63,7 @@ def collect(ds: Path, key: str) -> dict:
     side = diameter / 2.0  # the pixel size is 2 Å: the diameter in input pixels is diameter / 2
     # the exemplars' view scores, each against the other 14 (as the reference micrograph's view image shows them)
     img, ps = read_micrograph(mics[0])
-    v = view_image(img, ps, views.net, cfg.diameter_A)
+    v = view_image(img, ps, views.net, cfg.diameter_A, views.view_pixel_A)
     e = embed_crops(views.net, crops_at(v, ex, views.net.cfg.box_px), views.polarity).astype(np.float64)
     c = e @ e.T
     np.fill_diagonal(c, -np.inf)

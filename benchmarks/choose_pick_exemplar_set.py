@@ -55,7 +55,7 @@ def collect(ds: Path, d: dict) -> tuple[dict, dict]:
     mics = sorted(ds.glob("mic_*.mrc"))
     ex = read_star_table(ds / "ex.star")[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float)
     img, ps = read_micrograph(mics[0])
-    v = view_image(img, ps, views.net, cfg.diameter_A)
+    v = view_image(img, ps, views.net, cfg.diameter_A, views.view_pixel_A)
     b = bin_micrograph(img, ps, cfg.diameter_A, p)
     cr = crops_at(v, ex, box)
     emb = {
@@ -69,7 +69,7 @@ def collect(ds: Path, d: dict) -> tuple[dict, dict]:
     emb["q"] = []
     for m, q in zip(mics[1:], d["queries"], strict=True):
         qi, qps = read_micrograph(m)
-        emb["q"].append(embed_crops(views.net, crops_at(view_image(qi, qps, views.net, cfg.diameter_A), q["xy"], box),
+        emb["q"].append(embed_crops(views.net, crops_at(view_image(qi, qps, views.net, cfg.diameter_A, views.view_pixel_A), q["xy"], box),
                                     views.polarity))  # fmt: skip
     # leave-one-out on the reference: each exemplar scored as a query candidate would be, without itself
     exb = b.to_binned(ex)

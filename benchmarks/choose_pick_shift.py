@@ -73,7 +73,7 @@ def collect(ds: Path, d: dict) -> dict:
     for m, q in zip(sorted(ds.glob("mic_*.mrc"))[1:], d["queries"], strict=True):
         img, ps = read_micrograph(m)
         b = bin_micrograph(img, ps, cfg.diameter_A, net.config.particle_px)
-        v = view_image(img, ps, views.net, cfg.diameter_A)
+        v = view_image(img, ps, views.net, cfg.diameter_A, views.view_pixel_A)
         n = len(q["xy"])
         pos = (q["xy"][:, None, :] + GRID[None] * v.factor).reshape(-1, 2)  # input pixels
         e = embed_crops(views.net, crops_at(v, pos, views.net.cfg.box_px), views.polarity).reshape(n, len(GRID), -1)

@@ -26,23 +26,26 @@ from choose_pick_background_views import load, run_screen, scored, top_cosine
 from cryoshot.io.star import read_star_table
 from cryoshot.models.siamese2d import load_siamese
 from cryoshot.picking.micrograph import read_micrograph
-from cryoshot.picking.views import VIEW_TOP, view_image, view_reference, view_search
+from cryoshot.picking.views import VIEW_TOP, view_image, view_pixel_size, view_reference, view_search
 from cryoshot.picking.workflow import PickConfig
 from cryoshot.pretrained import resolve_siamese_model
 from cryoshot.utils.threads import configure_threads
 
 
-def new_view_scores(net, ds: Path, mics: list[dict], typed: float) -> list[np.ndarray]:
-    """Each micrograph's view scores (N_i,) of its candidates with ``net``, as ``cryoshot pick`` computes them."""
+def new_view_scores(net, ds: Path, mics: list[dict], typed: float, view_px: float | None = None) -> list[np.ndarray]:
+    """Each micrograph's view scores (N_i,) of its candidates with ``net``, as ``cryoshot pick`` computes them: at
+    its view pixel size for the typed diameter (``views.view_pixel_size``; before 2026-12-01 always the network's
+    5 Å/px, as the earlier logs were made), or at ``view_px`` (Å) when given."""
     wd = PickConfig(diameter_A=typed).work_diameter_A
+    px = view_pixel_size(net, typed) if view_px is None else view_px
     paths = sorted(ds.glob("mic_*.mrc"))
     img, ps = read_micrograph(paths[0])
     ex = read_star_table(ds / "ex.star")[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float)
-    ref = view_reference(net, [(view_image(img, ps, net, wd), ex)], wd)
+    ref = view_reference(net, [(view_image(img, ps, net, wd, px), ex)], wd, px)
     out = []
     for path, m in zip(paths, mics, strict=True):
         img, ps = read_micrograph(path)
-        out.append(view_search(ref, view_image(img, ps, net, wd), m["xy"])[1])
+        out.append(view_search(ref, view_image(img, ps, net, wd, px), m["xy"])[1])
     return out
 
 

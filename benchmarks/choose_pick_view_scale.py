@@ -13,8 +13,6 @@ run's. Dev sets only (training structures), as ``choose_pick_view_model.py``.
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
 from pathlib import Path
 
 from choose_pick_background_views import load, run_screen, scored, top_cosine
@@ -47,9 +45,7 @@ def main() -> None:
         base = [top_cosine(m["e"], exf, VIEW_TOP) for m in mics]
         res = {"shipped": scored(mics, base, base)}
         for f in fills:
-            scaled = copy.deepcopy(net)
-            scaled.cfg = dataclasses.replace(net.cfg, pixel_size_A=pixel_size(typed, f))
-            res[f"fill {f:g}"] = scored(mics, new_view_scores(scaled, ds, mics, typed), base)
+            res[f"fill {f:g}"] = scored(mics, new_view_scores(net, ds, mics, typed, pixel_size(typed, f)), base)
         return res
 
     run_screen(a.runs, score_set, "shipped", "the view score")

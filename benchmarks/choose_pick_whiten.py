@@ -83,7 +83,7 @@ def load(ds: Path, target: str, typed: float) -> list[dict]:
         mics.append({"xy": xy, "xyb": b.to_binned(xy), "merit": c["rlnAutopickFigureOfMerit"].to_numpy(float),
                      "kind": kind, "truth": targets, "d_px": d_px, "ncc": {}})  # fmt: skip
         binned.append(b)
-        vimgs.append(view_image(img, ps, views.net, cfg.work_diameter_A))
+        vimgs.append(view_image(img, ps, views.net, cfg.work_diameter_A, views.view_pixel_A))
     ex_b = binned[0].to_binned(ex)
     for p in POWERS:
         imgs = [whiten(b.image, p) for b in binned]

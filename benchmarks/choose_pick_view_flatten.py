@@ -1,0 +1,70 @@
+"""The view opinion's own background flattening: would a wider window (or none) rank the candidates better? Dev sets.
+
+``cryoshot pick`` flattens the Siamese network's copy of the micrograph as it flattens the MAE's: tile medians a
+quarter diameter wide, a median filter over about one diameter of tiles (``micrograph.flatten_background``). Over a
+particle, or between touching ones, such a window is half protein, so it takes off part of the particle's own low
+frequencies, which the network's training images kept. Here the view image alone is flattened over ``k`` working
+diameters instead (or not at all: no plane, no medians), the exemplars' and the candidates' alike; everything else
+is the shipped run's (candidates, cosine, NCC), and the view opinion is recomputed as ``cryoshot pick`` computes it
+(its pixel size, best of five positions, mean of the 3 best exemplar cosines). Dev sets only (training structures).
+
+    cd benchmarks && ../.venv/bin/python choose_pick_view_flatten.py [--widths 2,4,none] [--runs ../runs]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from choose_pick_background_views import load, run_screen, scored, top_cosine
+
+from cryoshot.io.star import read_star_table
+from cryoshot.models.siamese2d import load_siamese
+from cryoshot.picking.micrograph import read_micrograph
+from cryoshot.picking.views import VIEW_TOP, view_image, view_pixel_size, view_reference, view_search
+from cryoshot.picking.workflow import PickConfig
+from cryoshot.pretrained import resolve_siamese_model
+from cryoshot.utils.threads import configure_threads
+
+
+def view_scores_flattened(net, ds: Path, mics: list[dict], typed: float, width: float | None) -> list[np.ndarray]:
+    """Each micrograph's view scores (N_i,) with the view image flattened over ``width`` working diameters (None:
+    not flattened)."""
+    wd = PickConfig(diameter_A=typed).work_diameter_A
+    px = view_pixel_size(net, typed)
+    flat = None if width is None else width * wd
+    paths = sorted(ds.glob("mic_*.mrc"))
+    img, ps = read_micrograph(paths[0])
+    ex = read_star_table(ds / "ex.star")[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float)
+    ref = view_reference(net, [(view_image(img, ps, net, flat, px), ex)], wd, px)
+    out = []
+    for path, m in zip(paths, mics, strict=True):
+        img, ps = read_micrograph(path)
+        out.append(view_search(ref, view_image(img, ps, net, flat, px), m["xy"])[1])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--widths", default="1,2,4,none", help="flattening windows in working diameters (1: as shipped)")
+    ap.add_argument("--runs", type=Path, default=Path("../runs"))
+    a = ap.parse_args()
+    configure_threads()
+    net = load_siamese(resolve_siamese_model("default"))[0].eval()
+    widths = [None if w == "none" else float(w) for w in a.widths.split(",")]
+
+    def score_set(ds: Path, target: str, typed: float) -> dict[str, tuple]:
+        mics, exf = load(ds, target, typed)
+        base = [top_cosine(m["e"], exf, VIEW_TOP) for m in mics]
+        res = {"shipped": scored(mics, base, base)}
+        for w in widths:
+            name = "not flattened" if w is None else f"{w:g} diameters" + (" (re-searched)" if w == 1 else "")
+            res[name] = scored(mics, view_scores_flattened(net, ds, mics, typed, w), base)
+        return res
+
+    run_screen(a.runs, score_set, "shipped", "the view score")
+
+
+if __name__ == "__main__":
+    main()
