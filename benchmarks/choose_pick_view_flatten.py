@@ -16,33 +16,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 from choose_pick_background_views import load, run_screen, scored, top_cosine
+from choose_pick_view_model import new_view_scores
 
-from cryoshot.io.star import read_star_table
 from cryoshot.models.siamese2d import load_siamese
-from cryoshot.picking.micrograph import read_micrograph
-from cryoshot.picking.views import VIEW_TOP, view_image, view_pixel_size, view_reference, view_search
-from cryoshot.picking.workflow import PickConfig
+from cryoshot.picking.views import VIEW_TOP
 from cryoshot.pretrained import resolve_siamese_model
 from cryoshot.utils.threads import configure_threads
-
-
-def view_scores_flattened(net, ds: Path, mics: list[dict], typed: float, width: float | None) -> list[np.ndarray]:
-    """Each micrograph's view scores (N_i,) with the view image flattened over ``width`` working diameters (None:
-    not flattened)."""
-    wd = PickConfig(diameter_A=typed).work_diameter_A
-    px = view_pixel_size(net, typed)
-    flat = None if width is None else width * wd
-    paths = sorted(ds.glob("mic_*.mrc"))
-    img, ps = read_micrograph(paths[0])
-    ex = read_star_table(ds / "ex.star")[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float)
-    ref = view_reference(net, [(view_image(img, ps, net, flat, px), ex)], wd, px)
-    out = []
-    for path, m in zip(paths, mics, strict=True):
-        img, ps = read_micrograph(path)
-        out.append(view_search(ref, view_image(img, ps, net, flat, px), m["xy"])[1])
-    return out
 
 
 def main() -> None:
@@ -60,7 +40,7 @@ def main() -> None:
         res = {"shipped": scored(mics, base, base)}
         for w in widths:
             name = "not flattened" if w is None else f"{w:g} diameters" + (" (re-searched)" if w == 1 else "")
-            res[name] = scored(mics, view_scores_flattened(net, ds, mics, typed, w), base)
+            res[name] = scored(mics, new_view_scores(net, ds, mics, typed, flatten=w), base)
         return res
 
     run_screen(a.runs, score_set, "shipped", "the view score")

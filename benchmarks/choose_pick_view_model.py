@@ -32,20 +32,24 @@ from cryoshot.pretrained import resolve_siamese_model
 from cryoshot.utils.threads import configure_threads
 
 
-def new_view_scores(net, ds: Path, mics: list[dict], typed: float, view_px: float | None = None) -> list[np.ndarray]:
+def new_view_scores(
+    net, ds: Path, mics: list[dict], typed: float, view_px: float | None = None, flatten: float | None = 1.0
+) -> list[np.ndarray]:
     """Each micrograph's view scores (N_i,) of its candidates with ``net``, as ``cryoshot pick`` computes them: at
     its view pixel size for the typed diameter (``views.view_pixel_size``; before 2026-12-01 always the network's
-    5 Å/px, as the earlier logs were made), or at ``view_px`` (Å) when given."""
+    5 Å/px, as the earlier logs were made), or at ``view_px`` (Å) when given; the view image flattened as pick's
+    over ``flatten`` working diameters (None: not flattened)."""
     wd = PickConfig(diameter_A=typed).work_diameter_A
     px = view_pixel_size(net, typed) if view_px is None else view_px
+    flat = None if flatten is None else flatten * wd
     paths = sorted(ds.glob("mic_*.mrc"))
     img, ps = read_micrograph(paths[0])
     ex = read_star_table(ds / "ex.star")[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float)
-    ref = view_reference(net, [(view_image(img, ps, net, wd, px), ex)], wd, px)
+    ref = view_reference(net, [(view_image(img, ps, net, flat, px), ex)], wd, px)
     out = []
     for path, m in zip(paths, mics, strict=True):
         img, ps = read_micrograph(path)
-        out.append(view_search(ref, view_image(img, ps, net, wd, px), m["xy"])[1])
+        out.append(view_search(ref, view_image(img, ps, net, flat, px), m["xy"])[1])
     return out
 
 
