@@ -82,7 +82,12 @@ class ViewReference:
     def view_pixel_A(self) -> float:
         """The pixel size (Å) the exemplars were embedded at, and candidates must be (None: the network's own,
         as every picker.pt written before it was recorded)."""
-        return self.net.cfg.pixel_size_A if self.pixel_size_A is None else float(self.pixel_size_A)
+        return _pixel_or_own(self.net, self.pixel_size_A)
+
+
+def _pixel_or_own(net: SiameseNet, view_pixel_A: float | None) -> float:
+    """``view_pixel_A`` (Å), or the network's own pixel size when it is None."""
+    return float(net.cfg.pixel_size_A if view_pixel_A is None else view_pixel_A)
 
 
 def view_pixel_size(net: SiameseNet, diameter_A: float, fill: float = VIEW_FILL) -> float:
@@ -105,7 +110,7 @@ def view_image(
     With the particle's ``diameter_A``, its smooth background is removed as the picker's is
     (:func:`~cryoshot.picking.micrograph.flatten_background`, :data:`FLATTEN_DIAMETERS` diameters).
     """
-    view_px = float(net.cfg.pixel_size_A if view_pixel_A is None else view_pixel_A)
+    view_px = _pixel_or_own(net, view_pixel_A)
     v = fourier_bin(img, view_px / pixel_size_A)
     if diameter_A is not None:
         v = flatten_background(v, diameter_A / view_px)
@@ -149,7 +154,7 @@ def view_reference(
 ) -> ViewReference:
     """Embed the exemplars: ``views`` holds, for each reference micrograph, its view image (at ``view_pixel_A``, Å;
     default the network's pixel size) and the exemplars' input-pixel coordinates (n, 2) on it."""
-    view_px = float(net.cfg.pixel_size_A if view_pixel_A is None else view_pixel_A)
+    view_px = _pixel_or_own(net, view_pixel_A)
     views = [(v, np.asarray(xy, float).reshape(-1, 2)) for v, xy in views if len(xy)]
     votes = [particle_polarity(v, xy, 0.5 * diameter_A / view_px) * len(xy) for v, xy in views]
     polarity = 1.0 if sum(votes) >= 0 else -1.0
