@@ -29,12 +29,19 @@ from cryoshot.picking.workflow import TEMPLATE_WEIGHT, PickConfig
 from cryoshot.utils.threads import configure_threads
 
 
-def ncc_scores(ds: Path, mics: list[dict], typed: float, window: int) -> list[np.ndarray]:
-    """Each micrograph's (N_i,) template NCC at its candidates, the template cut in ``window`` binned px."""
+def binned_set(ds: Path, typed: float) -> tuple[list, np.ndarray]:
+    """A dev set's micrographs binned and flattened as the picker's MAE sees them, and the exemplars' (m, 2) binned
+    coordinates on the first."""
     wd = PickConfig(diameter_A=typed).work_diameter_A
     bins = [bin_micrograph(*read_micrograph(p), wd, PARTICLE_PX) for p in sorted(ds.glob("mic_*.mrc"))]
     ex = read_star_table(ds / "ex.star")[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float)
-    template = exemplar_template(windows_at(bins[0].image, bins[0].to_binned(ex), window))
+    return bins, bins[0].to_binned(ex)
+
+
+def ncc_scores(bins: list, ex: np.ndarray, mics: list[dict], window: int) -> list[np.ndarray]:
+    """Each micrograph's (N_i,) template NCC at its candidates, the template cut in ``window`` binned px around the
+    exemplars ``ex`` (m, 2) on the first micrograph of ``bins``."""
+    template = exemplar_template(windows_at(bins[0].image, ex, window))
     return [ncc_at(ncc_map(b.image, template), b.to_binned(m["xy"])) for b, m in zip(bins, mics, strict=True)]
 
 
@@ -49,11 +56,12 @@ def main() -> None:
     def score_set(ds: Path, target: str, typed: float) -> dict[str, tuple]:
         mics, _ = load(ds, target, typed)
         span_px = PARTICLE_PX * typed / PickConfig(diameter_A=typed).work_diameter_A  # the typed diameter, binned px
-        base = ncc_scores(ds, mics, typed, WINDOW_PX)
+        bins, ex = binned_set(ds, typed)
+        base = ncc_scores(bins, ex, mics, WINDOW_PX)
         res = {"shipped": cut_scores(mics, [m["merit"] for m in mics], base)}
         for s in spans:
             w = max(WINDOW_PX, int(round(s * span_px / 2)) * 2)
-            new = base if w == WINDOW_PX else ncc_scores(ds, mics, typed, w)
+            new = base if w == WINDOW_PX else ncc_scores(bins, ex, mics, w)
             merits = [m["merit"] + TEMPLATE_WEIGHT * (standardise_scores(n) - standardise_scores(b))
                       for m, n, b in zip(mics, new, base, strict=True)]  # fmt: skip
             res[f"span {s:g}"] = cut_scores(mics, merits, new)

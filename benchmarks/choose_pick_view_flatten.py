@@ -16,11 +16,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from choose_pick_background_views import load, run_screen, scored, top_cosine
-from choose_pick_view_model import new_view_scores
+from choose_pick_view_model import view_variant_screen
 
 from cryoshot.models.siamese2d import load_siamese
-from cryoshot.picking.views import VIEW_TOP
 from cryoshot.pretrained import resolve_siamese_model
 from cryoshot.utils.threads import configure_threads
 
@@ -34,16 +32,12 @@ def main() -> None:
     net = load_siamese(resolve_siamese_model("default"))[0].eval()
     widths = [None if w == "none" else float(w) for w in a.widths.split(",")]
 
-    def score_set(ds: Path, target: str, typed: float) -> dict[str, tuple]:
-        mics, exf = load(ds, target, typed)
-        base = [top_cosine(m["e"], exf, VIEW_TOP) for m in mics]
-        res = {"shipped": scored(mics, base, base)}
-        for w in widths:
-            name = "not flattened" if w is None else f"{w:g} diameters" + (" (re-searched)" if w == 1 else "")
-            res[name] = scored(mics, new_view_scores(net, ds, mics, typed, flatten=w), base)
-        return res
-
-    run_screen(a.runs, score_set, "shipped", "the view score")
+    variants = {
+        ("not flattened" if w is None else f"{w:g} diameters" + (" (re-searched)" if w == 1 else "")):
+            (lambda typed, w=w: {"flatten": w})
+        for w in widths
+    }  # fmt: skip
+    view_variant_screen(a.runs, net, variants)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ Dev sets only (training structures): the second simulator's 4 dev sets (``others
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,22 @@ def new_view_scores(
         img, ps = read_micrograph(path)
         out.append(view_search(ref, view_image(img, ps, net, flat, px), m["xy"])[1])
     return out
+
+
+def view_variant_screen(runs: Path, net, variants: dict[str, Callable[[float], dict]]) -> None:
+    """:func:`run_screen` over the dev sets of ``runs``: every run's candidates keep their cosine and NCC, and their
+    view opinion is recomputed with ``net`` by :func:`new_view_scores` under each variant (row name -> a function of
+    the typed diameter giving its keyword arguments), against the run's own view scores ("shipped")."""
+
+    def score_set(ds: Path, target: str, typed: float) -> dict[str, tuple]:
+        mics, exf = load(ds, target, typed)
+        base = [top_cosine(m["e"], exf, VIEW_TOP) for m in mics]
+        res = {"shipped": scored(mics, base, base)}
+        for name, kwargs in variants.items():
+            res[name] = scored(mics, new_view_scores(net, ds, mics, typed, **kwargs(typed)), base)
+        return res
+
+    run_screen(runs, score_set, "shipped", "the view score")
 
 
 def main() -> None:

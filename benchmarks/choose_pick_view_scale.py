@@ -15,11 +15,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from choose_pick_background_views import load, run_screen, scored, top_cosine
-from choose_pick_view_model import new_view_scores
+from choose_pick_view_model import view_variant_screen
 
 from cryoshot.models.siamese2d import load_siamese
-from cryoshot.picking.views import VIEW_TOP
 from cryoshot.pretrained import resolve_siamese_model
 from cryoshot.utils.threads import configure_threads
 
@@ -40,15 +38,8 @@ def main() -> None:
         ps = typed / (fill * net.cfg.box_px)
         return max(ps, net.cfg.pixel_size_A) if a.floor else ps
 
-    def score_set(ds: Path, target: str, typed: float) -> dict[str, tuple]:
-        mics, exf = load(ds, target, typed)
-        base = [top_cosine(m["e"], exf, VIEW_TOP) for m in mics]
-        res = {"shipped": scored(mics, base, base)}
-        for f in fills:
-            res[f"fill {f:g}"] = scored(mics, new_view_scores(net, ds, mics, typed, pixel_size(typed, f)), base)
-        return res
-
-    run_screen(a.runs, score_set, "shipped", "the view score")
+    variants = {f"fill {f:g}": (lambda typed, f=f: {"view_px": pixel_size(typed, f)}) for f in fills}
+    view_variant_screen(a.runs, net, variants)
 
 
 if __name__ == "__main__":
