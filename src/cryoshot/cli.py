@@ -397,7 +397,7 @@ def train_cmd(
             "--procedural, --val-every, --device, --seed, --resume, --init-from, and --simulator "
             "ice_texture_max=SD,flatten=1); siamese: the 2D particle embedding (triplet loss) on "
             "simulated projections (uses --episodes as steps, --lr, --procedural, --val-every, --patience, --margin, "
-            "--backbone, --backbone-weights, --structures, --init-from, and --simulator p_textured=P,p_neighbours=P,p_size_matched=P,max_shift_px=PX).",
+            "--backbone, --backbone-weights, --structures, --init-from, and --simulator p_textured=P,p_neighbours=P,p_size_matched=P,max_shift_px=PX,p_unflipped=P).",
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (best on validation).")],

@@ -109,7 +109,11 @@ def test_train_siamese_runs_resumes_and_records_provenance(tmp_path, capsys):
     assert "p_neighbours" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
     assert main([*args[:3], str(tmp_path / "x.pt"), *args[4:], "--simulator", "p_neighbours=some"]) != 0
     assert "p_neighbours" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
-    for bad, key in (("p_size_matched=-0.1", "p_size_matched"), ("max_shift_px=40", "max_shift_px")):
+    for bad, key in (
+        ("p_size_matched=-0.1", "p_size_matched"),
+        ("max_shift_px=40", "max_shift_px"),
+        ("p_unflipped=1.2", "p_unflipped"),
+    ):
         assert main([*args[:3], str(tmp_path / "x.pt"), *args[4:], "--simulator", bad]) != 0
         assert key in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
 

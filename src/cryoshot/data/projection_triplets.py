@@ -55,6 +55,7 @@ SIMULATOR_KEYS = {
     "p_neighbours": "P (share 0..1)",
     "p_size_matched": "P (share 0..1)",
     "max_shift_px": "PX (view pixels)",
+    "p_unflipped": "P (share 0..1; the picker's crops are never phase-flipped)",
 }
 
 

@@ -79,7 +79,8 @@ class SiameseTrainConfig:
         if (self.data.box_px, self.data.pixel_size_A) != (self.model.box_px, self.model.pixel_size_A):
             raise CryoshotError("the training images must be on the model's grid (box and pixel size)")
         for key, what in (("p_textured", "images with ice texture"), ("p_neighbours", "images with neighbours"),
-                          ("p_size_matched", "batches of structures close in size")):  # fmt: skip
+                          ("p_size_matched", "batches of structures close in size"),
+                          ("p_unflipped", "images not phase-flipped")):  # fmt: skip
             if not 0 <= getattr(self.data, key) <= 1:
                 raise CryoshotError(f"{key} (the share of {what}) must be in 0..1, "
                                     f"got {getattr(self.data, key)}")  # fmt: skip
