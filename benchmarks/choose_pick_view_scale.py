@@ -18,6 +18,7 @@ from pathlib import Path
 from choose_pick_view_model import view_variant_screen
 
 from cryoshot.models.siamese2d import load_siamese
+from cryoshot.picking.views import view_pixel_size
 from cryoshot.pretrained import resolve_siamese_model
 from cryoshot.utils.threads import configure_threads
 
@@ -35,8 +36,7 @@ def main() -> None:
     fills = [float(f) for f in a.fills.split(",")]
 
     def pixel_size(typed: float, fill: float) -> float:
-        ps = typed / (fill * net.cfg.box_px)
-        return max(ps, net.cfg.pixel_size_A) if a.floor else ps
+        return view_pixel_size(net, typed, fill) if a.floor else typed / (fill * net.cfg.box_px)
 
     variants = {f"fill {f:g}": (lambda typed, f=f: {"view_px": pixel_size(typed, f)}) for f in fills}
     view_variant_screen(a.runs, net, variants)
